@@ -1,0 +1,46 @@
+// Helpers shared by the CPU kernels.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <limits>
+
+#include "pymakemore/kernels.h"
+
+namespace pymakemore::cpu {
+
+// Lowest position at which a check failed, collected across threads.
+class FirstInvalid {
+ public:
+  void report(int64_t pos) {
+    int64_t seen = pos_.load(std::memory_order_relaxed);
+    while (pos < seen && !pos_.compare_exchange_weak(seen, pos, std::memory_order_relaxed)) {
+    }
+  }
+  int64_t result() const {
+    const int64_t pos = pos_.load(std::memory_order_relaxed);
+    return pos == kNone ? kAllValid : pos;
+  }
+
+ private:
+  static constexpr int64_t kNone = std::numeric_limits<int64_t>::max();
+  std::atomic<int64_t> pos_{kNone};
+};
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// Items per reduction piece: at least min_items, and few enough pieces to bound the partial
+// buffers. Depends on the shape only, so the summation order never depends on threads.
+inline int64_t piece_size(int64_t n, int64_t min_items, int64_t max_pieces) {
+  return std::max<int64_t>(min_items, ceil_div(std::max<int64_t>(n, 1), max_pieces));
+}
+
+// Threads get at least this much work (elements touched) per piece.
+constexpr int64_t kGrainElements = 32768;
+inline int64_t grain_for(int64_t elements_per_item) {
+  return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(elements_per_item, 1));
+}
+
+}  // namespace pymakemore::cpu

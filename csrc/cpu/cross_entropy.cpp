@@ -1,0 +1,193 @@
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "common.h"
+#include "pymakemore/kernels.h"
+#include "vec_math.h"
+
+namespace pymakemore {
+namespace {
+
+using cpu::FirstInvalid;
+
+// Rows per piece of the loss / weight sums, summed in a fixed order (deterministic).
+constexpr int64_t kSumPiece = 1024;
+
+template <typename T>
+T row_max(const T* x, int64_t c) {
+  T m = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < c; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+// Max-subtracted log-sum-exp; a NaN anywhere in the row gives NaN.
+template <typename T>
+T row_logsumexp(const T* x, int64_t c) {
+  const T m = row_max(x, c);
+  // An infinite max leaves no finite reference point: NaN, as torch's log_softmax gives.
+  if (std::isinf(m)) return std::numeric_limits<T>::quiet_NaN();
+  T s = T(0);
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < c; ++j) s += vec::exp(x[j] - m);
+  return m + std::log(s);
+}
+
+// sum_j w_j * x_j (w may be null: all ones)
+template <typename T>
+T row_weighted_sum(const T* x, const T* w, int64_t c) {
+  T s = T(0);
+  if (w) {
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < c; ++j) s += w[j] * x[j];
+  } else {
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < c; ++j) s += x[j];
+  }
+  return s;
+}
+
+template <typename Index>
+bool ignored(Index t, const CrossEntropyOptions& opt) {
+  return static_cast<int64_t>(t) == opt.ignore_index;
+}
+
+template <typename Index>
+bool valid_class(Index t, int64_t c) {
+  return t >= 0 && static_cast<int64_t>(t) < c;
+}
+
+// Sum of the target classes' weights over non-ignored rows: the divisor of Reduction::Mean.
+template <typename T, typename Index>
+double mean_divisor(const Index* target, const T* class_weight, int64_t n,
+                    const CrossEntropyOptions& opt) {
+  double total = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const Index t = target[i];
+    if (ignored(t, opt)) continue;
+    total += class_weight ? static_cast<double>(class_weight[static_cast<int64_t>(t)]) : 1.0;
+  }
+  return total;
+}
+
+}  // namespace
+
+template <typename T, typename Index>
+int64_t cross_entropy_forward(const T* logits, const Index* target, const T* class_weight,
+                              int64_t n, int64_t c, const CrossEntropyOptions& opt, T* loss,
+                              T* lse, const ParallelFor& pfor) {
+  FirstInvalid invalid;
+  const T eps = static_cast<T>(opt.label_smoothing);
+  const T weight_total = class_weight ? row_weighted_sum<T>(class_weight, nullptr, c) : T(c);
+  const int64_t pieces = cpu::ceil_div(n, kSumPiece);
+  std::vector<double> piece_sum(opt.reduction == Reduction::None ? 0 : pieces, 0.0);
+
+  pfor(pieces, cpu::grain_for(kSumPiece * c), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      double sum = 0.0;
+      const int64_t end = std::min(n, (p + 1) * kSumPiece);
+      for (int64_t i = p * kSumPiece; i < end; ++i) {
+        const T* x = logits + i * c;
+        const Index t = target[i];
+        lse[i] = row_logsumexp(x, c);
+        T row_loss = T(0);
+        if (!ignored(t, opt)) {
+          if (!valid_class(t, c)) {
+            invalid.report(i);
+            continue;
+          }
+          const int64_t ti = static_cast<int64_t>(t);
+          const T wt = class_weight ? class_weight[ti] : T(1);
+          row_loss = (T(1) - eps) * wt * (lse[i] - x[ti]);
+          if (eps > T(0)) {
+            // sum_j w_j * (lse - x_j), spread evenly over the c classes
+            const T smooth = lse[i] * weight_total - row_weighted_sum(x, class_weight, c);
+            row_loss += eps / static_cast<T>(c) * smooth;
+          }
+        }
+        if (opt.reduction == Reduction::None)
+          loss[i] = row_loss;
+        else
+          sum += static_cast<double>(row_loss);
+      }
+      if (opt.reduction != Reduction::None) piece_sum[p] = sum;
+    }
+  });
+  if (invalid.result() != kAllValid) return invalid.result();
+
+  if (opt.reduction != Reduction::None) {
+    double total = 0.0;
+    for (double s : piece_sum) total += s;
+    if (opt.reduction == Reduction::Mean) {
+      // 0 / 0 is NaN when every row is ignored, as in torch.
+      total /= mean_divisor(target, class_weight, n, opt);
+    }
+    loss[0] = static_cast<T>(total);
+  }
+  return kAllValid;
+}
+
+template <typename T, typename Index>
+int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index* target,
+                               const T* class_weight, const T* lse, int64_t n, int64_t c,
+                               const CrossEntropyOptions& opt, T* grad_logits,
+                               const ParallelFor& pfor) {
+  FirstInvalid invalid;
+  const T eps = static_cast<T>(opt.label_smoothing);
+  const T spread = eps / static_cast<T>(std::max<int64_t>(c, 1));
+  const T weight_total = class_weight ? row_weighted_sum<T>(class_weight, nullptr, c) : T(c);
+  T scale_all = grad_loss[0];
+  if (opt.reduction == Reduction::Mean) {
+    // When every row is ignored no row reads the scale, so a zero divisor never reaches a row.
+    scale_all = static_cast<T>(static_cast<double>(scale_all) /
+                               mean_divisor(target, class_weight, n, opt));
+  }
+
+  pfor(n, cpu::grain_for(c), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      T* g = grad_logits + i * c;
+      const Index t = target[i];
+      if (ignored(t, opt) || !valid_class(t, c)) {
+        if (!ignored(t, opt)) invalid.report(i);
+        std::fill(g, g + c, T(0));
+        continue;
+      }
+      const int64_t ti = static_cast<int64_t>(t);
+      const T* x = logits + i * c;
+      const T m = lse[i];
+      const T scale = opt.reduction == Reduction::None ? grad_loss[i] : scale_all;
+      const T wt = class_weight ? class_weight[ti] : T(1);
+      // d loss_i / d x_j = (1-eps) w_t (p_j - [j==t]) + eps/c (W p_j - w_j), W = sum_j w_j
+      const T p_coef = scale * ((T(1) - eps) * wt + spread * weight_total);
+      if (class_weight) {
+        const T w_coef = scale * spread;
+#pragma omp simd
+        for (int64_t j = 0; j < c; ++j)
+          g[j] = p_coef * vec::exp(x[j] - m) - w_coef * class_weight[j];
+      } else {
+        const T offset = scale * spread;
+#pragma omp simd
+        for (int64_t j = 0; j < c; ++j) g[j] = p_coef * vec::exp(x[j] - m) - offset;
+      }
+      g[ti] -= scale * (T(1) - eps) * wt;
+    }
+  });
+  return invalid.result();
+}
+
+#define PYMAKEMORE_CROSS_ENTROPY(T, Index)                                                     \
+  template int64_t cross_entropy_forward<T, Index>(const T*, const Index*, const T*, int64_t,   \
+                                                   int64_t, const CrossEntropyOptions&, T*, T*, \
+                                                   const ParallelFor&);                         \
+  template int64_t cross_entropy_backward<T, Index>(const T*, const T*, const Index*, const T*, \
+                                                    const T*, int64_t, int64_t,                 \
+                                                    const CrossEntropyOptions&, T*,             \
+                                                    const ParallelFor&);
+PYMAKEMORE_CROSS_ENTROPY(float, int32_t)
+PYMAKEMORE_CROSS_ENTROPY(float, int64_t)
+PYMAKEMORE_CROSS_ENTROPY(double, int32_t)
+PYMAKEMORE_CROSS_ENTROPY(double, int64_t)
+#undef PYMAKEMORE_CROSS_ENTROPY
+
+}  // namespace pymakemore

@@ -1,0 +1,71 @@
+// Raw kernels of the fused ops: plain pointers and sizes, no torch.
+//
+// CPU kernels take a ParallelFor so the caller picks the thread pool (the torch layer passes
+// one backed by at::parallel_for; the C++ tests pass serial_for or std::thread). Every
+// reduction is split into pieces whose boundaries depend on the shape only, never on the
+// number of threads, so results are bit-identical run to run and across thread counts.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace pymakemore {
+
+using RangeFn = std::function<void(int64_t begin, int64_t end)>;
+// Runs fn over [0, n) in pieces of at least `grain` items, possibly in parallel.
+using ParallelFor = std::function<void(int64_t n, int64_t grain, const RangeFn& fn)>;
+
+void serial_for(int64_t n, int64_t grain, const RangeFn& fn);
+
+// Kernels that validate indices return kAllValid, or the position of the first invalid one
+// (the caller reads the value there to report it).
+constexpr int64_t kAllValid = -1;
+
+// ---- embedding: out[i, :] = weight[indices[i], :] ----------------------------------------
+template <typename T, typename Index>
+int64_t embedding_forward(const Index* indices, int64_t n, const T* weight, int64_t num_rows,
+                          int64_t dim, T* out, const ParallelFor& pfor);
+
+// grad_weight (num_rows, dim) is overwritten with the sum of grad_out rows per index.
+// padding_idx < 0 means none; with scale_by_freq each row's sum is divided by its count.
+template <typename T, typename Index>
+int64_t embedding_backward(const T* grad_out, const Index* indices, int64_t n, int64_t num_rows,
+                           int64_t dim, int64_t padding_idx, bool scale_by_freq, T* grad_weight,
+                           const ParallelFor& pfor);
+
+// ---- linear_tanh: y = tanh(x @ w^T + b), x (n, k), w (h, k), b (h) or null ----------------
+template <typename T>
+void linear_tanh_forward(const T* x, const T* w, const T* bias, int64_t n, int64_t k, int64_t h,
+                         T* y, const ParallelFor& pfor);
+
+// gz = gy * (1 - y^2); grad_x = gz @ w, grad_w = gz^T @ x, grad_b = sum over rows of gz.
+// Any of grad_x, grad_w, grad_b may be null to skip it.
+template <typename T>
+void linear_tanh_backward(const T* gy, const T* y, const T* x, const T* w, int64_t n, int64_t k,
+                          int64_t h, T* grad_x, T* grad_w, T* grad_b, const ParallelFor& pfor);
+
+// ---- cross entropy over rows of logits (n, c) ---------------------------------------------
+enum class Reduction : int { None = 0, Mean = 1, Sum = 2 };
+
+struct CrossEntropyOptions {
+  Reduction reduction = Reduction::Mean;
+  int64_t ignore_index = -100;
+  double label_smoothing = 0.0;
+};
+
+// Writes lse[i] (log-sum-exp of row i, max-subtracted) and the loss: n values into `loss` for
+// Reduction::None (0 for ignored rows), else one value. class_weight (c) may be null.
+template <typename T, typename Index>
+int64_t cross_entropy_forward(const T* logits, const Index* target, const T* class_weight,
+                              int64_t n, int64_t c, const CrossEntropyOptions& opt, T* loss,
+                              T* lse, const ParallelFor& pfor);
+
+// grad_logits = g_i * d(loss_i)/d(logits), with softmax recomputed from lse. grad_loss holds one
+// value (Mean, Sum) or n values (None).
+template <typename T, typename Index>
+int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index* target,
+                               const T* class_weight, const T* lse, int64_t n, int64_t c,
+                               const CrossEntropyOptions& opt, T* grad_logits,
+                               const ParallelFor& pfor);
+
+}  // namespace pymakemore

@@ -1,0 +1,172 @@
+// Argument checks shared by the CPU and CUDA registrations: shapes, dtypes, devices and
+// options. Errors mirror torch.nn.functional's exception types (IndexError, ValueError, ...).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+#include "pymakemore/kernels.h"
+
+namespace pymakemore::checks {
+
+inline void same_device(const char* op, std::initializer_list<const at::Tensor*> tensors) {
+  const at::Tensor* first = nullptr;
+  for (const at::Tensor* t : tensors) {
+    if (!t->defined()) continue;
+    if (!first) {
+      first = t;
+      continue;
+    }
+    TORCH_CHECK(t->device() == first->device(), op,
+                ": expected all tensors to be on the same device, but found ", first->device(),
+                " and ", t->device());
+  }
+}
+
+inline bool is_index_dtype(at::ScalarType st) {
+  return st == at::kLong || st == at::kInt;
+}
+
+inline void index_dtype(const char* op, const char* what, const at::Tensor& t) {
+  TORCH_CHECK(is_index_dtype(t.scalar_type()), op, ": expected ", what,
+              " of dtype int64 or int32 (Long or Int), but got ", t.scalar_type());
+}
+
+inline void float_dtype(const char* op, const char* what, const at::Tensor& t) {
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": expected ", what,
+              " of a floating-point dtype (float32, float64, float16 or bfloat16), but got ",
+              t.scalar_type());
+}
+
+inline void same_dtype(const char* op, const at::Tensor& a, const char* a_name,
+                       const at::Tensor& b, const char* b_name) {
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), op, ": expected ", a_name, " and ", b_name,
+              " to have the same dtype, but got ", a.scalar_type(), " and ", b.scalar_type());
+}
+
+// Reads one index value for an error message (the tensor is on the host for CPU ops).
+inline int64_t index_at(const at::Tensor& contiguous_index, int64_t pos) {
+  return contiguous_index.reshape({-1})[pos].item<int64_t>();
+}
+
+// ---- embedding ------------------------------------------------------------------------------
+inline void embedding_args(const at::Tensor& input, const at::Tensor& weight) {
+  index_dtype("embedding", "indices", input);
+  TORCH_CHECK(weight.dim() == 2, "embedding: 'weight' must be 2-D (num_embeddings, "
+              "embedding_dim), but got ", weight.dim(), "-D of shape ", weight.sizes());
+  float_dtype("embedding", "weight", weight);
+  same_device("embedding", {&input, &weight});
+}
+
+inline void embedding_backward_args(const at::Tensor& grad, const at::Tensor& input,
+                                    int64_t num_weights) {
+  index_dtype("embedding_backward", "indices", input);
+  float_dtype("embedding_backward", "grad_output", grad);
+  TORCH_CHECK(num_weights >= 0, "embedding_backward: num_weights must be >= 0, got ",
+              num_weights);
+  TORCH_CHECK(grad.dim() == input.dim() + 1 &&
+                  grad.sizes().slice(0, input.dim()) == input.sizes(),
+              "embedding_backward: grad_output of shape ", grad.sizes(),
+              " does not match indices of shape ", input.sizes(), " plus one embedding dim");
+  same_device("embedding_backward", {&grad, &input});
+}
+
+[[noreturn]] inline void bad_index(const char* op, int64_t value, int64_t pos, int64_t rows) {
+  TORCH_CHECK_INDEX(false, op, ": index ", value, " at position ", pos,
+                    " is out of range for a weight with ", rows, " rows (valid: 0 to ",
+                    rows - 1, ")");
+}
+
+inline std::vector<int64_t> embedding_output_shape(const at::Tensor& input, int64_t dim) {
+  std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end());
+  shape.push_back(dim);
+  return shape;
+}
+
+// ---- linear_tanh ------------------------------------------------------------------------------
+inline void linear_tanh_args(const at::Tensor& input, const at::Tensor& weight,
+                             const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK(input.dim() >= 1, "linear_tanh: input must be at least 1-D, but got 0-D");
+  TORCH_CHECK(weight.dim() == 2, "linear_tanh: weight must be 2-D (out_features, in_features), "
+              "but got ", weight.dim(), "-D of shape ", weight.sizes());
+  float_dtype("linear_tanh", "input", input);
+  same_dtype("linear_tanh", input, "input", weight, "weight");
+  TORCH_CHECK(input.size(-1) == weight.size(1), "linear_tanh: input and weight shapes cannot be "
+              "multiplied (input ", input.sizes(), " has ", input.size(-1),
+              " features, weight ", weight.sizes(), " expects ", weight.size(1), ")");
+  if (bias && bias->defined()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0),
+                "linear_tanh: bias must have shape (", weight.size(0), ",), but got ",
+                bias->sizes());
+    same_dtype("linear_tanh", input, "input", *bias, "bias");
+    same_device("linear_tanh", {&input, &weight, &*bias});
+  } else {
+    same_device("linear_tanh", {&input, &weight});
+  }
+}
+
+inline void linear_tanh_backward_args(const at::Tensor& grad, const at::Tensor& output,
+                                      const at::Tensor& input, const at::Tensor& weight) {
+  linear_tanh_args(input, weight, c10::nullopt);
+  std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end() - 1);
+  out_shape.push_back(weight.size(0));
+  TORCH_CHECK(output.sizes() == at::IntArrayRef(out_shape) && grad.sizes() == output.sizes(),
+              "linear_tanh_backward: grad_output ", grad.sizes(), " and output ", output.sizes(),
+              " must both have shape ", at::IntArrayRef(out_shape));
+  same_dtype("linear_tanh_backward", grad, "grad_output", input, "input");
+  same_dtype("linear_tanh_backward", output, "output", input, "input");
+  same_device("linear_tanh_backward", {&grad, &output, &input, &weight});
+}
+
+// ---- cross_entropy --------------------------------------------------------------------------
+inline Reduction parse_reduction(const std::string& reduction) {
+  if (reduction == "none") return Reduction::None;
+  if (reduction == "mean") return Reduction::Mean;
+  if (reduction == "sum") return Reduction::Sum;
+  TORCH_CHECK_VALUE(false, reduction, " is not a valid value for reduction");
+}
+
+inline CrossEntropyOptions cross_entropy_options(const std::string& reduction,
+                                                 int64_t ignore_index, double label_smoothing) {
+  TORCH_CHECK(label_smoothing >= 0.0 && label_smoothing <= 1.0,
+              "cross_entropy: label_smoothing must be between 0.0 and 1.0. Got: ",
+              label_smoothing);
+  return CrossEntropyOptions{parse_reduction(reduction), ignore_index, label_smoothing};
+}
+
+inline void cross_entropy_args(const at::Tensor& input, const at::Tensor& target,
+                               const c10::optional<at::Tensor>& weight) {
+  TORCH_CHECK(input.dim() == 2, "cross_entropy: expected input of shape (N, C), but got ",
+              input.dim(), "-D of shape ", input.sizes());
+  float_dtype("cross_entropy", "input (logits)", input);
+  TORCH_CHECK(target.dim() == 1, "cross_entropy: expected a 1-D target of class indices, but got ",
+              target.dim(), "-D of shape ", target.sizes());
+  index_dtype("cross_entropy", "target", target);
+  TORCH_CHECK_VALUE(input.size(0) == target.size(0), "Expected input batch_size (",
+                    input.size(0), ") to match target batch_size (", target.size(0), ").");
+  if (weight && weight->defined()) {
+    TORCH_CHECK(weight->dim() == 1 && weight->size(0) == input.size(1),
+                "cross_entropy: weight tensor should be defined either for all ", input.size(1),
+                " classes or no classes but got weight tensor of shape: ", weight->sizes());
+    same_dtype("cross_entropy", input, "input", *weight, "weight");
+    same_device("cross_entropy", {&input, &target, &*weight});
+  } else {
+    same_device("cross_entropy", {&input, &target});
+  }
+}
+
+[[noreturn]] inline void bad_target(int64_t value, int64_t pos, int64_t classes,
+                                    int64_t ignore_index) {
+  TORCH_CHECK_INDEX(false, "cross_entropy: target ", value, " at position ", pos,
+                    " is out of bounds for ", classes, " classes (valid: 0 to ", classes - 1,
+                    ", or ignore_index=", ignore_index, ")");
+}
+
+// float16/bfloat16 logits keep their log-sum-exp in float32.
+inline at::ScalarType lse_dtype(at::ScalarType input) {
+  return at::isReducedFloatingType(input) ? at::kFloat : input;
+}
+
+}  // namespace pymakemore::checks

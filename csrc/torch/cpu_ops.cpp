@@ -1,0 +1,255 @@
+// CPU registrations: argument checks, allocation, then the torch-free kernels in csrc/cpu.
+// float16/bfloat16 tensors are computed in float32 and cast back (CPU kernels are f32/f64).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "checks.h"
+#include "pymakemore/kernels.h"
+
+namespace pymakemore {
+namespace {
+
+const ParallelFor& torch_parallel_for() {
+  static const ParallelFor pfor = [](int64_t n, int64_t grain, const RangeFn& fn) {
+    at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { fn(begin, end); });
+  };
+  return pfor;
+}
+
+void all_on_cpu(const char* op, std::initializer_list<const at::Tensor*> tensors) {
+  for (const at::Tensor* t : tensors)
+    TORCH_CHECK(!t->defined() || t->device().is_cpu(), op,
+                ": expected CPU tensors, but got one on ", t->device());
+}
+
+at::Tensor upcast(const at::Tensor& t) {
+  return t.defined() && at::isReducedFloatingType(t.scalar_type()) ? t.to(at::kFloat) : t;
+}
+
+c10::optional<at::Tensor> upcast(const c10::optional<at::Tensor>& t) {
+  if (!t || !t->defined()) return c10::nullopt;
+  return upcast(*t);
+}
+
+bool reduced(const at::Tensor& t) { return at::isReducedFloatingType(t.scalar_type()); }
+
+// Runs body with Index = int32_t or int64_t.
+template <typename Body>
+void with_index_type(at::ScalarType st, Body&& body) {
+  if (st == at::kLong)
+    body(int64_t{});
+  else
+    body(int32_t{});
+}
+
+template <typename T>
+const T* ptr_or_null(const c10::optional<at::Tensor>& t) {
+  return t && t->defined() ? t->data_ptr<T>() : nullptr;
+}
+
+// ---- embedding ------------------------------------------------------------------------------
+at::Tensor embedding_cpu(const at::Tensor& input, const at::Tensor& weight, int64_t padding_idx,
+                         bool scale_grad_by_freq) {
+  checks::embedding_args(input, weight);
+  all_on_cpu("embedding", {&input, &weight});
+  if (reduced(weight))
+    return embedding_cpu(input, upcast(weight), padding_idx, scale_grad_by_freq)
+        .to(weight.scalar_type());
+  const at::Tensor idx = input.contiguous();
+  const at::Tensor w = weight.contiguous();
+  const int64_t rows = w.size(0), dim = w.size(1);
+  at::Tensor out = at::empty(checks::embedding_output_shape(idx, dim), w.options());
+  int64_t bad = kAllValid;
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "embedding_cpu", [&] {
+    with_index_type(idx.scalar_type(), [&](auto index_tag) {
+      using Index = decltype(index_tag);
+      bad = embedding_forward<scalar_t, Index>(idx.data_ptr<Index>(), idx.numel(),
+                                               w.data_ptr<scalar_t>(), rows, dim,
+                                               out.data_ptr<scalar_t>(), torch_parallel_for());
+    });
+  });
+  if (bad != kAllValid) checks::bad_index("embedding", checks::index_at(idx, bad), bad, rows);
+  return out;
+}
+
+at::Tensor embedding_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                  int64_t num_weights, int64_t padding_idx,
+                                  bool scale_grad_by_freq) {
+  checks::embedding_backward_args(grad_output, input, num_weights);
+  all_on_cpu("embedding_backward", {&grad_output, &input});
+  if (reduced(grad_output))
+    return embedding_backward_cpu(upcast(grad_output), input, num_weights, padding_idx,
+                                  scale_grad_by_freq)
+        .to(grad_output.scalar_type());
+  const at::Tensor idx = input.contiguous();
+  const at::Tensor grad = grad_output.contiguous();
+  const int64_t dim = grad.size(-1);
+  at::Tensor grad_weight = at::empty({num_weights, dim}, grad.options());
+  int64_t bad = kAllValid;
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "embedding_backward_cpu", [&] {
+    with_index_type(idx.scalar_type(), [&](auto index_tag) {
+      using Index = decltype(index_tag);
+      bad = embedding_backward<scalar_t, Index>(
+          grad.data_ptr<scalar_t>(), idx.data_ptr<Index>(), idx.numel(), num_weights, dim,
+          padding_idx, scale_grad_by_freq, grad_weight.data_ptr<scalar_t>(),
+          torch_parallel_for());
+    });
+  });
+  if (bad != kAllValid)
+    checks::bad_index("embedding_backward", checks::index_at(idx, bad), bad, num_weights);
+  return grad_weight;
+}
+
+// ---- linear_tanh ------------------------------------------------------------------------------
+at::Tensor linear_tanh_cpu(const at::Tensor& input, const at::Tensor& weight,
+                           const c10::optional<at::Tensor>& bias) {
+  checks::linear_tanh_args(input, weight, bias);
+  all_on_cpu("linear_tanh", {&input, &weight});
+  if (bias) all_on_cpu("linear_tanh", {&*bias});
+  if (reduced(input))
+    return linear_tanh_cpu(upcast(input), upcast(weight), upcast(bias)).to(input.scalar_type());
+  const at::Tensor x = input.contiguous();
+  const at::Tensor w = weight.contiguous();
+  const c10::optional<at::Tensor> b =
+      bias && bias->defined() ? c10::optional<at::Tensor>(bias->contiguous()) : c10::nullopt;
+  const int64_t k = w.size(1), h = w.size(0);
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end() - 1);
+  const int64_t rows = c10::multiply_integers(shape);
+  shape.push_back(h);
+  at::Tensor y = at::empty(shape, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linear_tanh_cpu", [&] {
+    linear_tanh_forward<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                                  ptr_or_null<scalar_t>(b), rows, k, h, y.data_ptr<scalar_t>(),
+                                  torch_parallel_for());
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_tanh_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& output, const at::Tensor& input,
+    const at::Tensor& weight, std::array<bool, 3> output_mask) {
+  checks::linear_tanh_backward_args(grad_output, output, input, weight);
+  all_on_cpu("linear_tanh_backward", {&grad_output, &output, &input, &weight});
+  if (reduced(input)) {
+    auto [gx, gw, gb] = linear_tanh_backward_cpu(upcast(grad_output), upcast(output),
+                                                 upcast(input), upcast(weight), output_mask);
+    const auto st = input.scalar_type();
+    return {gx.to(st), gw.to(st), gb.to(st)};
+  }
+  const at::Tensor gy = grad_output.contiguous();
+  const at::Tensor y = output.contiguous();
+  const at::Tensor x = input.contiguous();
+  const at::Tensor w = weight.contiguous();
+  const int64_t k = w.size(1), h = w.size(0);
+  const int64_t rows = c10::multiply_integers(x.sizes().begin(), x.sizes().end() - 1);
+  at::Tensor grad_x = output_mask[0] ? at::empty_like(x) : at::empty({0}, x.options());
+  at::Tensor grad_w = output_mask[1] ? at::empty_like(w) : at::empty({0}, x.options());
+  at::Tensor grad_b = output_mask[2] ? at::empty({h}, x.options()) : at::empty({0}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linear_tanh_backward_cpu", [&] {
+    linear_tanh_backward<scalar_t>(
+        gy.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
+        w.data_ptr<scalar_t>(), rows, k, h,
+        output_mask[0] ? grad_x.data_ptr<scalar_t>() : nullptr,
+        output_mask[1] ? grad_w.data_ptr<scalar_t>() : nullptr,
+        output_mask[2] ? grad_b.data_ptr<scalar_t>() : nullptr, torch_parallel_for());
+  });
+  return {grad_x, grad_w, grad_b};
+}
+
+// ---- cross_entropy --------------------------------------------------------------------------
+std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& input,
+                                                     const at::Tensor& target,
+                                                     const c10::optional<at::Tensor>& weight,
+                                                     c10::string_view reduction,
+                                                     int64_t ignore_index,
+                                                     double label_smoothing) {
+  checks::cross_entropy_args(input, target, weight);
+  const CrossEntropyOptions opt =
+      checks::cross_entropy_options(std::string(reduction), ignore_index, label_smoothing);
+  all_on_cpu("cross_entropy", {&input, &target});
+  if (weight) all_on_cpu("cross_entropy", {&*weight});
+  if (reduced(input)) {
+    auto [loss, lse] = cross_entropy_cpu(upcast(input), target, upcast(weight), reduction,
+                                         ignore_index, label_smoothing);
+    return {loss.to(input.scalar_type()), lse};
+  }
+  const at::Tensor x = input.contiguous();
+  const at::Tensor t = target.contiguous();
+  const c10::optional<at::Tensor> w =
+      weight && weight->defined() ? c10::optional<at::Tensor>(weight->contiguous())
+                                  : c10::nullopt;
+  const int64_t n = x.size(0), c = x.size(1);
+  at::Tensor loss = opt.reduction == Reduction::None ? at::empty({n}, x.options())
+                                                     : at::empty({}, x.options());
+  at::Tensor lse = at::empty({n}, x.options());
+  int64_t bad = kAllValid;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cross_entropy_cpu", [&] {
+    with_index_type(t.scalar_type(), [&](auto index_tag) {
+      using Index = decltype(index_tag);
+      bad = cross_entropy_forward<scalar_t, Index>(
+          x.data_ptr<scalar_t>(), t.data_ptr<Index>(), ptr_or_null<scalar_t>(w), n, c, opt,
+          loss.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(), torch_parallel_for());
+    });
+  });
+  if (bad != kAllValid) checks::bad_target(checks::index_at(t, bad), bad, c, ignore_index);
+  return {loss, lse};
+}
+
+at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& input,
+                                      const at::Tensor& target,
+                                      const c10::optional<at::Tensor>& weight,
+                                      const at::Tensor& lse, c10::string_view reduction,
+                                      int64_t ignore_index, double label_smoothing) {
+  checks::cross_entropy_args(input, target, weight);
+  const CrossEntropyOptions opt =
+      checks::cross_entropy_options(std::string(reduction), ignore_index, label_smoothing);
+  all_on_cpu("cross_entropy_backward", {&grad_loss, &input, &target, &lse});
+  const int64_t n = input.size(0), c = input.size(1);
+  TORCH_CHECK(lse.dim() == 1 && lse.size(0) == n, "cross_entropy_backward: lse must have shape (",
+              n, ",), but got ", lse.sizes());
+  const int64_t expected_grad = opt.reduction == Reduction::None ? n : 1;
+  TORCH_CHECK(grad_loss.numel() == expected_grad, "cross_entropy_backward: grad_loss must hold ",
+              expected_grad, " values for reduction='", std::string(reduction), "', but got ",
+              grad_loss.numel());
+  if (reduced(input))
+    return cross_entropy_backward_cpu(upcast(grad_loss), upcast(input), target, upcast(weight),
+                                      lse.to(at::kFloat), reduction, ignore_index,
+                                      label_smoothing)
+        .to(input.scalar_type());
+  const at::Tensor x = input.contiguous();
+  const at::Tensor t = target.contiguous();
+  const at::Tensor g = grad_loss.to(x.scalar_type()).contiguous();
+  const at::Tensor l = lse.to(x.scalar_type()).contiguous();
+  const c10::optional<at::Tensor> w =
+      weight && weight->defined() ? c10::optional<at::Tensor>(weight->contiguous())
+                                  : c10::nullopt;
+  at::Tensor grad_input = at::empty_like(x);
+  if (n == 0) return grad_input;
+  int64_t bad = kAllValid;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cross_entropy_backward_cpu", [&] {
+    with_index_type(t.scalar_type(), [&](auto index_tag) {
+      using Index = decltype(index_tag);
+      bad = cross_entropy_backward<scalar_t, Index>(
+          g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), t.data_ptr<Index>(),
+          ptr_or_null<scalar_t>(w), l.data_ptr<scalar_t>(), n, c, opt,
+          grad_input.data_ptr<scalar_t>(), torch_parallel_for());
+    });
+  });
+  if (bad != kAllValid) checks::bad_target(checks::index_at(t, bad), bad, c, ignore_index);
+  return grad_input;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pymakemore, CPU, m) {
+  m.impl("embedding", &embedding_cpu);
+  m.impl("embedding_backward", &embedding_backward_cpu);
+  m.impl("linear_tanh", &linear_tanh_cpu);
+  m.impl("linear_tanh_backward", &linear_tanh_backward_cpu);
+  m.impl("cross_entropy", &cross_entropy_cpu);
+  m.impl("cross_entropy_backward", &cross_entropy_backward_cpu);
+}
+
+}  // namespace pymakemore

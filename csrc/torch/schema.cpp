@@ -1,0 +1,27 @@
+// The one place where the ops' schemas live. CPU and CUDA register kernels for these names;
+// Python adds autograd and fake (meta) kernels in pymakemore/ops.py.
+#include <Python.h>
+#include <torch/library.h>
+
+// `import pymakemore._C` loads this library, which runs the registrations below.
+extern "C" PyObject* PyInit__C(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
+
+TORCH_LIBRARY(pymakemore, m) {
+  // padding_idx < 0 means none (Python normalises negative values first, as F.embedding does).
+  m.def("embedding(Tensor input, Tensor weight, int padding_idx=-1, "
+        "bool scale_grad_by_freq=False) -> Tensor");
+  m.def("embedding_backward(Tensor grad_output, Tensor input, SymInt num_weights, "
+        "int padding_idx=-1, bool scale_grad_by_freq=False) -> Tensor");
+  m.def("linear_tanh(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor");
+  // Returns (grad_input, grad_weight, grad_bias); an entry whose mask is False comes back empty.
+  m.def("linear_tanh_backward(Tensor grad_output, Tensor output, Tensor input, Tensor weight, "
+        "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // Returns (loss, lse): lse is the per-row log-sum-exp that the backward reuses.
+  m.def("cross_entropy(Tensor input, Tensor target, Tensor? weight=None, str reduction=\"mean\", "
+        "int ignore_index=-100, float label_smoothing=0.0) -> (Tensor, Tensor)");
+  m.def("cross_entropy_backward(Tensor grad_loss, Tensor input, Tensor target, Tensor? weight, "
+        "Tensor lse, str reduction, int ignore_index, float label_smoothing) -> Tensor");
+}

@@ -1,0 +1,34 @@
+"""Modules on the fused ops, mirroring torch.nn: same constructors, parameters, state_dict
+keys and initialisation, so they swap in for their torch.nn twins."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import ops
+
+__all__ = ["Embedding", "LinearTanh", "CrossEntropyLoss"]
+
+
+class Embedding(torch.nn.Embedding):
+    """torch.nn.Embedding whose forward is ops.embedding."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return ops.embedding(input, self.weight, self.padding_idx, self.max_norm,
+                             self.norm_type, self.scale_grad_by_freq, self.sparse)
+
+
+class LinearTanh(torch.nn.Linear):
+    """torch.nn.Linear followed by tanh, in one fused op (same parameters as nn.Linear)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return ops.linear_tanh(input, self.weight, self.bias)
+
+
+class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
+    """torch.nn.CrossEntropyLoss whose forward is ops.cross_entropy."""
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return ops.cross_entropy(input, target, weight=self.weight,
+                                 ignore_index=self.ignore_index, reduction=self.reduction,
+                                 label_smoothing=self.label_smoothing)

@@ -1,0 +1,220 @@
+"""Fused ops: drop-ins for torch.nn.functional composites.
+
+    from pymakemore import ops
+    emb = ops.embedding(idx, table)                 # F.embedding(idx, table)
+    h = ops.linear_tanh(x, w, b)                    # torch.tanh(F.linear(x, w, b))
+    loss = ops.cross_entropy(logits, targets)       # F.cross_entropy(logits, targets)
+
+Each is a PyTorch custom op (torch.ops.pymakemore.*) with its backward also a custom op, fake
+kernels for torch.compile, and index/target range checks inside the op (no host-side checks
+that would break a compiled graph). Signatures and defaults follow torch.nn.functional.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import _C  # noqa: F401  (loads the library that registers torch.ops.pymakemore.*)
+
+__all__ = ["embedding", "linear_tanh", "cross_entropy"]
+
+_ops = torch.ops.pymakemore
+
+
+# ---- embedding ------------------------------------------------------------------------------
+def embedding(
+    input: Tensor,
+    weight: Tensor,
+    padding_idx: Optional[int] = None,
+    max_norm: Optional[float] = None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
+) -> Tensor:
+    """Rows of `weight` (V, D) picked by `input` (int64/int32, any shape) -> (*input.shape, D).
+
+    Same arguments as F.embedding. The weight gradient is dense and bit-for-bit
+    deterministic. `sparse=True` asks for torch's sparse gradient, so it runs F.embedding.
+    """
+    if padding_idx is not None:
+        if padding_idx > 0:
+            assert padding_idx < weight.size(0), "Padding_idx must be within num_embeddings"
+        elif padding_idx < 0:
+            assert padding_idx >= -weight.size(0), "Padding_idx must be within num_embeddings"
+            padding_idx = weight.size(0) + padding_idx
+    if sparse:
+        return F.embedding(input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq,
+                           sparse)
+    if max_norm is not None:
+        # Renormalises the looked-up rows of weight in place, exactly as F.embedding does.
+        with torch.no_grad():
+            torch.embedding_renorm_(weight, input.contiguous(), max_norm, norm_type)
+    return _ops.embedding(input, weight, -1 if padding_idx is None else padding_idx,
+                          scale_grad_by_freq)
+
+
+@torch.library.register_fake("pymakemore::embedding")
+def _embedding_fake(input, weight, padding_idx=-1, scale_grad_by_freq=False):
+    return weight.new_empty((*input.shape, weight.shape[1]))
+
+
+@torch.library.register_fake("pymakemore::embedding_backward")
+def _embedding_backward_fake(grad_output, input, num_weights, padding_idx=-1,
+                             scale_grad_by_freq=False):
+    return grad_output.new_empty((num_weights, grad_output.shape[-1]))
+
+
+def _embedding_setup(ctx, inputs, output):
+    input, weight, padding_idx, scale_grad_by_freq = inputs
+    ctx.save_for_backward(input)
+    ctx.num_weights = weight.shape[0]
+    ctx.padding_idx = padding_idx
+    ctx.scale_grad_by_freq = scale_grad_by_freq
+
+
+def _embedding_backward(ctx, grad_output):
+    (input,) = ctx.saved_tensors
+    grad_weight = None
+    if ctx.needs_input_grad[1]:
+        grad_weight = _ops.embedding_backward(grad_output, input, ctx.num_weights,
+                                              ctx.padding_idx, ctx.scale_grad_by_freq)
+    return None, grad_weight, None, None
+
+
+torch.library.register_autograd("pymakemore::embedding", _embedding_backward,
+                                setup_context=_embedding_setup)
+
+
+# ---- linear_tanh ----------------------------------------------------------------------------
+def linear_tanh(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """tanh(input @ weight.T + bias) in one pass: input (..., K), weight (H, K), bias (H,).
+
+    Saves the output y for backward (not the pre-activation) and uses 1 - y^2 there.
+    """
+    return _ops.linear_tanh(input, weight, bias)
+
+
+@torch.library.register_fake("pymakemore::linear_tanh")
+def _linear_tanh_fake(input, weight, bias=None):
+    return input.new_empty((*input.shape[:-1], weight.shape[0]))
+
+
+@torch.library.register_fake("pymakemore::linear_tanh_backward")
+def _linear_tanh_backward_fake(grad_output, output, input, weight, output_mask):
+    empty = input.new_empty((0,))
+    return (
+        torch.empty_like(input) if output_mask[0] else empty,
+        torch.empty_like(weight) if output_mask[1] else empty,
+        input.new_empty((weight.shape[0],)) if output_mask[2] else empty,
+    )
+
+
+def _linear_tanh_setup(ctx, inputs, output):
+    input, weight, bias = inputs
+    ctx.save_for_backward(input, weight, output)
+    ctx.has_bias = bias is not None
+
+
+def _linear_tanh_backward(ctx, grad_output):
+    input, weight, output = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    mask = [need[0], need[1], ctx.has_bias and need[2]]
+    if not any(mask):
+        return None, None, None
+    grad_input, grad_weight, grad_bias = _ops.linear_tanh_backward(grad_output, output, input,
+                                                                   weight, mask)
+    return (grad_input if mask[0] else None, grad_weight if mask[1] else None,
+            grad_bias if mask[2] else None)
+
+
+torch.library.register_autograd("pymakemore::linear_tanh", _linear_tanh_backward,
+                                setup_context=_linear_tanh_setup)
+
+
+# ---- cross_entropy --------------------------------------------------------------------------
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor] = None,
+    size_average: Optional[bool] = None,
+    ignore_index: int = -100,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """F.cross_entropy with class-index targets, fused: one log-sum-exp per row is saved and
+    the softmax is never stored; backward recomputes softmax - onehot.
+
+    Same arguments as F.cross_entropy. Input (N, C) with target (N,), input (C,) with target
+    (), or input (N, C, d1, ...) with target (N, d1, ...); targets int64 or int32.
+    Floating-point (class-probability) targets are handed to F.cross_entropy.
+    """
+    if size_average is not None or reduce is not None:
+        reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
+    if target.is_floating_point():
+        return F.cross_entropy(input, target, weight, ignore_index=ignore_index,
+                               reduction=reduction, label_smoothing=label_smoothing)
+    if weight is not None and weight.requires_grad:
+        raise NotImplementedError(
+            "ops.cross_entropy does not compute a gradient for the class weights; pass "
+            "weight.detach() or use F.cross_entropy")
+    if input.dim() == 2 or input.dim() == 0:
+        loss, _ = _ops.cross_entropy(input, target, weight, reduction, ignore_index,
+                                     label_smoothing)
+        return loss
+    if input.dim() == 1:  # one sample: (C,) with a 0-d target
+        if target.dim() != 0:
+            raise RuntimeError(
+                f"cross_entropy: input of shape {tuple(input.shape)} (unbatched) expects a 0-D "
+                f"target, but got shape {tuple(target.shape)}")
+        loss, _ = _ops.cross_entropy(input.unsqueeze(0), target.unsqueeze(0), weight, reduction,
+                                     ignore_index, label_smoothing)
+        return loss.squeeze(0) if reduction == "none" else loss
+    # (N, C, d1, ...): move the class dim last and treat every position as a row.
+    expected = (input.shape[0], *input.shape[2:])
+    if tuple(target.shape) != expected:
+        raise RuntimeError(f"cross_entropy: expected target of shape {list(expected)}, "
+                           f"but got {list(target.shape)}")
+    rows = input.movedim(1, -1).reshape(-1, input.shape[1])
+    loss, _ = _ops.cross_entropy(rows, target.reshape(-1), weight, reduction, ignore_index,
+                                 label_smoothing)
+    return loss.reshape(target.shape) if reduction == "none" else loss
+
+
+@torch.library.register_fake("pymakemore::cross_entropy")
+def _cross_entropy_fake(input, target, weight=None, reduction="mean", ignore_index=-100,
+                        label_smoothing=0.0):
+    n = input.shape[0]
+    loss = input.new_empty((n,) if reduction == "none" else ())
+    lse_dtype = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+    return loss, input.new_empty((n,), dtype=lse_dtype)
+
+
+@torch.library.register_fake("pymakemore::cross_entropy_backward")
+def _cross_entropy_backward_fake(grad_loss, input, target, weight, lse, reduction, ignore_index,
+                                 label_smoothing):
+    return torch.empty_like(input)
+
+
+def _cross_entropy_setup(ctx, inputs, output):
+    input, target, weight, reduction, ignore_index, label_smoothing = inputs
+    _, lse = output
+    ctx.save_for_backward(input, target, weight, lse)
+    ctx.options = (reduction, ignore_index, label_smoothing)
+    ctx.mark_non_differentiable(lse)
+
+
+def _cross_entropy_backward(ctx, grad_loss, grad_lse):
+    input, target, weight, lse = ctx.saved_tensors
+    grad_input = None
+    if ctx.needs_input_grad[0]:
+        grad_input = _ops.cross_entropy_backward(grad_loss, input, target, weight, lse,
+                                                 *ctx.options)
+    return grad_input, None, None, None, None, None
+
+
+torch.library.register_autograd("pymakemore::cross_entropy", _cross_entropy_backward,
+                                setup_context=_cross_entropy_setup)

@@ -1,0 +1,72 @@
+"""The fused ops' maths in plain torch: the test oracle and the `--ops torch` path.
+
+Written from the definitions (explicit max-subtracted log-sum-exp, explicit tanh of a matrix
+product, row gather), not by calling the torch.nn.functional ops they are compared against.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ["embedding", "linear_tanh", "cross_entropy"]
+
+
+def _only_value(value: Tensor, grad_flows: Tensor) -> Tensor:
+    """`value` in the forward; in the backward the gradient of `grad_flows` only."""
+    return grad_flows + (value - grad_flows).detach()
+
+
+def embedding(input: Tensor, weight: Tensor, padding_idx: Optional[int] = None,
+              scale_grad_by_freq: bool = False) -> Tensor:
+    if input.dtype not in (torch.int64, torch.int32):
+        raise RuntimeError(f"embedding: expected int64 or int32 indices, got {input.dtype}")
+    flat = input.reshape(-1).long()
+    rows = weight.index_select(0, flat)
+    scale = torch.ones(flat.shape, dtype=weight.dtype, device=weight.device)
+    if scale_grad_by_freq:
+        counts = torch.bincount(flat, minlength=weight.shape[0]).to(weight.dtype)
+        scale = 1.0 / counts[flat]
+    if padding_idx is not None:
+        pad = padding_idx % weight.shape[0]
+        scale = torch.where(flat == pad, torch.zeros_like(scale), scale)
+    rows = _only_value(rows, rows * scale.unsqueeze(1))
+    return rows.reshape(*input.shape, weight.shape[1])
+
+
+def linear_tanh(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    z = input @ weight.t()
+    if bias is not None:
+        z = z + bias
+    return torch.tanh(z)
+
+
+def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
+                  ignore_index: int = -100, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> Tensor:
+    """Cross entropy of (N, C) logits against (N,) class indices."""
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    n, c = input.shape
+    target = target.long()
+    keep = target != ignore_index
+    safe_target = torch.where(keep, target, torch.zeros_like(target))
+    if bool(((safe_target < 0) | (safe_target >= c)).any()):
+        raise IndexError("cross_entropy: target out of bounds")
+    m = input.max(dim=1, keepdim=True).values.detach()
+    lse = m + torch.log(torch.exp(input - m).sum(dim=1, keepdim=True))
+    log_prob = input - lse
+    class_weight = torch.ones(c, dtype=input.dtype, device=input.device) if weight is None \
+        else weight
+    w_target = class_weight[safe_target] * keep.to(input.dtype)
+    nll = -log_prob.gather(1, safe_target.unsqueeze(1)).squeeze(1) * w_target
+    smooth = -(log_prob * class_weight).sum(dim=1) * keep.to(input.dtype)
+    eps = label_smoothing
+    # masked rows are exactly zero even when a row's smoothing term is inf or NaN
+    row_loss = torch.where(keep, (1 - eps) * nll + eps / c * smooth, torch.zeros_like(nll))
+    if reduction == "none":
+        return row_loss
+    if reduction == "sum":
+        return row_loss.sum()
+    return row_loss.sum() / w_target.sum()
