@@ -24,6 +24,14 @@ __all__ = ["embedding", "linear_tanh", "cross_entropy"]
 _ops = torch.ops.pymakemore
 
 
+def _check_same_device(op: str, *tensors: Optional[Tensor]) -> None:
+    """The fake (meta) kernels' twin of the C++ device check."""
+    devices = {t.device for t in tensors if t is not None}
+    torch._check(len(devices) <= 1, lambda: (
+        f"{op}: expected all tensors to be on the same device, but found "
+        f"{sorted(str(d) for d in devices)}"))
+
+
 # ---- embedding ------------------------------------------------------------------------------
 def embedding(
     input: Tensor,
@@ -58,12 +66,14 @@ def embedding(
 
 @torch.library.register_fake("pymakemore::embedding")
 def _embedding_fake(input, weight, padding_idx=-1, scale_grad_by_freq=False):
+    _check_same_device("embedding", input, weight)
     return weight.new_empty((*input.shape, weight.shape[1]))
 
 
 @torch.library.register_fake("pymakemore::embedding_backward")
 def _embedding_backward_fake(grad_output, input, num_weights, padding_idx=-1,
                              scale_grad_by_freq=False):
+    _check_same_device("embedding_backward", grad_output, input)
     return grad_output.new_empty((num_weights, grad_output.shape[-1]))
 
 
@@ -99,11 +109,13 @@ def linear_tanh(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) ->
 
 @torch.library.register_fake("pymakemore::linear_tanh")
 def _linear_tanh_fake(input, weight, bias=None):
+    _check_same_device("linear_tanh", input, weight, bias)
     return input.new_empty((*input.shape[:-1], weight.shape[0]))
 
 
 @torch.library.register_fake("pymakemore::linear_tanh_backward")
 def _linear_tanh_backward_fake(grad_output, output, input, weight, output_mask):
+    _check_same_device("linear_tanh_backward", grad_output, output, input, weight)
     empty = input.new_empty((0,))
     return (
         torch.empty_like(input) if output_mask[0] else empty,
@@ -187,15 +199,16 @@ def cross_entropy(
 @torch.library.register_fake("pymakemore::cross_entropy")
 def _cross_entropy_fake(input, target, weight=None, reduction="mean", ignore_index=-100,
                         label_smoothing=0.0):
+    _check_same_device("cross_entropy", input, target, weight)
     n = input.shape[0]
     loss = input.new_empty((n,) if reduction == "none" else ())
-    lse_dtype = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
-    return loss, input.new_empty((n,), dtype=lse_dtype)
+    return loss, input.new_empty((n,), dtype=torch.float64)  # lse: float64 for every dtype
 
 
 @torch.library.register_fake("pymakemore::cross_entropy_backward")
 def _cross_entropy_backward_fake(grad_loss, input, target, weight, lse, reduction, ignore_index,
                                  label_smoothing):
+    _check_same_device("cross_entropy_backward", grad_loss, input, target, weight, lse)
     return torch.empty_like(input)
 
 

@@ -22,29 +22,47 @@ T row_max(const T* x, int64_t c) {
   return m;
 }
 
-// Max-subtracted log-sum-exp; a NaN anywhere in the row gives NaN.
+struct RowLse {
+  double lse;   // max + log(sum exp(x - max)), kept in double: at |x| ~ 1e4 a float lse
+                // would be off by half an ulp of 1e4, far more than the loss allows
+  double max;
+  double log_sum;
+};
+
+// Max-subtracted log-sum-exp; NaN when the row holds a NaN or its max is infinite (as torch).
 template <typename T>
-T row_logsumexp(const T* x, int64_t c) {
+RowLse row_logsumexp(const T* x, int64_t c) {
   const T m = row_max(x, c);
-  // An infinite max leaves no finite reference point: NaN, as torch's log_softmax gives.
-  if (std::isinf(m)) return std::numeric_limits<T>::quiet_NaN();
+  if (std::isinf(m)) {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    return {nan, nan, nan};
+  }
   T s = T(0);
 #pragma omp simd reduction(+ : s)
   for (int64_t j = 0; j < c; ++j) s += vec::exp(x[j] - m);
-  return m + std::log(s);
+  const double log_sum = std::log(static_cast<double>(s));
+  return {static_cast<double>(m) + log_sum, static_cast<double>(m), log_sum};
 }
 
-// sum_j w_j * x_j (w may be null: all ones)
+// sum_j w_j * (max - x_j) (w may be null: all ones); each term is exact before weighting,
+// unlike lse * sum(w) - sum(w x), which cancels badly for large logits.
 template <typename T>
-T row_weighted_sum(const T* x, const T* w, int64_t c) {
+T row_weighted_gap(const T* x, const T* w, T max, int64_t c) {
   T s = T(0);
   if (w) {
 #pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < c; ++j) s += w[j] * x[j];
+    for (int64_t j = 0; j < c; ++j) s += w[j] * (max - x[j]);
   } else {
 #pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < c; ++j) s += x[j];
+    for (int64_t j = 0; j < c; ++j) s += max - x[j];
   }
+  return s;
+}
+
+template <typename T>
+T sum_of(const T* w, int64_t c) {
+  T s = T(0);
+  for (int64_t j = 0; j < c; ++j) s += w[j];
   return s;
 }
 
@@ -76,10 +94,11 @@ double mean_divisor(const Index* target, const T* class_weight, int64_t n,
 template <typename T, typename Index>
 int64_t cross_entropy_forward(const T* logits, const Index* target, const T* class_weight,
                               int64_t n, int64_t c, const CrossEntropyOptions& opt, T* loss,
-                              T* lse, const ParallelFor& pfor) {
+                              double* lse, const ParallelFor& pfor) {
   FirstInvalid invalid;
-  const T eps = static_cast<T>(opt.label_smoothing);
-  const T weight_total = class_weight ? row_weighted_sum<T>(class_weight, nullptr, c) : T(c);
+  const double eps = opt.label_smoothing;
+  const double weight_total = class_weight ? static_cast<double>(sum_of(class_weight, c))
+                                           : static_cast<double>(c);
   const int64_t pieces = cpu::ceil_div(n, kSumPiece);
   std::vector<double> piece_sum(opt.reduction == Reduction::None ? 0 : pieces, 0.0);
 
@@ -90,26 +109,29 @@ int64_t cross_entropy_forward(const T* logits, const Index* target, const T* cla
       for (int64_t i = p * kSumPiece; i < end; ++i) {
         const T* x = logits + i * c;
         const Index t = target[i];
-        lse[i] = row_logsumexp(x, c);
-        T row_loss = T(0);
+        const RowLse row = row_logsumexp(x, c);
+        lse[i] = row.lse;
+        double row_loss = 0.0;
         if (!ignored(t, opt)) {
           if (!valid_class(t, c)) {
             invalid.report(i);
             continue;
           }
           const int64_t ti = static_cast<int64_t>(t);
-          const T wt = class_weight ? class_weight[ti] : T(1);
-          row_loss = (T(1) - eps) * wt * (lse[i] - x[ti]);
-          if (eps > T(0)) {
-            // sum_j w_j * (lse - x_j), spread evenly over the c classes
-            const T smooth = lse[i] * weight_total - row_weighted_sum(x, class_weight, c);
-            row_loss += eps / static_cast<T>(c) * smooth;
+          const double wt = class_weight ? static_cast<double>(class_weight[ti]) : 1.0;
+          // -log p_t = (max - x_t) + log_sum: no rounding at the logits' magnitude
+          row_loss = (1.0 - eps) * wt * ((row.max - static_cast<double>(x[ti])) + row.log_sum);
+          if (eps > 0.0) {
+            // sum_j w_j * -log p_j, spread evenly over the c classes
+            const double gap = static_cast<double>(
+                row_weighted_gap(x, class_weight, static_cast<T>(row.max), c));
+            row_loss += eps / static_cast<double>(c) * (gap + weight_total * row.log_sum);
           }
         }
         if (opt.reduction == Reduction::None)
-          loss[i] = row_loss;
+          loss[i] = static_cast<T>(row_loss);
         else
-          sum += static_cast<double>(row_loss);
+          sum += row_loss;
       }
       if (opt.reduction != Reduction::None) piece_sum[p] = sum;
     }
@@ -130,13 +152,13 @@ int64_t cross_entropy_forward(const T* logits, const Index* target, const T* cla
 
 template <typename T, typename Index>
 int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index* target,
-                               const T* class_weight, const T* lse, int64_t n, int64_t c,
+                               const T* class_weight, const double* lse, int64_t n, int64_t c,
                                const CrossEntropyOptions& opt, T* grad_logits,
                                const ParallelFor& pfor) {
   FirstInvalid invalid;
   const T eps = static_cast<T>(opt.label_smoothing);
   const T spread = eps / static_cast<T>(std::max<int64_t>(c, 1));
-  const T weight_total = class_weight ? row_weighted_sum<T>(class_weight, nullptr, c) : T(c);
+  const T weight_total = class_weight ? sum_of(class_weight, c) : T(c);
   T scale_all = grad_loss[0];
   if (opt.reduction == Reduction::Mean) {
     // When every row is ignored no row reads the scale, so a zero divisor never reaches a row.
@@ -155,7 +177,10 @@ int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index*
       }
       const int64_t ti = static_cast<int64_t>(t);
       const T* x = logits + i * c;
-      const T m = lse[i];
+      // lse split into hi + lo: x - hi is exact for the x that matter (x near lse), so
+      // p = exp((x - hi) - lo) keeps full precision even for logits around 1e4.
+      const T hi = static_cast<T>(lse[i]);
+      const T lo = static_cast<T>(lse[i] - static_cast<double>(hi));
       const T scale = opt.reduction == Reduction::None ? grad_loss[i] : scale_all;
       const T wt = class_weight ? class_weight[ti] : T(1);
       // d loss_i / d x_j = (1-eps) w_t (p_j - [j==t]) + eps/c (W p_j - w_j), W = sum_j w_j
@@ -164,11 +189,11 @@ int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index*
         const T w_coef = scale * spread;
 #pragma omp simd
         for (int64_t j = 0; j < c; ++j)
-          g[j] = p_coef * vec::exp(x[j] - m) - w_coef * class_weight[j];
+          g[j] = p_coef * vec::exp((x[j] - hi) - lo) - w_coef * class_weight[j];
       } else {
         const T offset = scale * spread;
 #pragma omp simd
-        for (int64_t j = 0; j < c; ++j) g[j] = p_coef * vec::exp(x[j] - m) - offset;
+        for (int64_t j = 0; j < c; ++j) g[j] = p_coef * vec::exp((x[j] - hi) - lo) - offset;
       }
       g[ti] -= scale * (T(1) - eps) * wt;
     }
@@ -178,10 +203,11 @@ int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index*
 
 #define PYMAKEMORE_CROSS_ENTROPY(T, Index)                                                     \
   template int64_t cross_entropy_forward<T, Index>(const T*, const Index*, const T*, int64_t,   \
-                                                   int64_t, const CrossEntropyOptions&, T*, T*, \
+                                                   int64_t, const CrossEntropyOptions&, T*,     \
+                                                   double*,                                     \
                                                    const ParallelFor&);                         \
   template int64_t cross_entropy_backward<T, Index>(const T*, const T*, const Index*, const T*, \
-                                                    const T*, int64_t, int64_t,                 \
+                                                    const double*, int64_t, int64_t,            \
                                                     const CrossEntropyOptions&, T*,             \
                                                     const ParallelFor&);
 PYMAKEMORE_CROSS_ENTROPY(float, int32_t)

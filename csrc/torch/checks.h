@@ -164,9 +164,7 @@ inline void cross_entropy_args(const at::Tensor& input, const at::Tensor& target
                     ", or ignore_index=", ignore_index, ")");
 }
 
-// float16/bfloat16 logits keep their log-sum-exp in float32.
-inline at::ScalarType lse_dtype(at::ScalarType input) {
-  return at::isReducedFloatingType(input) ? at::kFloat : input;
-}
+// The saved per-row log-sum-exp is float64 for every input dtype (see kernels.h).
+constexpr at::ScalarType kLseDtype = at::kDouble;
 
 }  // namespace pymakemore::checks

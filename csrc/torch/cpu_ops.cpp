@@ -183,14 +183,14 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& input,
   const int64_t n = x.size(0), c = x.size(1);
   at::Tensor loss = opt.reduction == Reduction::None ? at::empty({n}, x.options())
                                                      : at::empty({}, x.options());
-  at::Tensor lse = at::empty({n}, x.options());
+  at::Tensor lse = at::empty({n}, x.options().dtype(checks::kLseDtype));
   int64_t bad = kAllValid;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cross_entropy_cpu", [&] {
     with_index_type(t.scalar_type(), [&](auto index_tag) {
       using Index = decltype(index_tag);
       bad = cross_entropy_forward<scalar_t, Index>(
           x.data_ptr<scalar_t>(), t.data_ptr<Index>(), ptr_or_null<scalar_t>(w), n, c, opt,
-          loss.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(), torch_parallel_for());
+          loss.data_ptr<scalar_t>(), lse.data_ptr<double>(), torch_parallel_for());
     });
   });
   if (bad != kAllValid) checks::bad_target(checks::index_at(t, bad), bad, c, ignore_index);
@@ -215,13 +215,13 @@ at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_loss, const at::Ten
               grad_loss.numel());
   if (reduced(input))
     return cross_entropy_backward_cpu(upcast(grad_loss), upcast(input), target, upcast(weight),
-                                      lse.to(at::kFloat), reduction, ignore_index,
+                                      lse, reduction, ignore_index,
                                       label_smoothing)
         .to(input.scalar_type());
   const at::Tensor x = input.contiguous();
   const at::Tensor t = target.contiguous();
   const at::Tensor g = grad_loss.to(x.scalar_type()).contiguous();
-  const at::Tensor l = lse.to(x.scalar_type()).contiguous();
+  const at::Tensor l = lse.to(checks::kLseDtype).contiguous();
   const c10::optional<at::Tensor> w =
       weight && weight->defined() ? c10::optional<at::Tensor>(weight->contiguous())
                                   : c10::nullopt;
@@ -233,7 +233,7 @@ at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_loss, const at::Ten
       using Index = decltype(index_tag);
       bad = cross_entropy_backward<scalar_t, Index>(
           g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), t.data_ptr<Index>(),
-          ptr_or_null<scalar_t>(w), l.data_ptr<scalar_t>(), n, c, opt,
+          ptr_or_null<scalar_t>(w), l.data_ptr<double>(), n, c, opt,
           grad_input.data_ptr<scalar_t>(), torch_parallel_for());
     });
   });

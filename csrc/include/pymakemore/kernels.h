@@ -53,18 +53,19 @@ struct CrossEntropyOptions {
   double label_smoothing = 0.0;
 };
 
-// Writes lse[i] (log-sum-exp of row i, max-subtracted) and the loss: n values into `loss` for
+// Writes lse[i] (log-sum-exp of row i, max-subtracted; double whatever T, so that logits of
+// large magnitude keep their precision) and the loss: n values into `loss` for
 // Reduction::None (0 for ignored rows), else one value. class_weight (c) may be null.
 template <typename T, typename Index>
 int64_t cross_entropy_forward(const T* logits, const Index* target, const T* class_weight,
                               int64_t n, int64_t c, const CrossEntropyOptions& opt, T* loss,
-                              T* lse, const ParallelFor& pfor);
+                              double* lse, const ParallelFor& pfor);
 
 // grad_logits = g_i * d(loss_i)/d(logits), with softmax recomputed from lse. grad_loss holds one
 // value (Mean, Sum) or n values (None).
 template <typename T, typename Index>
 int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index* target,
-                               const T* class_weight, const T* lse, int64_t n, int64_t c,
+                               const T* class_weight, const double* lse, int64_t n, int64_t c,
                                const CrossEntropyOptions& opt, T* grad_logits,
                                const ParallelFor& pfor);
 

@@ -1,0 +1,50 @@
+import pathlib
+
+import pytest
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+import pymakemore  # noqa: E402,F401  (registers torch.ops.pymakemore)
+
+HAS_CUDA = torch.cuda.is_available() and \
+    torch._C._dispatch_has_kernel_for_dispatch_key("pymakemore::embedding", "CUDA")
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(
+        not HAS_CUDA, reason="needs a CUDA device and the extension built with CUDA kernels")),
+]
+
+
+def dtypes_for(device):
+    base = [torch.float32, torch.float64]
+    return base + [torch.float16, torch.bfloat16] if device == "cuda" else base
+
+
+# (rtol, atol) for comparing a fused op with the composite in the same dtype
+TOLERANCE = {
+    torch.float64: (1e-10, 1e-10),
+    torch.float32: (2e-5, 2e-5),
+    torch.float16: (1e-2, 1e-2),
+    torch.bfloat16: (5e-2, 5e-2),
+}
+
+
+def assert_close(actual, expected, dtype=None, scale=1.0):
+    rtol, atol = TOLERANCE[dtype or expected.dtype]
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol * scale, equal_nan=True)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def names_path():
+    path = DATA / "names.txt"
+    if not path.exists():
+        pytest.skip(f"data set not found at {path} (see ../shared/data/README.md)")
+    return path
+

@@ -1,0 +1,236 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import DEVICES, HAS_CUDA, assert_close, dtypes_for
+from pymakemore import ops, reference
+
+SHAPES = [(1, 1), (32, 27), (7, 3), (0, 27), (5, 1), (3, 50257), (1000, 2), (129, 129)]
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+def _run(fn, x, t, grad=None, **kw):
+    leaf = x.detach().clone().requires_grad_(True)
+    loss = fn(leaf, t, **kw)
+    loss.backward(torch.ones_like(loss) if grad is None else grad)
+    return loss.detach(), leaf.grad
+
+
+def _targets(n, c, device, dtype=torch.int64, ignore=None, frac=0.3):
+    t = torch.randint(0, c, (n,), device=device, dtype=dtype)
+    if ignore is not None and n:
+        mask = torch.rand(n, device=device) < frac
+        t[mask] = ignore
+    return t
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 1.0])
+def test_matches_functional_and_reference(device, shape, reduction, label_smoothing):
+    n, c = shape
+    for dtype in dtypes_for(device):
+        x = torch.randn(n, c, device=device, dtype=dtype) * 3
+        t = _targets(n, c, device)
+        grad = torch.randn(n, device=device, dtype=dtype) if reduction == "none" else None
+        kw = dict(reduction=reduction, label_smoothing=label_smoothing)
+        loss, gx = _run(ops.cross_entropy, x, t, grad, **kw)
+        loss_f, gx_f = _run(F.cross_entropy, x, t, grad, **kw)
+        loss_r, gx_r = _run(reference.cross_entropy, x, t, grad, **kw)
+        assert loss.dtype == dtype and loss.shape == loss_f.shape
+        scale = max(1.0, n ** 0.5) if reduction == "sum" else 1.0
+        assert_close(loss, loss_f, dtype, scale * 4)
+        assert_close(loss, loss_r, dtype, scale * 4)
+        assert_close(gx, gx_f, dtype)
+        assert_close(gx, gx_r, dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("ignore_index", [-100, 0, 5])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("target_dtype", [torch.int64, torch.int32])
+def test_ignore_index(device, reduction, ignore_index, label_smoothing, target_dtype):
+    x = torch.randn(64, 27, device=device, dtype=torch.float64)
+    t = _targets(64, 27, device, target_dtype, ignore=ignore_index)
+    kw = dict(reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    loss, gx = _run(ops.cross_entropy, x, t, **kw)
+    loss_f, gx_f = _run(F.cross_entropy, x, t.long(), **kw)
+    torch.testing.assert_close(loss, loss_f)
+    torch.testing.assert_close(gx, gx_f)
+    assert torch.all(gx[t == ignore_index] == 0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
+def test_class_weights(device, reduction, label_smoothing):
+    x = torch.randn(50, 7, device=device, dtype=torch.float64)
+    t = _targets(50, 7, device, ignore=-100)
+    w = torch.rand(7, device=device, dtype=torch.float64) + 0.1
+    kw = dict(weight=w, reduction=reduction, label_smoothing=label_smoothing)
+    loss, gx = _run(ops.cross_entropy, x, t, **kw)
+    loss_f, gx_f = _run(F.cross_entropy, x, t, **kw)
+    loss_r, gx_r = _run(reference.cross_entropy, x, t, **kw)
+    torch.testing.assert_close(loss, loss_f)
+    torch.testing.assert_close(gx, gx_f)
+    torch.testing.assert_close(loss, loss_r)
+    torch.testing.assert_close(gx, gx_r)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_all_rows_ignored_gives_zero_gradient(device, label_smoothing):
+    x = torch.randn(4, 3, device=device)
+    t = torch.full((4,), -100, device=device)
+    for reduction in REDUCTIONS:
+        kw = dict(reduction=reduction, label_smoothing=label_smoothing)
+        loss, gx = _run(ops.cross_entropy, x, t, **kw)
+        loss_f, _ = _run(F.cross_entropy, x, t, **kw)
+        assert torch.equal(gx, torch.zeros_like(gx)), reduction
+        torch.testing.assert_close(loss, loss_f, equal_nan=True)  # mean: nan, as torch
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_extreme_logits(device, label_smoothing):
+    inf = float("inf")
+    x = torch.tensor([
+        [1e4, -1e4, 0.0, 3.0],
+        [-1e4, -1e4, -1e4, -1e4 + 1],
+        [-inf, 0.0, 1.0, -inf],
+        [-inf, -inf, 5.0, -inf],
+        [1e4, 1e4, 1e4, 1e4],
+        [-inf, -inf, -inf, -inf],
+        [inf, 1.0, 0.0, 0.0],
+        [float("nan"), 1.0, 0.0, 0.0],
+    ], device=device)
+    t = torch.tensor([1, 3, 2, 2, 0, 1, 1, 1], device=device)
+    for reduction in ("none", "sum"):
+        kw = dict(reduction=reduction, label_smoothing=label_smoothing)
+        loss, gx = _run(ops.cross_entropy, x, t, **kw)
+        loss_f, gx_f = _run(F.cross_entropy, x, t, **kw)
+        torch.testing.assert_close(loss, loss_f, equal_nan=True)
+        torch.testing.assert_close(gx, gx_f, equal_nan=True)
+    loss, gx = _run(ops.cross_entropy, x[:4], t[:4], reduction="none")
+    assert torch.isfinite(loss).all() and torch.isfinite(gx).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_large_vocabulary_gradient_rows_sum_to_zero(device):
+    x = torch.randn(8, 50257, device=device)
+    t = _targets(8, 50257, device)
+    _, gx = _run(ops.cross_entropy, x, t, reduction="sum")
+    assert gx.sum(dim=1).abs().max() < 1e-5  # softmax - onehot sums to 0 per row
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_other_input_ranks(device):
+    # unbatched (C,) with a 0-d target, and (N, C, d1, d2) with (N, d1, d2)
+    x1, t1 = torch.randn(5, device=device), torch.tensor(3, device=device)
+    x4, t4 = torch.randn(2, 5, 3, 4, device=device), torch.randint(0, 5, (2, 3, 4),
+                                                                   device=device)
+    for x, t in ((x1, t1), (x4, t4)):
+        for reduction in REDUCTIONS:
+            loss, gx = _run(ops.cross_entropy, x, t, reduction=reduction, label_smoothing=0.1)
+            loss_f, gx_f = _run(F.cross_entropy, x, t, reduction=reduction,
+                                label_smoothing=0.1)
+            assert loss.shape == loss_f.shape
+            assert_close(loss, loss_f)
+            assert_close(gx, gx_f)
+
+
+def test_probability_targets_and_legacy_arguments_follow_functional():
+    x = torch.randn(6, 4)
+    probs = torch.softmax(torch.randn(6, 4), dim=1)
+    torch.testing.assert_close(ops.cross_entropy(x, probs), F.cross_entropy(x, probs))
+    t = torch.randint(0, 4, (6,))
+    torch.testing.assert_close(ops.cross_entropy(x, t, size_average=False),
+                               F.cross_entropy(x, t, reduction="sum"))
+    torch.testing.assert_close(ops.cross_entropy(x, t, None, None, -100, False),
+                               F.cross_entropy(x, t, reduction="none"))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_inputs(device):
+    x = torch.randn(27, 32, device=device).t()
+    t = torch.randint(0, 27, (64,), device=device)[::2]
+    for reduction in REDUCTIONS:
+        grad = torch.randn(64, device=device)[::2] if reduction == "none" else None
+        loss, gx = _run(ops.cross_entropy, x, t, grad, reduction=reduction)
+        loss_f, gx_f = _run(F.cross_entropy, x, t, grad, reduction=reduction)
+        assert_close(loss, loss_f, scale=8)
+        assert_close(gx, gx_f)
+
+
+def test_deterministic_across_threads():
+    x = torch.randn(20_000, 27)
+    t = torch.randint(0, 27, (20_000,))
+    first = _run(ops.cross_entropy, x, t, reduction="sum")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        again = _run(ops.cross_entropy, x, t, reduction="sum")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reduced_precision_on_cpu(dtype):
+    x = torch.randn(32, 27, dtype=dtype)
+    t = torch.randint(0, 27, (32,))
+    loss, gx = _run(ops.cross_entropy, x, t)
+    loss_r, gx_r = _run(reference.cross_entropy, x.float(), t)
+    assert loss.dtype == dtype and gx.dtype == dtype
+    assert_close(loss, loss_r.to(dtype), dtype)
+    assert_close(gx, gx_r.to(dtype), dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bad", [27, -1, -5, 1000])
+@pytest.mark.parametrize("target_dtype", [torch.int64, torch.int32])
+def test_out_of_range_target_names_the_value(device, bad, target_dtype):
+    x = torch.randn(4, 27, device=device)
+    t = torch.tensor([0, 26, bad, 3], device=device, dtype=target_dtype)
+    with pytest.raises(IndexError, match=rf"target {bad} at position 2 is out of bounds"):
+        ops.cross_entropy(x, t)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+
+def test_backward_op_checks_targets():
+    x, lse = torch.randn(3, 4), torch.zeros(3)
+    with pytest.raises(IndexError, match="target 7 at position 1"):
+        torch.ops.pymakemore.cross_entropy_backward(torch.tensor(1.0), x, torch.tensor([0, 7, 1]),
+                                                    None, lse, "mean", -100, 0.0)
+
+
+@pytest.mark.parametrize("x,t,kw,error,match", [
+    (torch.randn(4, 3), torch.tensor([0, 1, 2]), {}, ValueError,
+     r"Expected input batch_size \(4\) to match target batch_size \(3\)"),
+    (torch.ones(4, 3, dtype=torch.long), torch.tensor([0, 1, 2, 1]), {}, RuntimeError,
+     "floating-point"),
+    (torch.randn(4, 3), torch.tensor([0, 1, 2, 1], dtype=torch.int16), {}, RuntimeError,
+     "int64 or int32"),
+    (torch.randn(4, 3), torch.zeros(4, 1, dtype=torch.long), {}, RuntimeError, "target"),
+    (torch.randn(4, 3), torch.tensor([0, 1, 2, 1]), {"reduction": "foo"}, ValueError,
+     "foo is not a valid value for reduction"),
+    (torch.randn(4, 3), torch.tensor([0, 1, 2, 1]), {"label_smoothing": 1.5}, RuntimeError,
+     "label_smoothing must be between 0.0 and 1.0"),
+    (torch.randn(4, 3), torch.tensor([0, 1, 2, 1]), {"weight": torch.ones(2)}, RuntimeError,
+     "weight tensor should be defined either for all 3 classes"),
+    (torch.randn(4, 3), torch.tensor([0, 1, 2, 1]), {"weight": torch.ones(3).double()},
+     RuntimeError, "same dtype"),
+    (torch.randn(4, 3), torch.tensor([0, 1, 2, 1], device="meta"), {}, RuntimeError, "device"),
+])
+def test_bad_arguments(x, t, kw, error, match):
+    with pytest.raises(error, match=match):
+        ops.cross_entropy(x, t, **kw)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device for a CPU/CUDA mix")
+def test_cpu_cuda_mix():
+    with pytest.raises(RuntimeError, match="device"):
+        ops.cross_entropy(torch.randn(4, 3), torch.tensor([0, 1, 2, 1], device="cuda"))

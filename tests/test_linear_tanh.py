@@ -1,0 +1,153 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import DEVICES, HAS_CUDA, assert_close, dtypes_for
+from pymakemore import ops, reference
+
+SHAPES = [  # (input shape, out_features)
+    ((1, 1), 1),
+    ((32, 30), 200),     # the makemore hidden layer
+    ((7, 13), 5),
+    ((3, 5, 30), 17),    # leading batch dims
+    ((30,), 200),        # a single 1-D input
+    ((0, 30), 200),      # empty batch
+    ((5, 0), 3),         # no input features: tanh(bias)
+    ((4, 3), 0),         # no outputs
+    ((257, 129), 65),    # tails in every tile direction
+]
+
+
+def _run(fn, x, w, b, grad):
+    leaves = [t.detach().clone().requires_grad_(True) if t is not None else None
+              for t in (x, w, b)]
+    out = fn(*leaves)
+    out.backward(grad)
+    return [out.detach()] + [t.grad if t is not None else None for t in leaves]
+
+
+def _composite(x, w, b):
+    return torch.tanh(F.linear(x, w, b))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("shape,out_features", SHAPES)
+def test_matches_functional_and_reference(device, with_bias, shape, out_features):
+    for dtype in dtypes_for(device):
+        k = shape[-1]
+        x = torch.randn(shape, device=device, dtype=dtype)
+        w = torch.randn(out_features, k, device=device, dtype=dtype) / max(k, 1) ** 0.5
+        b = torch.randn(out_features, device=device, dtype=dtype) if with_bias else None
+        grad = torch.randn(*shape[:-1], out_features, device=device, dtype=dtype)
+        ours = _run(ops.linear_tanh, x, w, b, grad)
+        composite = _run(_composite, x, w, b, grad)
+        oracle = _run(reference.linear_tanh, x, w, b, grad)
+        assert ours[0].shape == (*shape[:-1], out_features) and ours[0].dtype == dtype
+        scale = max(1.0, (x.numel() / max(k, 1)) ** 0.5)  # grad sums over rows
+        for a, f, r in zip(ours, composite, oracle):
+            if f is None:
+                assert a is None
+                continue
+            assert_close(a, f, dtype, scale)
+            assert_close(a, r, dtype, scale)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_saturated_tanh(device):
+    x = torch.randn(64, 30, device=device) * 100  # |pre-activation| in the hundreds
+    w = torch.randn(200, 30, device=device)
+    b = torch.randn(200, device=device)
+    grad = torch.randn(64, 200, device=device)
+    ours = _run(ops.linear_tanh, x, w, b, grad)
+    composite = _run(_composite, x, w, b, grad)
+    exact = _run(reference.linear_tanh, x.double(), w.double(), b.double(), grad.double())
+    assert ours[0].abs().max() <= 1.0
+    assert (ours[0].abs() == 1.0).float().mean() > 0.5  # most units saturate
+    # 1 - y^2 near |y| = 1 amplifies one rounding of y: be as close to float64 as torch is
+    for a, f, e in zip(ours, composite, exact):
+        our_error = (a.double() - e).abs().max()
+        torch_error = (f.double() - e).abs().max()
+        assert our_error <= 4 * torch_error + 1e-5 * e.abs().max()
+
+
+def test_tanh_accuracy_over_the_float_range():
+    x = torch.cat([torch.linspace(-20, 20, 400_001), torch.logspace(-30, 1, 10_001),
+                   -torch.logspace(-30, 1, 10_001)])
+    y = ops.linear_tanh(x.unsqueeze(1), torch.ones(1, 1)).squeeze(1)
+    exact = torch.tanh(x.double())
+    ulps = (y.double() - exact).abs() / (exact.abs() * torch.finfo(torch.float32).eps)
+    assert ulps.max() < 4.0
+    special = torch.tensor([[float("nan")], [float("inf")], [-float("inf")], [0.0]])
+    out = ops.linear_tanh(special, torch.ones(1, 1)).squeeze(1)
+    assert torch.isnan(out[0]) and out[1] == 1.0 and out[2] == -1.0 and out[3] == 0.0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_inputs(device):
+    x = torch.randn(30, 32, device=device).t()
+    w = torch.randn(30, 200, device=device).t()
+    b = torch.randn(400, device=device)[::2]
+    grad = torch.randn(200, 32, device=device).t()
+    for a, f in zip(_run(ops.linear_tanh, x, w, b, grad), _run(_composite, x, w, b, grad)):
+        assert_close(a, f, torch.float32, scale=6.0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_partial_gradients(device):
+    x = torch.randn(8, 5, device=device)                    # data: no gradient
+    w = torch.randn(4, 5, device=device, requires_grad=True)
+    b = torch.randn(4, device=device)                       # frozen bias
+    ops.linear_tanh(x, w, b).sum().backward()
+    w2 = w.detach().clone().requires_grad_(True)
+    _composite(x, w2, b).sum().backward()
+    assert_close(w.grad, w2.grad)
+
+
+def test_backward_deterministic_across_threads():
+    x, w, b = torch.randn(5000, 30), torch.randn(200, 30), torch.randn(200)
+    grad = torch.randn(5000, 200)
+    first = _run(ops.linear_tanh, x, w, b, grad)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        again = _run(ops.linear_tanh, x, w, b, grad)
+    finally:
+        torch.set_num_threads(threads)
+    for a, c in zip(first, again):
+        assert torch.equal(a, c)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reduced_precision_on_cpu(dtype):
+    x, w, b = (torch.randn(16, 30, dtype=dtype), torch.randn(20, 30, dtype=dtype) / 5,
+               torch.randn(20, dtype=dtype))
+    grad = torch.randn(16, 20, dtype=dtype)
+    ours = _run(ops.linear_tanh, x, w, b, grad)
+    oracle = _run(reference.linear_tanh, *(t.float() for t in (x, w, b, grad)))
+    for a, r in zip(ours, oracle):
+        assert a.dtype == dtype
+        assert_close(a, r.to(dtype), dtype)
+
+
+@pytest.mark.parametrize("args,match", [
+    ((torch.randn(4, 3), torch.randn(5, 2), None), "cannot be multiplied"),
+    ((torch.randn(4, 3), torch.randn(5, 3), torch.randn(4)), r"bias must have shape \(5,\)"),
+    ((torch.randn(4, 3), torch.randn(5, 3), torch.randn(1, 5)), r"bias must have shape"),
+    ((torch.randn(4, 3), torch.randn(5, 3).double(), None), "same dtype"),
+    ((torch.randn(4, 3), torch.randn(5, 3), torch.randn(5).double()), "same dtype"),
+    ((torch.randn(()), torch.randn(5, 3), None), "at least 1-D"),
+    ((torch.randn(4, 3), torch.randn(15), None), "weight must be 2-D"),
+    ((torch.ones(4, 3, dtype=torch.long), torch.ones(5, 3, dtype=torch.long), None),
+     "floating-point"),
+    ((torch.randn(4, 3), torch.randn(5, 3, device="meta"), None), "device"),
+])
+def test_bad_arguments(args, match):
+    with pytest.raises(RuntimeError, match=match):
+        ops.linear_tanh(*args)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device for a CPU/CUDA mix")
+def test_cpu_cuda_mix():
+    with pytest.raises(RuntimeError, match="device"):
+        ops.linear_tanh(torch.randn(4, 3), torch.randn(5, 3, device="cuda"))
