@@ -141,6 +141,7 @@ def test_other_input_ranks(device):
             assert_close(gx, gx_f)
 
 
+@pytest.mark.filterwarnings("ignore:size_average and reduce args")
 def test_probability_targets_and_legacy_arguments_follow_functional():
     x = torch.randn(6, 4)
     probs = torch.softmax(torch.randn(6, 4), dim=1)

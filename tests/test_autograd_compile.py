@@ -1,0 +1,131 @@
+"""gradcheck in float64, torch.library.opcheck on every op, and a small MLP on all three ops
+under torch.compile(fullgraph=True) against eager torch.nn.functional."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.autograd import gradcheck
+
+from conftest import DEVICES
+from pymakemore import ops
+
+OPS = torch.ops.pymakemore
+
+
+def _f64(*shape, device="cpu"):
+    return torch.randn(*shape, device=device, dtype=torch.float64, requires_grad=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("index_dtype", [torch.int64, torch.int32])
+def test_gradcheck_embedding(device, index_dtype):
+    # (padding_idx and scale_grad_by_freq alter the gradient on purpose; they are compared
+    # with F.embedding in test_embedding.py instead)
+    idx = torch.randint(0, 6, (5, 3), device=device, dtype=index_dtype)
+    weight = _f64(6, 4, device=device)
+    assert gradcheck(lambda w: ops.embedding(idx, w), (weight,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_gradcheck_linear_tanh(device, with_bias):
+    x, w = _f64(3, 4, 7, device=device), _f64(5, 7, device=device)
+    b = _f64(5, device=device) if with_bias else None
+    inputs = (x, w, b) if with_bias else (x, w)
+    assert gradcheck(ops.linear_tanh, inputs)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.25])
+@pytest.mark.parametrize("with_weight", [False, True])
+def test_gradcheck_cross_entropy(device, reduction, label_smoothing, with_weight):
+    x = _f64(6, 5, device=device)
+    t = torch.tensor([0, 4, -100, 2, 2, 1], device=device)
+    w = torch.rand(5, device=device, dtype=torch.float64) + 0.5 if with_weight else None
+    assert gradcheck(lambda logits: ops.cross_entropy(
+        logits, t, weight=w, reduction=reduction, label_smoothing=label_smoothing), (x,))
+
+
+def _opcheck_cases(device):
+    idx = torch.randint(0, 7, (4, 3), device=device)
+    x = torch.randn(6, 5, device=device, requires_grad=True)
+    t = torch.tensor([0, 4, -100, 2, 2, 1], device=device)
+    lse = OPS.cross_entropy(x.detach(), t)[1]
+    return [
+        (OPS.embedding, (idx, torch.randn(7, 4, device=device, requires_grad=True))),
+        (OPS.embedding, (idx.int(), torch.randn(7, 4, device=device, requires_grad=True), 1,
+                         True)),
+        (OPS.embedding_backward, (torch.randn(4, 3, 4, device=device), idx, 7, -1, False)),
+        (OPS.linear_tanh, (torch.randn(3, 2, 5, device=device, requires_grad=True),
+                           torch.randn(4, 5, device=device, requires_grad=True),
+                           torch.randn(4, device=device, requires_grad=True))),
+        (OPS.linear_tanh, (torch.randn(3, 5, device=device, requires_grad=True),
+                           torch.randn(4, 5, device=device, requires_grad=True), None)),
+        (OPS.linear_tanh_backward, (torch.randn(3, 4, device=device),
+                                    torch.rand(3, 4, device=device),
+                                    torch.randn(3, 5, device=device),
+                                    torch.randn(4, 5, device=device), [True, False, True])),
+        (OPS.cross_entropy, (x, t, None, "mean", -100, 0.1)),
+        (OPS.cross_entropy, (x, t.int(), torch.rand(5, device=device), "none", -100, 0.0)),
+        (OPS.cross_entropy_backward, (torch.tensor(1.0, device=device), x.detach(), t, None,
+                                      lse, "mean", -100, 0.0)),
+    ]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_every_op(device):
+    seen = set()
+    for op, args in _opcheck_cases(device):
+        torch.library.opcheck(op, args)
+        seen.add(op._name if hasattr(op, "_name") else str(op))
+    assert len(seen) == 6, seen
+
+
+class TinyMLP(torch.nn.Module):
+    """The makemore MLP shape: embedding -> linear+tanh -> linear -> cross entropy."""
+
+    def __init__(self, fused, vocab=27, block=3, n_embd=10, n_hidden=200):
+        super().__init__()
+        self.fused = fused
+        self.C = torch.nn.Parameter(torch.randn(vocab, n_embd))
+        self.W1 = torch.nn.Parameter(torch.randn(n_hidden, block * n_embd) * 0.2)
+        self.b1 = torch.nn.Parameter(torch.randn(n_hidden) * 0.01)
+        self.W2 = torch.nn.Parameter(torch.randn(vocab, n_hidden) * 0.01)
+        self.b2 = torch.nn.Parameter(torch.zeros(vocab))
+
+    def forward(self, x, y):
+        if self.fused:
+            emb = ops.embedding(x, self.C)
+            h = ops.linear_tanh(emb.view(x.shape[0], -1), self.W1, self.b1)
+            return ops.cross_entropy(F.linear(h, self.W2, self.b2), y)
+        emb = F.embedding(x, self.C)
+        h = torch.tanh(F.linear(emb.view(x.shape[0], -1), self.W1, self.b1))
+        return F.cross_entropy(F.linear(h, self.W2, self.b2), y)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mlp_under_torch_compile_matches_eager_functional(device):
+    torch._dynamo.reset()
+    eager = TinyMLP(fused=False).to(device)
+    fused = TinyMLP(fused=True).to(device)
+    fused.load_state_dict(eager.state_dict())
+    compiled = torch.compile(fused, fullgraph=True)
+    for step in range(3):  # several batches: the compiled graph is reused
+        x = torch.randint(0, 27, (32, 3), device=device)
+        y = torch.randint(0, 27, (32,), device=device)
+        loss_ref = eager(x, y)
+        grads_ref = torch.autograd.grad(loss_ref, list(eager.parameters()))
+        loss = compiled(x, y)
+        grads = torch.autograd.grad(loss, list(fused.parameters()))
+        torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=1e-5)
+        for g, g_ref in zip(grads, grads_ref):
+            torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_graph_still_checks_indices():
+    torch._dynamo.reset()
+    fn = torch.compile(lambda i, w: ops.embedding(i, w).sum(), fullgraph=True)
+    w = torch.randn(5, 3)
+    fn(torch.tensor([0, 4]), w)
+    with pytest.raises(IndexError, match="index 5"):
+        fn(torch.tensor([0, 5]), w)
