@@ -29,8 +29,12 @@ def want_cuda():
 
 
 cpu_arch = os.environ.get("PYMAKEMORE_CPU_ARCH", "native")
-cxx_flags = ["-O3", "-fopenmp-simd"] + ([f"-march={cpu_arch}"] if cpu_arch else [])
-ext_sources = sources("cpu/*.cpp") + ["csrc/torch/schema.cpp", "csrc/torch/cpu_ops.cpp"]
+# -fopenmp: at::parallel_for is inline OpenMP in torch's headers; without it every op runs on
+# one thread. The libgomp it links resolves to the copy torch has already loaded.
+cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=fast"] + ([f"-march={cpu_arch}"] if cpu_arch else [])
+link_flags = ["-fopenmp"]
+ext_sources = sources("cpu/*.cpp") + ["csrc/torch/schema.cpp", "csrc/torch/autograd.cpp",
+                                      "csrc/torch/cpu_ops.cpp"]
 include_dirs = [os.path.abspath("csrc/include")]
 
 if want_cuda():
@@ -42,10 +46,11 @@ if want_cuda():
         include_dirs=include_dirs,
         extra_compile_args={"cxx": cxx_flags + ["-DPYMAKEMORE_WITH_CUDA"],
                             "nvcc": ["-O3"]},
+        extra_link_args=link_flags,
     )
 else:
     extension = CppExtension("pymakemore._C", ext_sources, include_dirs=include_dirs,
-                             extra_compile_args={"cxx": cxx_flags})
+                             extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
 
 setup(
     name="pymakemore",

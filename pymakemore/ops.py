@@ -77,26 +77,6 @@ def _embedding_backward_fake(grad_output, input, num_weights, padding_idx=-1,
     return grad_output.new_empty((num_weights, grad_output.shape[-1]))
 
 
-def _embedding_setup(ctx, inputs, output):
-    input, weight, padding_idx, scale_grad_by_freq = inputs
-    ctx.save_for_backward(input)
-    ctx.num_weights = weight.shape[0]
-    ctx.padding_idx = padding_idx
-    ctx.scale_grad_by_freq = scale_grad_by_freq
-
-
-def _embedding_backward(ctx, grad_output):
-    (input,) = ctx.saved_tensors
-    grad_weight = None
-    if ctx.needs_input_grad[1]:
-        grad_weight = _ops.embedding_backward(grad_output, input, ctx.num_weights,
-                                              ctx.padding_idx, ctx.scale_grad_by_freq)
-    return None, grad_weight, None, None
-
-
-torch.library.register_autograd("pymakemore::embedding", _embedding_backward,
-                                setup_context=_embedding_setup)
-
 
 # ---- linear_tanh ----------------------------------------------------------------------------
 def linear_tanh(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
@@ -124,27 +104,6 @@ def _linear_tanh_backward_fake(grad_output, output, input, weight, output_mask):
     )
 
 
-def _linear_tanh_setup(ctx, inputs, output):
-    input, weight, bias = inputs
-    ctx.save_for_backward(input, weight, output)
-    ctx.has_bias = bias is not None
-
-
-def _linear_tanh_backward(ctx, grad_output):
-    input, weight, output = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    mask = [need[0], need[1], ctx.has_bias and need[2]]
-    if not any(mask):
-        return None, None, None
-    grad_input, grad_weight, grad_bias = _ops.linear_tanh_backward(grad_output, output, input,
-                                                                   weight, mask)
-    return (grad_input if mask[0] else None, grad_weight if mask[1] else None,
-            grad_bias if mask[2] else None)
-
-
-torch.library.register_autograd("pymakemore::linear_tanh", _linear_tanh_backward,
-                                setup_context=_linear_tanh_setup)
-
 
 # ---- cross_entropy --------------------------------------------------------------------------
 def cross_entropy(
@@ -169,10 +128,6 @@ def cross_entropy(
     if target.is_floating_point():
         return F.cross_entropy(input, target, weight, ignore_index=ignore_index,
                                reduction=reduction, label_smoothing=label_smoothing)
-    if weight is not None and weight.requires_grad:
-        raise NotImplementedError(
-            "ops.cross_entropy does not compute a gradient for the class weights; pass "
-            "weight.detach() or use F.cross_entropy")
     if input.dim() == 2 or input.dim() == 0:
         loss, _ = _ops.cross_entropy(input, target, weight, reduction, ignore_index,
                                      label_smoothing)
@@ -212,22 +167,3 @@ def _cross_entropy_backward_fake(grad_loss, input, target, weight, lse, reductio
     return torch.empty_like(input)
 
 
-def _cross_entropy_setup(ctx, inputs, output):
-    input, target, weight, reduction, ignore_index, label_smoothing = inputs
-    _, lse = output
-    ctx.save_for_backward(input, target, weight, lse)
-    ctx.options = (reduction, ignore_index, label_smoothing)
-    ctx.mark_non_differentiable(lse)
-
-
-def _cross_entropy_backward(ctx, grad_loss, grad_lse):
-    input, target, weight, lse = ctx.saved_tensors
-    grad_input = None
-    if ctx.needs_input_grad[0]:
-        grad_input = _ops.cross_entropy_backward(grad_loss, input, target, weight, lse,
-                                                 *ctx.options)
-    return grad_input, None, None, None, None, None
-
-
-torch.library.register_autograd("pymakemore::cross_entropy", _cross_entropy_backward,
-                                setup_context=_cross_entropy_setup)

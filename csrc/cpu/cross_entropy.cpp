@@ -4,7 +4,7 @@
 
 #include "common.h"
 #include "pymakemore/kernels.h"
-#include "vec_math.h"
+#include "row_ops.h"
 
 namespace pymakemore {
 namespace {
@@ -14,34 +14,30 @@ using cpu::FirstInvalid;
 // Rows per piece of the loss / weight sums, summed in a fixed order (deterministic).
 constexpr int64_t kSumPiece = 1024;
 
-template <typename T>
-T row_max(const T* x, int64_t c) {
-  T m = -std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(max : m)
-  for (int64_t j = 0; j < c; ++j) m = x[j] > m ? x[j] : m;
-  return m;
-}
+// Row statistics are computed kBatch rows at a time (see rows::max_and_sum_exp).
+constexpr int64_t kBatch = 16;
 
-struct RowLse {
-  double lse;   // max + log(sum exp(x - max)), kept in double: at |x| ~ 1e4 a float lse
-                // would be off by half an ulp of 1e4, far more than the loss allows
-  double max;
-  double log_sum;
+struct BatchLse {
+  // lse = max + log_sum, kept in double: at |x| ~ 1e4 a float lse would be off by half an
+  // ulp of 1e4, far more than the loss allows. NaN when a row holds a NaN or its max is
+  // infinite (as torch's log_softmax).
+  double max[kBatch];
+  double log_sum[kBatch];
 };
 
-// Max-subtracted log-sum-exp; NaN when the row holds a NaN or its max is infinite (as torch).
 template <typename T>
-RowLse row_logsumexp(const T* x, int64_t c) {
-  const T m = row_max(x, c);
-  if (std::isinf(m)) {
-    const double nan = std::numeric_limits<double>::quiet_NaN();
-    return {nan, nan, nan};
+void batch_logsumexp(const T* x, int64_t rows, int64_t c, BatchLse& out) {
+  T m[kBatch], s[kBatch];
+  rows::max_and_sum_exp(x, rows, c, m, s);
+  for (int64_t r = rows; r < kBatch; ++r) m[r] = s[r] = T(1);  // keeps the loop below full
+  for (int64_t r = 0; r < kBatch; ++r) {
+    // the sum is in [1, c]: its log is small, so float precision costs nothing in lse
+    out.max[r] = static_cast<double>(m[r]);
+    out.log_sum[r] = static_cast<double>(vec::log(s[r]));
   }
-  T s = T(0);
-#pragma omp simd reduction(+ : s)
-  for (int64_t j = 0; j < c; ++j) s += vec::exp(x[j] - m);
-  const double log_sum = std::log(static_cast<double>(s));
-  return {static_cast<double>(m) + log_sum, static_cast<double>(m), log_sum};
+  for (int64_t r = 0; r < rows; ++r)
+    if (std::isinf(m[r]) || std::isnan(m[r]) || std::isnan(s[r]))
+      out.max[r] = out.log_sum[r] = std::numeric_limits<double>::quiet_NaN();
 }
 
 // sum_j w_j * (max - x_j) (w may be null: all ones); each term is exact before weighting,
@@ -103,35 +99,44 @@ int64_t cross_entropy_forward(const T* logits, const Index* target, const T* cla
   std::vector<double> piece_sum(opt.reduction == Reduction::None ? 0 : pieces, 0.0);
 
   pfor(pieces, cpu::grain_for(kSumPiece * c), [&](int64_t p0, int64_t p1) {
+    BatchLse stats;
     for (int64_t p = p0; p < p1; ++p) {
       double sum = 0.0;
       const int64_t end = std::min(n, (p + 1) * kSumPiece);
-      for (int64_t i = p * kSumPiece; i < end; ++i) {
-        const T* x = logits + i * c;
-        const Index t = target[i];
-        const RowLse row = row_logsumexp(x, c);
-        lse[i] = row.lse;
-        double row_loss = 0.0;
-        if (!ignored(t, opt)) {
-          if (!valid_class(t, c)) {
-            invalid.report(i);
-            continue;
+      for (int64_t i0 = p * kSumPiece; i0 < end; i0 += kBatch) {
+        const int64_t rows = std::min(kBatch, end - i0);
+        batch_logsumexp(logits + i0 * c, rows, c, stats);
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t i = i0 + r;
+          const T* x = logits + i * c;
+          const Index t = target[i];
+          const double max = stats.max[r], log_sum = stats.log_sum[r];
+          lse[i] = max + log_sum;
+          double row_loss = 0.0;
+          if (!ignored(t, opt)) {
+            if (!valid_class(t, c)) {
+              invalid.report(i);
+              continue;
+            }
+            const int64_t ti = static_cast<int64_t>(t);
+            const double wt = class_weight ? static_cast<double>(class_weight[ti]) : 1.0;
+            // -log p_t = (max - x_t) + log_sum: no rounding at the logits' magnitude
+            row_loss = (1.0 - eps) * wt * ((max - static_cast<double>(x[ti])) + log_sum);
+            if (eps > 0.0) {
+              // sum_j w_j * -log p_j, spread evenly over the c classes
+              const double smooth =
+                  std::isnan(max) ? max
+                                  : static_cast<double>(row_weighted_gap(
+                                        x, class_weight, static_cast<T>(max), c)) +
+                                        weight_total * log_sum;
+              row_loss += eps / static_cast<double>(c) * smooth;
+            }
           }
-          const int64_t ti = static_cast<int64_t>(t);
-          const double wt = class_weight ? static_cast<double>(class_weight[ti]) : 1.0;
-          // -log p_t = (max - x_t) + log_sum: no rounding at the logits' magnitude
-          row_loss = (1.0 - eps) * wt * ((row.max - static_cast<double>(x[ti])) + row.log_sum);
-          if (eps > 0.0) {
-            // sum_j w_j * -log p_j, spread evenly over the c classes
-            const double gap = static_cast<double>(
-                row_weighted_gap(x, class_weight, static_cast<T>(row.max), c));
-            row_loss += eps / static_cast<double>(c) * (gap + weight_total * row.log_sum);
-          }
+          if (opt.reduction == Reduction::None)
+            loss[i] = static_cast<T>(row_loss);
+          else
+            sum += row_loss;
         }
-        if (opt.reduction == Reduction::None)
-          loss[i] = static_cast<T>(row_loss);
-        else
-          sum += row_loss;
       }
       if (opt.reduction != Reduction::None) piece_sum[p] = sum;
     }
@@ -159,7 +164,8 @@ int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index*
   const T eps = static_cast<T>(opt.label_smoothing);
   const T spread = eps / static_cast<T>(std::max<int64_t>(c, 1));
   const T weight_total = class_weight ? sum_of(class_weight, c) : T(c);
-  T scale_all = grad_loss[0];
+  // Mean and Sum scale every row by one value; None reads a value per row below.
+  T scale_all = opt.reduction == Reduction::None ? T(0) : grad_loss[0];
   if (opt.reduction == Reduction::Mean) {
     // When every row is ignored no row reads the scale, so a zero divisor never reaches a row.
     scale_all = static_cast<T>(static_cast<double>(scale_all) /
@@ -172,29 +178,19 @@ int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index*
       const Index t = target[i];
       if (ignored(t, opt) || !valid_class(t, c)) {
         if (!ignored(t, opt)) invalid.report(i);
-        std::fill(g, g + c, T(0));
+        std::fill(g, g + c, T(0));  // exactly zero, even next to NaN logits
         continue;
       }
       const int64_t ti = static_cast<int64_t>(t);
-      const T* x = logits + i * c;
+      const T scale = opt.reduction == Reduction::None ? grad_loss[i] : scale_all;
+      const T wt = class_weight ? class_weight[ti] : T(1);
       // lse split into hi + lo: x - hi is exact for the x that matter (x near lse), so
       // p = exp((x - hi) - lo) keeps full precision even for logits around 1e4.
       const T hi = static_cast<T>(lse[i]);
       const T lo = static_cast<T>(lse[i] - static_cast<double>(hi));
-      const T scale = opt.reduction == Reduction::None ? grad_loss[i] : scale_all;
-      const T wt = class_weight ? class_weight[ti] : T(1);
       // d loss_i / d x_j = (1-eps) w_t (p_j - [j==t]) + eps/c (W p_j - w_j), W = sum_j w_j
       const T p_coef = scale * ((T(1) - eps) * wt + spread * weight_total);
-      if (class_weight) {
-        const T w_coef = scale * spread;
-#pragma omp simd
-        for (int64_t j = 0; j < c; ++j)
-          g[j] = p_coef * vec::exp((x[j] - hi) - lo) - w_coef * class_weight[j];
-      } else {
-        const T offset = scale * spread;
-#pragma omp simd
-        for (int64_t j = 0; j < c; ++j) g[j] = p_coef * vec::exp((x[j] - hi) - lo) - offset;
-      }
+      rows::softmax_grad(logits + i * c, c, hi, lo, p_coef, scale * spread, class_weight, g);
       g[ti] -= scale * (T(1) - eps) * wt;
     }
   });

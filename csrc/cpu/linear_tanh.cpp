@@ -3,20 +3,19 @@
 
 #include "common.h"
 #include "pymakemore/kernels.h"
+#include "simd.h"
 #include "vec_math.h"
 
 namespace pymakemore {
 namespace {
 
-// Register tiles: kRows rows of the input at a time; columns in blocks of four 64-byte
-// vectors (the compiler maps them to whatever vector width it targets).
-constexpr int64_t kRows = 4;
-template <typename T>
-constexpr int64_t kLanes = 64 / sizeof(T);
-template <typename T>
-constexpr int64_t kOutBlock = 4 * kLanes<T>;  // output columns per forward tile
-template <typename T>
-constexpr int64_t kInBlock = 2 * kLanes<T>;   // input columns per backward tile
+// Register tiles of 64-byte vectors: forward kFwdRows input rows x kFwdVecs vectors of
+// outputs, backward kBwdRows rows x kBwdVecs vectors of input features; on AVX-512 (32
+// registers) both keep every accumulator in a register.
+constexpr int64_t kFwdRows = 4;
+constexpr int64_t kFwdVecs = 4;
+constexpr int64_t kBwdRows = 8;
+constexpr int64_t kBwdVecs = 2;
 
 // Pieces of rows whose weight-gradient partials are summed in a fixed order.
 constexpr int64_t kMaxPieces = 64;
@@ -27,7 +26,9 @@ constexpr int64_t kPartialBudget = int64_t(1) << 24;  // elements across all par
 template <typename T>
 void linear_tanh_forward(const T* x, const T* w, const T* bias, int64_t n, int64_t k, int64_t h,
                          T* y, const ParallelFor& pfor) {
-  constexpr int64_t B = kOutBlock<T>;
+  using V = simd::vec_t<T>;
+  constexpr int64_t L = simd::Vec<T>::lanes;
+  constexpr int64_t B = kFwdVecs * L;  // output columns per tile
   const int64_t hp = cpu::round_up(h, B);
   // w transposed to (k, hp) and zero-padded, so a tile's columns are contiguous.
   std::vector<T> wt(static_cast<size_t>(k * hp), T(0));
@@ -36,28 +37,36 @@ void linear_tanh_forward(const T* x, const T* w, const T* bias, int64_t n, int64
   std::vector<T> b(static_cast<size_t>(hp), T(0));
   if (bias) std::copy(bias, bias + h, b.begin());
 
-  const int64_t tiles = cpu::ceil_div(n, kRows);
-  pfor(tiles, cpu::grain_for(kRows * (k + 1) * h), [&](int64_t t0, int64_t t1) {
-    alignas(64) T acc[kRows][B];
+  const int64_t tiles = cpu::ceil_div(n, kFwdRows);
+  pfor(tiles, cpu::grain_for(kFwdRows * (k + 1) * h), [&](int64_t t0, int64_t t1) {
+    alignas(64) T out[kFwdRows][B];
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t r0 = t * kRows;
-      const int64_t rows = std::min(kRows, n - r0);
-      const T* xr[kRows];
-      for (int64_t r = 0; r < kRows; ++r) xr[r] = x + (r0 + std::min(r, rows - 1)) * k;
+      const int64_t r0 = t * kFwdRows;
+      const int64_t rows = std::min(kFwdRows, n - r0);
+      const T* xr[kFwdRows];
+      for (int64_t r = 0; r < kFwdRows; ++r) xr[r] = x + (r0 + std::min(r, rows - 1)) * k;
       for (int64_t c0 = 0; c0 < hp; c0 += B) {
-        for (int64_t r = 0; r < kRows; ++r)
-          for (int64_t j = 0; j < B; ++j) acc[r][j] = b[c0 + j];
+        V acc[kFwdRows][kFwdVecs];
+        for (int64_t v = 0; v < kFwdVecs; ++v) {
+          const V bv = simd::load(b.data() + c0 + v * L);
+          for (int64_t r = 0; r < kFwdRows; ++r) acc[r][v] = bv;
+        }
         for (int64_t q = 0; q < k; ++q) {
-          const T* wq = wt.data() + q * hp + c0;
-          for (int64_t r = 0; r < kRows; ++r) {
-            const T xv = xr[r][q];
-            for (int64_t j = 0; j < B; ++j) acc[r][j] += xv * wq[j];
+          V wv[kFwdVecs];
+          for (int64_t v = 0; v < kFwdVecs; ++v) wv[v] = simd::load(wt.data() + q * hp + c0 + v * L);
+          for (int64_t r = 0; r < kFwdRows; ++r) {
+            const V xv = simd::broadcast(xr[r][q]);
+            for (int64_t v = 0; v < kFwdVecs; ++v) acc[r][v] += xv * wv[v];
           }
         }
+        for (int64_t r = 0; r < kFwdRows; ++r)
+          for (int64_t v = 0; v < kFwdVecs; ++v) simd::store(out[r] + v * L, acc[r][v]);
+        // tanh as the tile is written out
         const int64_t cols = std::min(B, h - c0);
         for (int64_t r = 0; r < rows; ++r) {
           T* yr = y + (r0 + r) * h + c0;
-          for (int64_t j = 0; j < cols; ++j) yr[j] = vec::tanh(acc[r][j]);
+          for (int64_t j = 0; j < B; ++j) out[r][j] = vec::tanh(out[r][j]);
+          std::copy(out[r], out[r] + cols, yr);
         }
       }
     }
@@ -67,7 +76,10 @@ void linear_tanh_forward(const T* x, const T* w, const T* bias, int64_t n, int64
 template <typename T>
 void linear_tanh_backward(const T* gy, const T* y, const T* x, const T* w, int64_t n, int64_t k,
                           int64_t h, T* grad_x, T* grad_w, T* grad_b, const ParallelFor& pfor) {
-  constexpr int64_t B = kInBlock<T>;
+  using V = simd::vec_t<T>;
+  constexpr int64_t L = simd::Vec<T>::lanes;
+  constexpr int64_t B = kBwdVecs * L;  // input features per tile
+  constexpr int64_t R = kBwdRows;
   const int64_t kp = cpu::round_up(std::max<int64_t>(k, 1), B);
   // w zero-padded to (h, kp): grad_x tiles read whole blocks.
   std::vector<T> wp(static_cast<size_t>(h * kp), T(0));
@@ -76,24 +88,26 @@ void linear_tanh_backward(const T* gy, const T* y, const T* x, const T* w, int64
   const int64_t per_piece = h * kp + h;
   const int64_t max_pieces =
       std::max<int64_t>(1, std::min(kMaxPieces, kPartialBudget / std::max<int64_t>(per_piece, 1)));
-  const int64_t piece = cpu::round_up(cpu::piece_size(n, 256, max_pieces), kRows);
+  const int64_t piece = cpu::round_up(cpu::piece_size(n, 256, max_pieces), R);
   const int64_t pieces = cpu::ceil_div(n, piece);
   std::vector<T> partial_w(grad_w ? static_cast<size_t>(pieces * h * kp) : 0, T(0));
   std::vector<T> partial_b(grad_b ? static_cast<size_t>(pieces * h) : 0, T(0));
 
   pfor(pieces, 1, [&](int64_t p0, int64_t p1) {
-    std::vector<T> gz(static_cast<size_t>(kRows * h));
-    std::vector<T> xt(static_cast<size_t>(kRows * kp));
-    alignas(64) T acc[kRows][B];
+    std::vector<T> gz_buf(static_cast<size_t>(R * h));
+    std::vector<T> xt_buf(static_cast<size_t>(R * kp));
+    T* gz = gz_buf.data();
+    T* xt = xt_buf.data();
+    alignas(64) T out[R][B];
     for (int64_t p = p0; p < p1; ++p) {
       T* pw = grad_w ? partial_w.data() + p * h * kp : nullptr;
       T* pb = grad_b ? partial_b.data() + p * h : nullptr;
       const int64_t end = std::min(n, (p + 1) * piece);
-      for (int64_t r0 = p * piece; r0 < end; r0 += kRows) {
-        const int64_t rows = std::min(kRows, end - r0);
+      for (int64_t r0 = p * piece; r0 < end; r0 += R) {
+        const int64_t rows = std::min(R, end - r0);
         // gz = gy * (1 - y^2) for this tile; rows past the end are zero.
-        for (int64_t r = 0; r < kRows; ++r) {
-          T* g = gz.data() + r * h;
+        for (int64_t r = 0; r < R; ++r) {
+          T* g = gz + r * h;
           if (r < rows) {
             const T* gyr = gy + (r0 + r) * h;
             const T* yr = y + (r0 + r) * h;
@@ -106,39 +120,46 @@ void linear_tanh_backward(const T* gy, const T* y, const T* x, const T* w, int64
           for (int64_t r = 0; r < rows; ++r)
             for (int64_t j = 0; j < h; ++j) pb[j] += gz[r * h + j];
         }
-        if (grad_x) {
+        if (grad_x) {  // grad_x (rows, k) = gz (rows, h) @ w (h, k)
           for (int64_t c0 = 0; c0 < kp; c0 += B) {
-            for (int64_t r = 0; r < kRows; ++r)
-              for (int64_t q = 0; q < B; ++q) acc[r][q] = T(0);
+            V acc[R][kBwdVecs];
+            for (int64_t r = 0; r < R; ++r)
+              for (int64_t v = 0; v < kBwdVecs; ++v) acc[r][v] = V{};
             for (int64_t j = 0; j < h; ++j) {
-              const T* wj = wp.data() + j * kp + c0;
-              for (int64_t r = 0; r < kRows; ++r) {
-                const T g = gz[r * h + j];
-                for (int64_t q = 0; q < B; ++q) acc[r][q] += g * wj[q];
+              V wv[kBwdVecs];
+              for (int64_t v = 0; v < kBwdVecs; ++v) wv[v] = simd::load(wp.data() + j * kp + c0 + v * L);
+              for (int64_t r = 0; r < R; ++r) {
+                const V g = simd::broadcast(gz[r * h + j]);
+                for (int64_t v = 0; v < kBwdVecs; ++v) acc[r][v] += g * wv[v];
               }
             }
             const int64_t cols = std::min(B, k - c0);
-            for (int64_t r = 0; r < rows; ++r)
-              for (int64_t q = 0; q < cols; ++q) grad_x[(r0 + r) * k + c0 + q] = acc[r][q];
+            for (int64_t r = 0; r < rows; ++r) {
+              for (int64_t v = 0; v < kBwdVecs; ++v) simd::store(out[r] + v * L, acc[r][v]);
+              std::copy(out[r], out[r] + cols, grad_x + (r0 + r) * k + c0);
+            }
           }
         }
-        if (pw) {
-          for (int64_t r = 0; r < kRows; ++r) {
-            T* xr = xt.data() + r * kp;
+        if (pw) {  // grad_w (h, k) += gz^T (h, rows) @ x (rows, k)
+          for (int64_t r = 0; r < R; ++r) {
+            T* xr = xt + r * kp;
             if (r < rows) std::copy(x + (r0 + r) * k, x + (r0 + r + 1) * k, xr);
             std::fill(xr + (r < rows ? k : 0), xr + kp, T(0));
           }
-          for (int64_t j = 0; j < h; ++j) {
-            for (int64_t c0 = 0; c0 < kp; c0 += B) {
-              alignas(64) T row[B];
+          for (int64_t c0 = 0; c0 < kp; c0 += B) {
+            // the tile's input block stays in registers while every output row passes by
+            V xv[R][kBwdVecs];
+            for (int64_t r = 0; r < R; ++r)
+              for (int64_t v = 0; v < kBwdVecs; ++v) xv[r][v] = simd::load(xt + r * kp + c0 + v * L);
+            for (int64_t j = 0; j < h; ++j) {
               T* dst = pw + j * kp + c0;
-              for (int64_t q = 0; q < B; ++q) row[q] = dst[q];
-              for (int64_t r = 0; r < kRows; ++r) {
-                const T g = gz[r * h + j];
-                const T* xr = xt.data() + r * kp + c0;
-                for (int64_t q = 0; q < B; ++q) row[q] += g * xr[q];
+              V row[kBwdVecs];
+              for (int64_t v = 0; v < kBwdVecs; ++v) row[v] = simd::load(dst + v * L);
+              for (int64_t r = 0; r < R; ++r) {
+                const V g = simd::broadcast(gz[r * h + j]);
+                for (int64_t v = 0; v < kBwdVecs; ++v) row[v] += g * xv[r][v];
               }
-              for (int64_t q = 0; q < B; ++q) dst[q] = row[q];
+              for (int64_t v = 0; v < kBwdVecs; ++v) simd::store(dst + v * L, row[v]);
             }
           }
         }
@@ -159,7 +180,7 @@ void linear_tanh_backward(const T* gy, const T* y, const T* x, const T* w, int64
     });
   }
   if (grad_b) {
-    for (int64_t j = 0; j < h; ++j) grad_b[j] = T(0);
+    std::fill(grad_b, grad_b + h, T(0));
     for (int64_t p = 0; p < pieces; ++p)
       for (int64_t j = 0; j < h; ++j) grad_b[j] += partial_b[p * h + j];
   }

@@ -35,34 +35,55 @@ inline float exp_f32(float x) {
   return x < kLow ? 0.0f : p * scale;
 }
 
-// tanh(x): e / (e + 2) with e = expm1(2|x|) by Taylor series for |x| < 0.625 (no cancellation
-// near 0), else 1 - 2 / (exp(2|x|) + 1); sign restored at the end.
+// tanh(|x|) = a / (a + 2) with a = expm1(2|x|): a Taylor series for |x| < 0.3 (no
+// cancellation near 0), exp(2|x|) - 1 above (exp >= 1.8 there, so the subtraction is
+// benign). One division for both; sign restored at the end.
 inline float tanh_f32(float x) {
-  const float a = std::fabs(x);
-  const float y = 2.0f * a;
-  float em1 = 1.0f / 6227020800.0f;  // 1/13!
-  em1 = em1 * y + 1.0f / 479001600.0f;
-  em1 = em1 * y + 1.0f / 39916800.0f;
-  em1 = em1 * y + 1.0f / 3628800.0f;
-  em1 = em1 * y + 1.0f / 362880.0f;
-  em1 = em1 * y + 1.0f / 40320.0f;
-  em1 = em1 * y + 1.0f / 5040.0f;
-  em1 = em1 * y + 1.0f / 720.0f;
-  em1 = em1 * y + 1.0f / 120.0f;
-  em1 = em1 * y + 1.0f / 24.0f;
-  em1 = em1 * y + 1.0f / 6.0f;
-  em1 = em1 * y + 0.5f;
-  em1 = em1 * y + 1.0f;
-  em1 = em1 * y;
-  const float small = em1 / (em1 + 2.0f);
-  const float e = exp_f32(y > 40.0f ? 40.0f : y);  // tanh(20) rounds to 1 in float
-  const float large = 1.0f - 2.0f / (e + 1.0f);
-  return std::copysign(a < 0.625f ? small : large, x);
+  const float ax = std::fabs(x);
+  const float y = 2.0f * (ax > 20.0f ? 20.0f : ax);  // tanh(20) rounds to 1 in float
+  float series = 1.0f / 362880.0f;  // 1/9!
+  series = series * y + 1.0f / 40320.0f;
+  series = series * y + 1.0f / 5040.0f;
+  series = series * y + 1.0f / 720.0f;
+  series = series * y + 1.0f / 120.0f;
+  series = series * y + 1.0f / 24.0f;
+  series = series * y + 1.0f / 6.0f;
+  series = series * y + 0.5f;
+  series = series * y + 1.0f;
+  series = series * y;
+  const float a = ax < 0.3f ? series : exp_f32(y) - 1.0f;
+  return std::copysign(a / (a + 2.0f), x);
+}
+
+// log(x) for finite x > 0 (what a sum of exponentials is): x = 2^e * m, m in [sqrt(1/2),
+// sqrt(2)), log m = 2 atanh((m - 1) / (m + 1)) by its series (truncation below 4e-10).
+inline float log_f32(float x) {
+  int32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  int32_t e = ((bits >> 23) & 0xFF) - 127;
+  bits = (bits & 0x007FFFFF) | 0x3F800000;  // mantissa in [1, 2)
+  float m;
+  std::memcpy(&m, &bits, sizeof(m));
+  if (m > 1.41421356f) {
+    m *= 0.5f;
+    e += 1;
+  }
+  const float t = (m - 1.0f) / (m + 1.0f);
+  const float t2 = t * t;
+  float p = 1.0f / 11.0f;
+  p = p * t2 + 1.0f / 9.0f;
+  p = p * t2 + 1.0f / 7.0f;
+  p = p * t2 + 1.0f / 5.0f;
+  p = p * t2 + 1.0f / 3.0f;
+  p = p * t2 + 1.0f;
+  return static_cast<float>(e) * 0.693147180559945309f + 2.0f * t * p;
 }
 
 inline float exp(float x) { return exp_f32(x); }
 inline double exp(double x) { return std::exp(x); }
 inline float tanh(float x) { return tanh_f32(x); }
 inline double tanh(double x) { return std::tanh(x); }
+inline float log(float x) { return log_f32(x); }
+inline double log(double x) { return std::log(x); }
 
 }  // namespace pymakemore::vec

@@ -1,0 +1,43 @@
+# Two commands set up everything on a fresh machine:
+#   make test   venv + torch + dependencies, build the extension, run ctest and pytest
+#   make demo   the same set-up, then the demo
+# Variables: PYTHON (interpreter for the venv), VENV, TORCH (pip requirement for torch).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.14.1
+# nvcc, where present, lets the build compile the CUDA kernels (no GPU needed).
+CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda))
+export CUDA_HOME
+
+BIN := $(abspath $(VENV))/bin
+PY := $(BIN)/python
+export PATH := $(BIN):$(PATH)
+
+.PHONY: test demo build ctest pytest bench clean
+
+$(VENV)/.installed: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH)" -r requirements-dev.txt
+	touch $@
+
+build: $(VENV)/.installed
+	$(PY) setup.py --quiet build_ext --inplace
+
+ctest: $(VENV)/.installed
+	$(BIN)/cmake -S . -B build/cmake -G Ninja -DCMAKE_MAKE_PROGRAM=$(BIN)/ninja >/dev/null
+	$(BIN)/cmake --build build/cmake
+	cd build/cmake && $(BIN)/ctest --output-on-failure
+
+pytest: build
+	$(PY) -m pytest
+
+test: ctest pytest
+
+demo: build
+	$(PY) bench/demo_ops.py
+
+bench: build
+	$(PY) -m pytest bench --benchmark-only --benchmark-group-by=group
+
+clean:
+	rm -rf build pymakemore/*.so *.egg-info
