@@ -1,6 +1,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include "common.h"
 #include "pymakemore/kernels.h"
 
@@ -13,6 +17,38 @@ using cpu::FirstInvalid;
 // ones take a counting sort by row so each row sums its own gradients (no partial tables).
 constexpr int64_t kSmallTable = 1 << 16;
 constexpr int64_t kMaxPieces = 64;
+
+// Row copy and row accumulate. Rows of 16 floats or fewer (makemore's 10-wide embeddings)
+// are one masked vector on AVX-512; elsewhere plain loops.
+template <typename T>
+inline void copy_row(T* dst, const T* src, int64_t dim) {
+  for (int64_t d = 0; d < dim; ++d) dst[d] = src[d];
+}
+
+template <typename T>
+inline void add_row(T* dst, const T* src, int64_t dim) {
+  for (int64_t d = 0; d < dim; ++d) dst[d] += src[d];
+}
+
+#if defined(__AVX512F__)
+template <>
+inline void copy_row<float>(float* dst, const float* src, int64_t dim) {
+  if (dim > 16) return std::copy(src, src + dim, dst), void();
+  const __mmask16 k = static_cast<__mmask16>((1u << dim) - 1u);
+  _mm512_mask_storeu_ps(dst, k, _mm512_maskz_loadu_ps(k, src));
+}
+
+template <>
+inline void add_row<float>(float* dst, const float* src, int64_t dim) {
+  if (dim > 16) {
+    for (int64_t d = 0; d < dim; ++d) dst[d] += src[d];
+    return;
+  }
+  const __mmask16 k = static_cast<__mmask16>((1u << dim) - 1u);
+  _mm512_mask_storeu_ps(dst, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, dst),
+                                               _mm512_maskz_loadu_ps(k, src)));
+}
+#endif
 
 template <typename Index>
 bool in_range(Index idx, int64_t num_rows) {
@@ -34,9 +70,7 @@ void backward_small_table(const T* grad_out, const Index* indices, int64_t n, in
       for (int64_t i = p * piece; i < end; ++i) {
         const int64_t row = static_cast<int64_t>(indices[i]);
         if (row == padding_idx) continue;
-        T* dst = acc + row * dim;
-        const T* src = grad_out + i * dim;
-        for (int64_t d = 0; d < dim; ++d) dst[d] += src[d];
+        add_row(acc + row * dim, grad_out + i * dim, dim);
       }
     }
   });
@@ -68,10 +102,8 @@ void backward_large_table(const T* grad_out, const Index* indices, int64_t n, in
            T* dst = grad_weight + r * dim;
            std::fill(dst, dst + dim, T(0));
            if (r == padding_idx) continue;
-           for (int64_t j = start[r]; j < start[r + 1]; ++j) {
-             const T* src = grad_out + order[j] * dim;
-             for (int64_t d = 0; d < dim; ++d) dst[d] += src[d];
-           }
+           for (int64_t j = start[r]; j < start[r + 1]; ++j)
+             add_row(dst, grad_out + order[j] * dim, dim);
          }
        });
 }
@@ -87,7 +119,7 @@ int64_t embedding_forward(const Index* indices, int64_t n, const T* weight, int6
       const Index row = indices[i];
       T* dst = out + i * dim;
       if (in_range(row, num_rows)) {
-        std::memcpy(dst, weight + static_cast<int64_t>(row) * dim, sizeof(T) * dim);
+        copy_row(dst, weight + static_cast<int64_t>(row) * dim, dim);
       } else {
         std::fill(dst, dst + dim, T(0));
         invalid.report(i);
