@@ -18,6 +18,8 @@ export PATH := $(BIN):$(PATH)
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH)" -r requirements-dev.txt
+	@# the venv imports pymakemore from this checkout (where build_ext --inplace puts _C)
+	$(PY) -c "import site, sys; open(site.getsitepackages()[0] + '/pymakemore-checkout.pth', 'w').write(sys.argv[1])" "$(CURDIR)"
 	touch $@
 
 build: $(VENV)/.installed

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "pymakemore/kernels.h"
+#include "row_ops.h"
 #include "vec_math.h"
 
 using namespace pymakemore;
@@ -83,6 +84,43 @@ void test_vec_math() {
   check(std::isnan(vec::exp_f32(NAN)) && std::isnan(vec::tanh_f32(NAN)), "NaN propagates");
   check(vec::tanh_f32(INFINITY) == 1.0f && vec::tanh_f32(-INFINITY) == -1.0f, "tanh(+-inf)");
   check(vec::tanh_f32(1e-30f) == 1e-30f, "tanh of a tiny value is itself");
+}
+
+// The per-row primitives (the AVX-512 versions where the build has AVX-512) against double.
+void test_row_ops() {
+  for (const int64_t c : {1, 15, 16, 17, 27, 33, 1000}) {
+    auto x = randn(16 * c, 4.0f);
+    float m[16], s[16];
+    rows::max_and_sum_exp(x.data(), 16, c, m, s);
+    double worst = 0.0;
+    for (int64_t r = 0; r < 16; ++r) {
+      double mm = -INFINITY, ss = 0.0;
+      for (int64_t j = 0; j < c; ++j) mm = std::max(mm, double(x[r * c + j]));
+      for (int64_t j = 0; j < c; ++j) ss += std::exp(x[r * c + j] - mm);
+      check(m[r] == float(mm), "row max c=" + std::to_string(c));
+      check(rows::max(x.data() + r * c, c) == float(mm), "rows::max c=" + std::to_string(c));
+      worst = std::max(worst, std::fabs(s[r] - ss) / ss);
+      const double s1 = rows::sum_exp(x.data() + r * c, c, m[r]);
+      worst = std::max(worst, std::fabs(s1 - ss) / ss);
+      std::vector<float> g(c);
+      rows::softmax_grad<float>(x.data() + r * c, c, m[r], 0.0f, 2.0f, 0.5f, nullptr, g.data());
+      for (int64_t j = 0; j < c; ++j) {
+        const double want = 2.0 * std::exp(double(x[r * c + j]) - m[r]) - 0.5;
+        worst = std::max(worst, std::fabs(g[j] - want) / std::max(1.0, std::fabs(want)));
+      }
+    }
+    check(worst < 2e-6, "row sums and gradients c=" + std::to_string(c) + ": " +
+                            std::to_string(worst));
+  }
+  // -inf entries contribute exactly 0; a NaN makes the sum NaN
+  std::vector<float> x = {-INFINITY, 0.0f, 1.0f, -INFINITY, -200.0f};
+  check(std::fabs(rows::sum_exp(x.data(), 5, 1.0f) - (1.0f + std::exp(-1.0f))) < 1e-6f,
+        "exp(-inf) adds nothing");
+  std::vector<float> g(5);
+  rows::softmax_grad<float>(x.data(), 5, 1.0f, 0.0f, 1.0f, 0.0f, nullptr, g.data());
+  check(g[0] == 0.0f && g[3] == 0.0f && g[4] == 0.0f, "gradient of a -inf logit is exactly 0");
+  x[2] = NAN;
+  check(std::isnan(rows::sum_exp(x.data(), 5, 0.0f)), "NaN reaches the sum");
 }
 
 void test_embedding() {
@@ -265,6 +303,7 @@ void test_cross_entropy() {
 
 int main() {
   test_vec_math();
+  test_row_ops();
   test_embedding();
   test_linear_tanh();
   test_cross_entropy();
