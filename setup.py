@@ -31,7 +31,9 @@ def want_cuda():
 cpu_arch = os.environ.get("PYMAKEMORE_CPU_ARCH", "native")
 # -fopenmp: at::parallel_for is inline OpenMP in torch's headers; without it every op runs on
 # one thread. The libgomp it links resolves to the copy torch has already loaded.
-cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=fast"] + ([f"-march={cpu_arch}"] if cpu_arch else [])
+# -Wno-(maybe-)uninitialized: GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_*).
+cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=fast", "-Wno-uninitialized",
+             "-Wno-maybe-uninitialized"] + ([f"-march={cpu_arch}"] if cpu_arch else [])
 link_flags = ["-fopenmp"]
 ext_sources = sources("cpu/*.cpp") + ["csrc/torch/schema.cpp", "csrc/torch/autograd.cpp",
                                       "csrc/torch/cpu_ops.cpp"]
