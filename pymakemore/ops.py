@@ -104,7 +104,6 @@ def _linear_tanh_backward_fake(grad_output, output, input, weight, output_mask):
     )
 
 
-
 # ---- cross_entropy --------------------------------------------------------------------------
 def cross_entropy(
     input: Tensor,
@@ -141,6 +140,9 @@ def cross_entropy(
                                      ignore_index, label_smoothing)
         return loss.squeeze(0) if reduction == "none" else loss
     # (N, C, d1, ...): move the class dim last and treat every position as a row.
+    if target.dim() >= 1 and target.shape[0] != input.shape[0]:
+        raise ValueError(f"Expected input batch_size ({input.shape[0]}) to match target "
+                         f"batch_size ({target.shape[0]}).")
     expected = (input.shape[0], *input.shape[2:])
     if tuple(target.shape) != expected:
         raise RuntimeError(f"cross_entropy: expected target of shape {list(expected)}, "

@@ -141,6 +141,15 @@ def test_other_input_ranks(device):
             assert_close(gx, gx_f)
 
 
+def test_other_input_ranks_bad_targets():
+    with pytest.raises(ValueError, match="batch_size"):
+        ops.cross_entropy(torch.randn(2, 5, 3), torch.zeros(3, 3, dtype=torch.long))
+    with pytest.raises(RuntimeError, match="expected target of shape"):
+        ops.cross_entropy(torch.randn(2, 5, 3), torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(RuntimeError, match="0-D target"):
+        ops.cross_entropy(torch.randn(5), torch.zeros(1, dtype=torch.long))
+
+
 @pytest.mark.filterwarnings("ignore:size_average and reduce args")
 def test_probability_targets_and_legacy_arguments_follow_functional():
     x = torch.randn(6, 4)
