@@ -24,6 +24,8 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: Optional[int] = None,
         raise RuntimeError(f"embedding: expected int64 or int32 indices, got {input.dtype}")
     flat = input.reshape(-1).long()
     rows = weight.index_select(0, flat)
+    if padding_idx is None and not scale_grad_by_freq:
+        return rows.reshape(*input.shape, weight.shape[1])
     scale = torch.ones(flat.shape, dtype=weight.dtype, device=weight.device)
     if scale_grad_by_freq:
         counts = torch.bincount(flat, minlength=weight.shape[0]).to(weight.dtype)

@@ -37,8 +37,9 @@ inline int64_t piece_size(int64_t n, int64_t min_items, int64_t max_pieces) {
   return std::max<int64_t>(min_items, ceil_div(std::max<int64_t>(n, 1), max_pieces));
 }
 
-// Threads get at least this much work (elements touched) per piece.
-constexpr int64_t kGrainElements = 32768;
+// Threads get at least this much work (elements touched) per piece: below it, opening a
+// parallel region (several microseconds) costs more than the second core saves.
+constexpr int64_t kGrainElements = int64_t(1) << 18;
 inline int64_t grain_for(int64_t elements_per_item) {
   return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(elements_per_item, 1));
 }

@@ -5,6 +5,9 @@
 #include "pymakemore/kernels.h"
 #include "simd.h"
 #include "vec_math.h"
+#if defined(__AVX512F__)
+#include "avx512_math.h"
+#endif
 
 namespace pymakemore {
 namespace {
@@ -21,14 +24,64 @@ constexpr int64_t kBwdVecs = 2;
 constexpr int64_t kMaxPieces = 64;
 constexpr int64_t kPartialBudget = int64_t(1) << 24;  // elements across all partials
 
+template <typename T>
+inline simd::vec_t<T> tanh_vec(simd::vec_t<T> v) {
+  alignas(64) T lanes[simd::Vec<T>::lanes];
+  simd::store(lanes, v);
+  for (T& e : lanes) e = vec::tanh(e);
+  return simd::load(lanes);
+}
+
+#if defined(__AVX512F__)
+template <>
+inline simd::vec_t<float> tanh_vec<float>(simd::vec_t<float> v) {
+  return static_cast<simd::vec_t<float>>(avx512::tanh(static_cast<__m512>(v)));
+}
+#endif
+
+// y[r0 .. r0+rows, c0 .. c0+cols) = tanh(x @ wt + b) for one tile of kFwdRows rows and NV
+// vectors of columns; tanh is applied in registers as the tile is written.
+template <typename T, int64_t NV>
+void forward_tile(const T* const* xr, const T* wt, const T* b, int64_t k, int64_t hp,
+                  int64_t h, int64_t c0, int64_t cols, int64_t rows, T* y_tile) {
+  using V = simd::vec_t<T>;
+  constexpr int64_t L = simd::Vec<T>::lanes;
+  V acc[kFwdRows][NV];
+  for (int64_t v = 0; v < NV; ++v) {
+    const V bv = simd::load(b + c0 + v * L);
+    for (int64_t r = 0; r < kFwdRows; ++r) acc[r][v] = bv;
+  }
+  for (int64_t q = 0; q < k; ++q) {
+    V wv[NV];
+    for (int64_t v = 0; v < NV; ++v) wv[v] = simd::load(wt + q * hp + c0 + v * L);
+    for (int64_t r = 0; r < kFwdRows; ++r) {
+      const V xv = simd::broadcast(xr[r][q]);
+      for (int64_t v = 0; v < NV; ++v) acc[r][v] += xv * wv[v];
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    T* yr = y_tile + r * h;
+    for (int64_t v = 0; v < NV; ++v) {
+      const V out = tanh_vec<T>(acc[r][v]);
+      const int64_t left = cols - v * L;
+      if (left >= L) {
+        simd::store(yr + v * L, out);
+      } else {
+        alignas(64) T part[L];
+        simd::store(part, out);
+        std::copy(part, part + left, yr + v * L);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 template <typename T>
 void linear_tanh_forward(const T* x, const T* w, const T* bias, int64_t n, int64_t k, int64_t h,
                          T* y, const ParallelFor& pfor) {
-  using V = simd::vec_t<T>;
   constexpr int64_t L = simd::Vec<T>::lanes;
-  constexpr int64_t B = kFwdVecs * L;  // output columns per tile
+  constexpr int64_t B = kFwdVecs * L;  // output columns per full tile
   const int64_t hp = cpu::round_up(h, B);
   // w transposed to (k, hp) and zero-padded, so a tile's columns are contiguous.
   std::vector<T> wt(static_cast<size_t>(k * hp), T(0));
@@ -39,34 +92,20 @@ void linear_tanh_forward(const T* x, const T* w, const T* bias, int64_t n, int64
 
   const int64_t tiles = cpu::ceil_div(n, kFwdRows);
   pfor(tiles, cpu::grain_for(kFwdRows * (k + 1) * h), [&](int64_t t0, int64_t t1) {
-    alignas(64) T out[kFwdRows][B];
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t r0 = t * kFwdRows;
       const int64_t rows = std::min(kFwdRows, n - r0);
       const T* xr[kFwdRows];
       for (int64_t r = 0; r < kFwdRows; ++r) xr[r] = x + (r0 + std::min(r, rows - 1)) * k;
-      for (int64_t c0 = 0; c0 < hp; c0 += B) {
-        V acc[kFwdRows][kFwdVecs];
-        for (int64_t v = 0; v < kFwdVecs; ++v) {
-          const V bv = simd::load(b.data() + c0 + v * L);
-          for (int64_t r = 0; r < kFwdRows; ++r) acc[r][v] = bv;
-        }
-        for (int64_t q = 0; q < k; ++q) {
-          V wv[kFwdVecs];
-          for (int64_t v = 0; v < kFwdVecs; ++v) wv[v] = simd::load(wt.data() + q * hp + c0 + v * L);
-          for (int64_t r = 0; r < kFwdRows; ++r) {
-            const V xv = simd::broadcast(xr[r][q]);
-            for (int64_t v = 0; v < kFwdVecs; ++v) acc[r][v] += xv * wv[v];
-          }
-        }
-        for (int64_t r = 0; r < kFwdRows; ++r)
-          for (int64_t v = 0; v < kFwdVecs; ++v) simd::store(out[r] + v * L, acc[r][v]);
-        // tanh as the tile is written out
+      for (int64_t c0 = 0; c0 < h; c0 += B) {
         const int64_t cols = std::min(B, h - c0);
-        for (int64_t r = 0; r < rows; ++r) {
-          T* yr = y + (r0 + r) * h + c0;
-          for (int64_t j = 0; j < B; ++j) out[r][j] = vec::tanh(out[r][j]);
-          std::copy(out[r], out[r] + cols, yr);
+        T* y_tile = y + r0 * h + c0;
+        // the last block of columns takes only the vectors it needs
+        switch (cpu::ceil_div(cols, L)) {
+          case 1: forward_tile<T, 1>(xr, wt.data(), b.data(), k, hp, h, c0, cols, rows, y_tile); break;
+          case 2: forward_tile<T, 2>(xr, wt.data(), b.data(), k, hp, h, c0, cols, rows, y_tile); break;
+          case 3: forward_tile<T, 3>(xr, wt.data(), b.data(), k, hp, h, c0, cols, rows, y_tile); break;
+          default: forward_tile<T, kFwdVecs>(xr, wt.data(), b.data(), k, hp, h, c0, cols, rows, y_tile);
         }
       }
     }

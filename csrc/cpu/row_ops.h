@@ -10,7 +10,7 @@
 #include "vec_math.h"
 
 #if defined(__AVX512F__)
-#include <immintrin.h>
+#include "avx512_math.h"
 #endif
 
 namespace pymakemore::rows {
@@ -52,32 +52,6 @@ void max_and_sum_exp(const T* x, int64_t rows, int64_t c, T* max_out, T* sum_out
 }
 
 #if defined(__AVX512F__)
-namespace avx512 {
-
-// exp of 16 floats: the range reduction of vec::exp_f32, a degree-5 polynomial fitted
-// (near-minimax, relative error 9.2e-8) on |r| <= ln2/2, and the scaling by 2^n done by
-// vscalefps, which also produces the subnormals and the zeros below the range. Operand order
-// in max/min keeps NaN (vmaxps returns its second operand when one is NaN).
-inline __m512 exp(__m512 x) {
-  const __m512 xc = _mm512_min_ps(_mm512_set1_ps(88.0f), _mm512_max_ps(_mm512_set1_ps(-110.0f), x));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), xc);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723e-6f), r);
-  __m512 p = _mm512_set1_ps(0.008290317413424652f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.04189793269765243f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.1666763614684292f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.49999149495122697f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.9999997072099469f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);  // p * 2^n
-}
-
-inline __mmask16 tail_mask(int64_t left) {
-  return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
-}
-
-}  // namespace avx512
 
 // Sixteen vectors in, one out: lane r holds the sum (or max) of the lanes of v[r]. A
 // transpose-and-reduce tree, 15 shuffles and 15 ops for sixteen rows instead of sixteen

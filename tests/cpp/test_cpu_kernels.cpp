@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "pymakemore/kernels.h"
+#include "avx512_math.h"
 #include "row_ops.h"
 #include "vec_math.h"
 
@@ -84,6 +85,29 @@ void test_vec_math() {
   check(std::isnan(vec::exp_f32(NAN)) && std::isnan(vec::tanh_f32(NAN)), "NaN propagates");
   check(vec::tanh_f32(INFINITY) == 1.0f && vec::tanh_f32(-INFINITY) == -1.0f, "tanh(+-inf)");
   check(vec::tanh_f32(1e-30f) == 1e-30f, "tanh of a tiny value is itself");
+#if defined(__AVX512F__)
+  double worst_avx = 0.0, worst_avx_exp = 0.0;
+  for (int i = -2000000; i <= 2000000; i += 16) {
+    alignas(64) float in[16], out[16], out_exp[16];
+    for (int l = 0; l < 16; ++l) in[l] = (i + l) * 1e-5f;
+    _mm512_store_ps(out, avx512::tanh(_mm512_load_ps(in)));
+    for (int l = 0; l < 16; ++l) in[l] *= 4.0f;
+    _mm512_store_ps(out_exp, avx512::exp(_mm512_load_ps(in)));
+    for (int l = 0; l < 16; ++l) {
+      const double x = in[l] / 4.0f, t = std::tanh(x), e = std::exp(double(in[l]));
+      if (t != 0.0) worst_avx = std::max(worst_avx, std::fabs(out[l] - t) / std::fabs(t));
+      worst_avx_exp = std::max(worst_avx_exp, std::fabs(out_exp[l] - e) / e);
+    }
+  }
+  check(worst_avx < 4 * 1.2e-7, "avx512 tanh within 4 ulp: " + std::to_string(worst_avx));
+  check(worst_avx_exp < 4 * 1.2e-7, "avx512 exp within 4 ulp: " + std::to_string(worst_avx_exp));
+  alignas(64) float special[16] = {NAN, INFINITY, -INFINITY, 0.0f, 1e-30f, -1e-30f, 25.0f, -25.0f};
+  _mm512_store_ps(special, avx512::tanh(_mm512_load_ps(special)));
+  check(std::isnan(special[0]) && special[1] == 1.0f && special[2] == -1.0f && special[3] == 0.0f &&
+            special[4] == 1e-30f && special[5] == -1e-30f && special[6] == 1.0f &&
+            special[7] == -1.0f,
+        "avx512 tanh special values");
+#endif
 }
 
 // The per-row primitives (the AVX-512 versions where the build has AVX-512) against double.

@@ -1,0 +1,68 @@
+"""The lecture's plots, written as PNG files (matplotlib, no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def loss_curve(losses: torch.Tensor, path: Path, window: int = 1000) -> None:
+    """log10 of the training loss, averaged over `window` steps (the lecture's plot)."""
+    losses = losses.detach().float().cpu()
+    window = max(1, min(window, len(losses) // 20 or 1))
+    usable = len(losses) // window * window
+    means = losses[:usable].view(-1, window).mean(1).log10()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot((torch.arange(len(means)) + 1) * window, means)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"log10 loss (mean of {window} steps)")
+    ax.set_title("training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def embedding_scatter(table: torch.Tensor, labels: Sequence[str], path: Path) -> None:
+    """Each character at its embedding (2-D as is; larger: its first two principal axes)."""
+    emb = table.detach().float().cpu()
+    title = "character embeddings"
+    if emb.shape[1] > 2:
+        centred = emb - emb.mean(0)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        emb = centred @ v[:2].t()
+        title += f" (first two principal axes of {table.shape[1]} dims)"
+    elif emb.shape[1] == 1:
+        emb = torch.cat([emb, torch.zeros_like(emb)], dim=1)
+    fig, ax = plt.subplots(figsize=(8, 8))
+    ax.scatter(emb[:, 0], emb[:, 1], s=200)
+    for i, label in enumerate(labels):
+        ax.text(emb[i, 0].item(), emb[i, 1].item(), label, ha="center", va="center",
+                color="white")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def lr_sweep(exponents: torch.Tensor, losses: torch.Tensor, suggested_exponent: float,
+             path: Path) -> None:
+    """Loss against log10 of the learning rate, as in the lecture's learning-rate search."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot(exponents.cpu(), losses.cpu(), linewidth=0.8)
+    ax.axvline(suggested_exponent, color="tab:red", linestyle="--",
+               label=f"suggested: 10^{suggested_exponent:.2f}")
+    ax.set_xlabel("log10 learning rate")
+    ax.set_ylabel("loss")
+    ax.set_title("learning-rate sweep")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

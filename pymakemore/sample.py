@@ -1,0 +1,111 @@
+"""Sample words from a trained checkpoint.
+
+    python -m pymakemore.sample -o out -n 20 [--temperature T] [--top-k K] [--prefix STR]
+                                [--seed S] [--device cpu|cuda|auto]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional
+
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from .data import Vocab
+
+
+@torch.no_grad()
+def sample_words(model: torch.nn.Module, vocab: Vocab, n: int, *, temperature: float = 1.0,
+                 top_k: Optional[int] = None, prefix: str = "",
+                 generator: Optional[torch.Generator] = None, max_length: int = 100,
+                 device: str | torch.device = "cpu") -> list[str]:
+    """n words, each `prefix` + characters drawn until the '.' boundary (or max_length)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    block = model.block_size
+    start = [0] * block + vocab.encode(prefix)
+    contexts = torch.tensor([start[-block:]] * n, dtype=torch.int64, device=device)
+    out = [list(prefix) for _ in range(n)]
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    was_training = model.training
+    model.eval()
+    for _ in range(max_length):
+        logits, _ = model(contexts)
+        logits = logits / temperature
+        if top_k is not None and top_k < logits.shape[1]:
+            kth = torch.topk(logits, top_k, dim=1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits, dim=1)
+        nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        for i, ix in enumerate(nxt.tolist()):
+            if not done[i] and ix != 0:
+                out[i].append(vocab.itos[ix])
+        done |= nxt == 0
+        if bool(done.all()):
+            break
+        contexts = torch.cat([contexts[:, 1:], nxt.unsqueeze(1)], dim=1)
+    model.train(was_training)
+    return ["".join(chars) for chars in out]
+
+
+def print_samples(words: list[str], train_words: set[str], file=sys.stdout) -> None:
+    """Each sample with whether the training set holds it (as makemore marks them)."""
+    width = max((len(w) for w in words), default=0)
+    for w in words:
+        print(f"  {w:<{width}}  {'(in train)' if w in train_words else '(new)'}", file=file)
+    new = sum(w not in train_words for w in words)
+    print(f"{new} of {len(words)} samples are new (not in the training set)", file=file)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m pymakemore.sample",
+                                description="Sample words from a trained pymakemore model.")
+    p.add_argument("-o", "--work-dir", default="out", help="folder holding model.pt (default: out)")
+    p.add_argument("-n", "--num-samples", type=int, default=20, help="how many words (default 20)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="divide the logits by T: below 1 safer, above 1 wilder (default 1.0)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="draw only from the K most likely characters (default: all)")
+    p.add_argument("--prefix", default="", help="start every word with these characters")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                   help="where to run the model (default cpu)")
+    return p.parse_args(argv)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError("--device cuda asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.num_samples < 1:
+            raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
+        device = resolve_device(args.device)
+        ckpt = load_checkpoint(args.work_dir)
+        model, vocab = model_from_checkpoint(ckpt, device)
+        generator = torch.Generator(device=device)
+        if args.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(args.seed)
+        words = sample_words(model, vocab, args.num_samples, temperature=args.temperature,
+                             top_k=args.top_k, prefix=args.prefix, generator=generator,
+                             device=device)
+    except (CheckpointError, ValueError) as e:
+        print(f"pymakemore.sample: error: {e}", file=sys.stderr)
+        return 2
+    print_samples(words, set(ckpt["train_words"].split("\n")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
