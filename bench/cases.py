@@ -14,6 +14,8 @@ CASES = [
     ("embedding", "16384 V=50304 D=768", dict(n=16384, rows=50304, dim=768)),
     ("linear_tanh", "makemore 32x30->200", dict(n=32, k=30, h=200)),
     ("linear_tanh", "65536x30->200", dict(n=65536, k=30, h=200)),
+    ("linear", "makemore 32x200->27", dict(n=32, k=200, h=27)),
+    ("linear", "65536x200->27", dict(n=65536, k=200, h=27)),
     ("cross_entropy", "makemore 32x27", dict(n=32, c=27)),
     ("cross_entropy", "65536x27", dict(n=65536, c=27)),
     ("cross_entropy", "4096x50304", dict(n=4096, c=50304)),
@@ -42,14 +44,18 @@ def make(op: str, sizes: dict, device: str = "cpu", dtype=torch.float32):
             "pymakemore": _grad_step(lambda: ops.embedding(idx, w), [w], grad),
             "torch": _grad_step(lambda: F.embedding(idx, w), [w], grad),
         }
-    if op == "linear_tanh":
+    if op in ("linear_tanh", "linear"):
         x = randn(sizes["n"], sizes["k"]).requires_grad_()
         w = (randn(sizes["h"], sizes["k"]) / sizes["k"] ** 0.5).requires_grad_()
         b = randn(sizes["h"]).requires_grad_()
         grad = randn(sizes["n"], sizes["h"])
+        if op == "linear":
+            fused, composite = ops.linear, F.linear
+        else:
+            fused, composite = ops.linear_tanh, lambda *a: torch.tanh(F.linear(*a))
         return {
-            "pymakemore": _grad_step(lambda: ops.linear_tanh(x, w, b), [x, w, b], grad),
-            "torch": _grad_step(lambda: torch.tanh(F.linear(x, w, b)), [x, w, b], grad),
+            "pymakemore": _grad_step(lambda: fused(x, w, b), [x, w, b], grad),
+            "torch": _grad_step(lambda: composite(x, w, b), [x, w, b], grad),
         }
     if op == "cross_entropy":
         x = randn(sizes["n"], sizes["c"]).requires_grad_()

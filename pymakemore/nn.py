@@ -7,7 +7,7 @@ from torch import Tensor
 
 from . import ops
 
-__all__ = ["Embedding", "LinearTanh", "CrossEntropyLoss"]
+__all__ = ["Embedding", "Linear", "LinearTanh", "CrossEntropyLoss"]
 
 
 class Embedding(torch.nn.Embedding):
@@ -16,6 +16,13 @@ class Embedding(torch.nn.Embedding):
     def forward(self, input: Tensor) -> Tensor:
         return ops.embedding(input, self.weight, self.padding_idx, self.max_norm,
                              self.norm_type, self.scale_grad_by_freq, self.sparse)
+
+
+class Linear(torch.nn.Linear):
+    """torch.nn.Linear whose forward is ops.linear."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return ops.linear(input, self.weight, self.bias)
 
 
 class LinearTanh(torch.nn.Linear):

@@ -4,6 +4,7 @@
     emb = ops.embedding(idx, table)                 # F.embedding(idx, table)
     h = ops.linear_tanh(x, w, b)                    # torch.tanh(F.linear(x, w, b))
     loss = ops.cross_entropy(logits, targets)       # F.cross_entropy(logits, targets)
+    out = ops.linear(x, w, b)                       # F.linear(x, w, b)
 
 Each is a PyTorch custom op (torch.ops.pymakemore.*) with its backward also a custom op, fake
 kernels for torch.compile, and index/target range checks inside the op (no host-side checks
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from . import _C  # noqa: F401  (loads the library that registers torch.ops.pymakemore.*)
 
-__all__ = ["embedding", "linear_tanh", "cross_entropy"]
+__all__ = ["embedding", "linear", "linear_tanh", "cross_entropy"]
 
 _ops = torch.ops.pymakemore
 
@@ -78,6 +79,37 @@ def _embedding_backward_fake(grad_output, input, num_weights, padding_idx=-1,
 
 
 
+# ---- linear ---------------------------------------------------------------------------------
+def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """input @ weight.T + bias: input (..., K), weight (H, K), bias (H,), as F.linear.
+
+    The same register-tiled kernels as linear_tanh, without the activation; at makemore's
+    small shapes it avoids the fixed cost of a BLAS call.
+    """
+    return _ops.linear(input, weight, bias)
+
+
+@torch.library.register_fake("pymakemore::linear")
+def _linear_fake(input, weight, bias=None):
+    _check_same_device("linear", input, weight, bias)
+    return input.new_empty((*input.shape[:-1], weight.shape[0]))
+
+
+@torch.library.register_fake("pymakemore::linear_backward")
+def _linear_backward_fake(grad_output, input, weight, output_mask):
+    _check_same_device("linear_backward", grad_output, input, weight)
+    return _linear_grads_fake(input, weight, output_mask)
+
+
+def _linear_grads_fake(input, weight, output_mask):
+    empty = input.new_empty((0,))
+    return (
+        torch.empty_like(input) if output_mask[0] else empty,
+        torch.empty_like(weight) if output_mask[1] else empty,
+        input.new_empty((weight.shape[0],)) if output_mask[2] else empty,
+    )
+
+
 # ---- linear_tanh ----------------------------------------------------------------------------
 def linear_tanh(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """tanh(input @ weight.T + bias) in one pass: input (..., K), weight (H, K), bias (H,).
@@ -96,12 +128,7 @@ def _linear_tanh_fake(input, weight, bias=None):
 @torch.library.register_fake("pymakemore::linear_tanh_backward")
 def _linear_tanh_backward_fake(grad_output, output, input, weight, output_mask):
     _check_same_device("linear_tanh_backward", grad_output, output, input, weight)
-    empty = input.new_empty((0,))
-    return (
-        torch.empty_like(input) if output_mask[0] else empty,
-        torch.empty_like(weight) if output_mask[1] else empty,
-        input.new_empty((weight.shape[0],)) if output_mask[2] else empty,
-    )
+    return _linear_grads_fake(input, weight, output_mask)
 
 
 # ---- cross_entropy --------------------------------------------------------------------------

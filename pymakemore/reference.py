@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["embedding", "linear_tanh", "cross_entropy"]
+__all__ = ["embedding", "linear", "linear_tanh", "cross_entropy"]
 
 
 def _only_value(value: Tensor, grad_flows: Tensor) -> Tensor:
@@ -37,11 +37,13 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: Optional[int] = None,
     return rows.reshape(*input.shape, weight.shape[1])
 
 
-def linear_tanh(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     z = input @ weight.t()
-    if bias is not None:
-        z = z + bias
-    return torch.tanh(z)
+    return z if bias is None else z + bias
+
+
+def linear_tanh(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    return torch.tanh(linear(input, weight, bias))
 
 
 def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,

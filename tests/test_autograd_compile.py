@@ -1,4 +1,4 @@
-"""gradcheck in float64, torch.library.opcheck on every op, and a small MLP on all three ops
+"""gradcheck in float64, torch.library.opcheck on every op, and a small MLP on all the ops
 under torch.compile(fullgraph=True) against eager torch.nn.functional."""
 import pytest
 import torch
@@ -27,11 +27,12 @@ def test_gradcheck_embedding(device, index_dtype):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_gradcheck_linear_tanh(device, with_bias):
+@pytest.mark.parametrize("fn", [ops.linear_tanh, ops.linear], ids=["linear_tanh", "linear"])
+def test_gradcheck_linear(device, with_bias, fn):
     x, w = _f64(3, 4, 7, device=device), _f64(5, 7, device=device)
     b = _f64(5, device=device) if with_bias else None
     inputs = (x, w, b) if with_bias else (x, w)
-    assert gradcheck(ops.linear_tanh, inputs)
+    assert gradcheck(fn, inputs)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -61,6 +62,12 @@ def _opcheck_cases(device):
                            torch.randn(4, device=device, requires_grad=True))),
         (OPS.linear_tanh, (torch.randn(3, 5, device=device, requires_grad=True),
                            torch.randn(4, 5, device=device, requires_grad=True), None)),
+        (OPS.linear, (torch.randn(3, 2, 5, device=device, requires_grad=True),
+                      torch.randn(4, 5, device=device, requires_grad=True),
+                      torch.randn(4, device=device, requires_grad=True))),
+        (OPS.linear_backward, (torch.randn(3, 4, device=device),
+                               torch.randn(3, 5, device=device),
+                               torch.randn(4, 5, device=device), [True, True, False])),
         (OPS.linear_tanh_backward, (torch.randn(3, 4, device=device),
                                     torch.rand(3, 4, device=device),
                                     torch.randn(3, 5, device=device),
@@ -78,7 +85,7 @@ def test_opcheck_every_op(device):
     for op, args in _opcheck_cases(device):
         torch.library.opcheck(op, args)
         seen.add(op._name if hasattr(op, "_name") else str(op))
-    assert len(seen) == 6, seen
+    assert len(seen) == 8, seen
 
 
 class TinyMLP(torch.nn.Module):
@@ -97,7 +104,7 @@ class TinyMLP(torch.nn.Module):
         if self.fused:
             emb = ops.embedding(x, self.C)
             h = ops.linear_tanh(emb.view(x.shape[0], -1), self.W1, self.b1)
-            return ops.cross_entropy(F.linear(h, self.W2, self.b2), y)
+            return ops.cross_entropy(ops.linear(h, self.W2, self.b2), y)
         emb = F.embedding(x, self.C)
         h = torch.tanh(F.linear(emb.view(x.shape[0], -1), self.W1, self.b1))
         return F.cross_entropy(F.linear(h, self.W2, self.b2), y)

@@ -28,6 +28,14 @@ def test_modules_swap_in_for_torch_nn():
     assert torch.all(emb.weight.grad[0] == 0)  # padding row
 
 
+def test_linear_matches_torch_nn_linear():
+    lin_t = torch.nn.Linear(200, 27)
+    lin = nn.Linear(200, 27)
+    lin.load_state_dict(lin_t.state_dict())
+    x = torch.randn(32, 200)
+    torch.testing.assert_close(lin(x), lin_t(x), rtol=1e-5, atol=1e-5)
+
+
 def test_linear_tanh_without_bias():
     lin = nn.LinearTanh(4, 3, bias=False)
     assert lin.bias is None

@@ -54,42 +54,56 @@ at::Tensor embedding_autograd(const at::Tensor& input, const at::Tensor& weight,
   return EmbeddingFunction::apply(input, weight, padding_idx, scale_grad_by_freq);
 }
 
-// ---- linear_tanh ------------------------------------------------------------------------------
-struct LinearTanhFunction : torch::autograd::Function<LinearTanhFunction> {
+// ---- linear, linear_tanh ---------------------------------------------------------------------
+using LinearSignature = at::Tensor(const at::Tensor&, const at::Tensor&,
+                                   const c10::optional<at::Tensor>&);
+using Grads3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+// Tanh saves the output y (its derivative is 1 - y^2); the plain linear saves no output.
+template <bool kTanh>
+struct LinearFunction : torch::autograd::Function<LinearFunction<kTanh>> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
                             const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
-    static const auto fwd =
-        op<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&)>(
-            "pymakemore::linear_tanh");
+    static const auto fwd = op<LinearSignature>(kTanh ? "pymakemore::linear_tanh"
+                                                       : "pymakemore::linear");
     // Which gradients are wanted is known here; recorded for backward.
     ctx->saved_data["mask"] = c10::List<bool>(
         {input.requires_grad(), weight.requires_grad(), requires_grad(bias)});
     at::AutoDispatchBelowADInplaceOrView guard;
     at::Tensor output = fwd.call(input, weight, bias);
-    ctx->save_for_backward({input, weight, output});  // y, not the pre-activation
+    if (kTanh)
+      ctx->save_for_backward({input, weight, output});
+    else
+      ctx->save_for_backward({input, weight});
     return output;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto bwd =
-        op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                          const at::Tensor&, const at::Tensor&,
-                                                          std::array<bool, 3>)>(
-            "pymakemore::linear_tanh_backward");
     const variable_list saved = ctx->get_saved_variables();
     const c10::List<bool> wanted = ctx->saved_data["mask"].toBoolList();
     const std::array<bool, 3> mask = {wanted[0], wanted[1], wanted[2]};
     if (!mask[0] && !mask[1] && !mask[2]) return {at::Tensor(), at::Tensor(), at::Tensor()};
-    auto [grad_input, grad_weight, grad_bias] =
-        bwd.call(grads[0], saved[2], saved[0], saved[1], mask);
-    return {mask[0] ? grad_input : at::Tensor(), mask[1] ? grad_weight : at::Tensor(),
-            mask[2] ? grad_bias : at::Tensor()};
+    Grads3 g;
+    if constexpr (kTanh) {
+      static const auto bwd =
+          op<Grads3(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                    std::array<bool, 3>)>("pymakemore::linear_tanh_backward");
+      g = bwd.call(grads[0], saved[2], saved[0], saved[1], mask);
+    } else {
+      static const auto bwd =
+          op<Grads3(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                    std::array<bool, 3>)>("pymakemore::linear_backward");
+      g = bwd.call(grads[0], saved[0], saved[1], mask);
+    }
+    return {mask[0] ? std::get<0>(g) : at::Tensor(), mask[1] ? std::get<1>(g) : at::Tensor(),
+            mask[2] ? std::get<2>(g) : at::Tensor()};
   }
 };
 
-at::Tensor linear_tanh_autograd(const at::Tensor& input, const at::Tensor& weight,
-                                const c10::optional<at::Tensor>& bias) {
-  return LinearTanhFunction::apply(input, weight, bias);
+template <bool kTanh>
+at::Tensor linear_autograd(const at::Tensor& input, const at::Tensor& weight,
+                           const c10::optional<at::Tensor>& bias) {
+  return LinearFunction<kTanh>::apply(input, weight, bias);
 }
 
 // ---- cross_entropy --------------------------------------------------------------------------
@@ -144,7 +158,8 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_autograd(
 
 TORCH_LIBRARY_IMPL(pymakemore, Autograd, m) {
   m.impl("embedding", &embedding_autograd);
-  m.impl("linear_tanh", &linear_tanh_autograd);
+  m.impl("linear", &linear_autograd<false>);
+  m.impl("linear_tanh", &linear_autograd<true>);
   m.impl("cross_entropy", &cross_entropy_autograd);
 }
 

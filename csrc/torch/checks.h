@@ -85,39 +85,49 @@ inline std::vector<int64_t> embedding_output_shape(const at::Tensor& input, int6
   return shape;
 }
 
-// ---- linear_tanh ------------------------------------------------------------------------------
-inline void linear_tanh_args(const at::Tensor& input, const at::Tensor& weight,
-                             const c10::optional<at::Tensor>& bias) {
-  TORCH_CHECK(input.dim() >= 1, "linear_tanh: input must be at least 1-D, but got 0-D");
-  TORCH_CHECK(weight.dim() == 2, "linear_tanh: weight must be 2-D (out_features, in_features), "
-              "but got ", weight.dim(), "-D of shape ", weight.sizes());
-  float_dtype("linear_tanh", "input", input);
-  same_dtype("linear_tanh", input, "input", weight, "weight");
-  TORCH_CHECK(input.size(-1) == weight.size(1), "linear_tanh: input and weight shapes cannot be "
+// ---- linear, linear_tanh ---------------------------------------------------------------------
+inline void linear_args(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                        const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK(input.dim() >= 1, op, ": input must be at least 1-D, but got 0-D");
+  TORCH_CHECK(weight.dim() == 2, op, ": weight must be 2-D (out_features, in_features), but got ",
+              weight.dim(), "-D of shape ", weight.sizes());
+  float_dtype(op, "input", input);
+  same_dtype(op, input, "input", weight, "weight");
+  TORCH_CHECK(input.size(-1) == weight.size(1), op, ": input and weight shapes cannot be "
               "multiplied (input ", input.sizes(), " has ", input.size(-1),
               " features, weight ", weight.sizes(), " expects ", weight.size(1), ")");
   if (bias && bias->defined()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0),
-                "linear_tanh: bias must have shape (", weight.size(0), ",), but got ",
-                bias->sizes());
-    same_dtype("linear_tanh", input, "input", *bias, "bias");
-    same_device("linear_tanh", {&input, &weight, &*bias});
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), op,
+                ": bias must have shape (", weight.size(0), ",), but got ", bias->sizes());
+    same_dtype(op, input, "input", *bias, "bias");
+    same_device(op, {&input, &weight, &*bias});
   } else {
-    same_device("linear_tanh", {&input, &weight});
+    same_device(op, {&input, &weight});
   }
 }
 
-inline void linear_tanh_backward_args(const at::Tensor& grad, const at::Tensor& output,
-                                      const at::Tensor& input, const at::Tensor& weight) {
-  linear_tanh_args(input, weight, c10::nullopt);
-  std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end() - 1);
-  out_shape.push_back(weight.size(0));
-  TORCH_CHECK(output.sizes() == at::IntArrayRef(out_shape) && grad.sizes() == output.sizes(),
-              "linear_tanh_backward: grad_output ", grad.sizes(), " and output ", output.sizes(),
-              " must both have shape ", at::IntArrayRef(out_shape));
-  same_dtype("linear_tanh_backward", grad, "grad_output", input, "input");
-  same_dtype("linear_tanh_backward", output, "output", input, "input");
-  same_device("linear_tanh_backward", {&grad, &output, &input, &weight});
+inline std::vector<int64_t> linear_output_shape(const at::Tensor& input, const at::Tensor& weight) {
+  std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end() - 1);
+  shape.push_back(weight.size(0));
+  return shape;
+}
+
+// output may be undefined (linear keeps no output).
+inline void linear_backward_args(const char* op, const at::Tensor& grad,
+                                 const at::Tensor& output, const at::Tensor& input,
+                                 const at::Tensor& weight) {
+  linear_args(op, input, weight, c10::nullopt);
+  const std::vector<int64_t> shape = linear_output_shape(input, weight);
+  TORCH_CHECK(grad.sizes() == at::IntArrayRef(shape), op, ": grad_output ", grad.sizes(),
+              " must have shape ", at::IntArrayRef(shape));
+  same_dtype(op, grad, "grad_output", input, "input");
+  same_device(op, {&grad, &input, &weight});
+  if (output.defined()) {
+    TORCH_CHECK(output.sizes() == at::IntArrayRef(shape), op, ": output ", output.sizes(),
+                " must have shape ", at::IntArrayRef(shape));
+    same_dtype(op, output, "output", input, "input");
+    same_device(op, {&output, &input});
+  }
 }
 
 // ---- cross_entropy --------------------------------------------------------------------------

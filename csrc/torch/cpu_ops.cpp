@@ -134,44 +134,44 @@ at::Tensor embedding_backward_cpu(const at::Tensor& grad_output, const at::Tenso
   return grad_weight;
 }
 
-// ---- linear_tanh ------------------------------------------------------------------------------
-at::Tensor linear_tanh_cpu(const at::Tensor& input, const at::Tensor& weight,
-                           const c10::optional<at::Tensor>& bias) {
-  checks::linear_tanh_args(input, weight, bias);
-  all_on_cpu("linear_tanh", {&input, &weight});
-  if (bias) all_on_cpu("linear_tanh", {&*bias});
+// ---- linear, linear_tanh ---------------------------------------------------------------------
+at::Tensor linear_forward_cpu(const char* op, Activation act, const at::Tensor& input,
+                              const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
+  checks::linear_args(op, input, weight, bias);
+  all_on_cpu(op, {&input, &weight});
+  if (bias) all_on_cpu(op, {&*bias});
   if (reduced(input))
-    return linear_tanh_cpu(upcast(input), upcast(weight), upcast(bias)).to(input.scalar_type());
+    return linear_forward_cpu(op, act, upcast(input), upcast(weight), upcast(bias))
+        .to(input.scalar_type());
   const at::Tensor x = input.contiguous();
   const at::Tensor w = weight.contiguous();
   const c10::optional<at::Tensor> b =
       bias && bias->defined() ? c10::optional<at::Tensor>(bias->contiguous()) : c10::nullopt;
   const int64_t k = w.size(1), h = w.size(0);
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end() - 1);
-  const int64_t rows = c10::multiply_integers(shape);
-  shape.push_back(h);
-  at::Tensor y = new_output(shape, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linear_tanh_cpu", [&] {
-    linear_tanh_forward<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
-                                  ptr_or_null<scalar_t>(b), rows, k, h, y.data_ptr<scalar_t>(),
-                                  torch_parallel_for());
+  const int64_t rows = c10::multiply_integers(x.sizes().begin(), x.sizes().end() - 1);
+  at::Tensor y = new_output(checks::linear_output_shape(x, w), x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linear_cpu", [&] {
+    linear_forward<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                             ptr_or_null<scalar_t>(b), rows, k, h, act, y.data_ptr<scalar_t>(),
+                             torch_parallel_for());
   });
   return y;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_tanh_backward_cpu(
-    const at::Tensor& grad_output, const at::Tensor& output, const at::Tensor& input,
-    const at::Tensor& weight, std::array<bool, 3> output_mask) {
-  checks::linear_tanh_backward_args(grad_output, output, input, weight);
-  all_on_cpu("linear_tanh_backward", {&grad_output, &output, &input, &weight});
+// output: the forward's y for tanh, undefined for identity.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_cpu(
+    const char* op, Activation act, const at::Tensor& grad_output, const at::Tensor& output,
+    const at::Tensor& input, const at::Tensor& weight, std::array<bool, 3> output_mask) {
+  checks::linear_backward_args(op, grad_output, output, input, weight);
+  all_on_cpu(op, {&grad_output, &output, &input, &weight});
   if (reduced(input)) {
-    auto [gx, gw, gb] = linear_tanh_backward_cpu(upcast(grad_output), upcast(output),
-                                                 upcast(input), upcast(weight), output_mask);
+    auto [gx, gw, gb] = linear_backward_cpu(op, act, upcast(grad_output), upcast(output),
+                                            upcast(input), upcast(weight), output_mask);
     const auto st = input.scalar_type();
     return {gx.to(st), gw.to(st), gb.to(st)};
   }
   const at::Tensor gy = grad_output.contiguous();
-  const at::Tensor y = output.contiguous();
+  const at::Tensor y = output.defined() ? output.contiguous() : at::Tensor();
   const at::Tensor x = input.contiguous();
   const at::Tensor w = weight.contiguous();
   const int64_t k = w.size(1), h = w.size(0);
@@ -179,15 +179,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_tanh_backward_cpu(
   at::Tensor grad_x = output_mask[0] ? new_output_like(x) : at::empty({0}, x.options());
   at::Tensor grad_w = output_mask[1] ? at::empty_like(w) : at::empty({0}, x.options());
   at::Tensor grad_b = output_mask[2] ? at::empty({h}, x.options()) : at::empty({0}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linear_tanh_backward_cpu", [&] {
-    linear_tanh_backward<scalar_t>(
-        gy.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
-        w.data_ptr<scalar_t>(), rows, k, h,
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linear_backward_cpu", [&] {
+    linear_backward<scalar_t>(
+        gy.data_ptr<scalar_t>(), y.defined() ? y.data_ptr<scalar_t>() : nullptr,
+        x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), rows, k, h, act,
         output_mask[0] ? grad_x.data_ptr<scalar_t>() : nullptr,
         output_mask[1] ? grad_w.data_ptr<scalar_t>() : nullptr,
         output_mask[2] ? grad_b.data_ptr<scalar_t>() : nullptr, torch_parallel_for());
   });
   return {grad_x, grad_w, grad_b};
+}
+
+at::Tensor linear_cpu(const at::Tensor& input, const at::Tensor& weight,
+                      const c10::optional<at::Tensor>& bias) {
+  return linear_forward_cpu("linear", Activation::Identity, input, weight, bias);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_op_cpu(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    std::array<bool, 3> output_mask) {
+  return linear_backward_cpu("linear_backward", Activation::Identity, grad_output, at::Tensor(),
+                             input, weight, output_mask);
+}
+
+at::Tensor linear_tanh_cpu(const at::Tensor& input, const at::Tensor& weight,
+                           const c10::optional<at::Tensor>& bias) {
+  return linear_forward_cpu("linear_tanh", Activation::Tanh, input, weight, bias);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_tanh_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& output, const at::Tensor& input,
+    const at::Tensor& weight, std::array<bool, 3> output_mask) {
+  return linear_backward_cpu("linear_tanh_backward", Activation::Tanh, grad_output, output,
+                             input, weight, output_mask);
 }
 
 // ---- cross_entropy --------------------------------------------------------------------------
@@ -278,6 +302,8 @@ at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_loss, const at::Ten
 TORCH_LIBRARY_IMPL(pymakemore, CPU, m) {
   m.impl("embedding", &embedding_cpu);
   m.impl("embedding_backward", &embedding_backward_cpu);
+  m.impl("linear", &linear_cpu);
+  m.impl("linear_backward", &linear_backward_op_cpu);
   m.impl("linear_tanh", &linear_tanh_cpu);
   m.impl("linear_tanh_backward", &linear_tanh_backward_cpu);
   m.impl("cross_entropy", &cross_entropy_cpu);

@@ -15,8 +15,12 @@ TORCH_LIBRARY(pymakemore, m) {
         "bool scale_grad_by_freq=False) -> Tensor");
   m.def("embedding_backward(Tensor grad_output, Tensor input, SymInt num_weights, "
         "int padding_idx=-1, bool scale_grad_by_freq=False) -> Tensor");
-  m.def("linear_tanh(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor");
+  m.def("linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor");
   // Returns (grad_input, grad_weight, grad_bias); an entry whose mask is False comes back empty.
+  m.def("linear_backward(Tensor grad_output, Tensor input, Tensor weight, bool[3] output_mask) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def("linear_tanh(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor");
+  // As linear_backward, from the saved output y (the derivative is 1 - y^2).
   m.def("linear_tanh_backward(Tensor grad_output, Tensor output, Tensor input, Tensor weight, "
         "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   // Returns (loss, lse): lse is the per-row log-sum-exp that the backward reuses.

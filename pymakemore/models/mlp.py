@@ -6,7 +6,6 @@ import math
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .. import ops as fused_ops
@@ -60,6 +59,6 @@ class MLP(torch.nn.Module):
         f = OPS[self.ops]
         emb = f.embedding(idx, self.C)                               # (B, block, n_embd)
         h = f.linear_tanh(emb.view(idx.shape[0], -1), self.W1, self.b1)  # (B, n_hidden)
-        logits = F.linear(h, self.W2, self.b2)                        # (B, vocab)
+        logits = f.linear(h, self.W2, self.b2)                        # (B, vocab)
         loss = None if targets is None else f.cross_entropy(logits, targets)
         return logits, loss

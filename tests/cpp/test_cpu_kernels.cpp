@@ -194,43 +194,53 @@ void test_embedding() {
         "embedding backward reports the first out-of-range position");
 }
 
-void test_linear_tanh() {
-  for (const auto& [n, k, h] : {std::tuple<int64_t, int64_t, int64_t>{32, 30, 200},
-                               {1, 1, 1}, {257, 129, 65}, {5, 0, 3}, {3000, 30, 27}}) {
-    const auto x = randn(n * k), w = randn(h * k, 0.2f), b = randn(h), gy = randn(n * h);
-    std::vector<float> y(n * h);
-    linear_tanh_forward<float>(x.data(), w.data(), b.data(), n, k, h, y.data(), serial_for);
-    std::vector<double> ref(n * h);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < h; ++j) {
-        double z = b[j];
-        for (int64_t q = 0; q < k; ++q) z += double(x[i * k + q]) * w[j * k + q];
-        ref[i * h + j] = std::tanh(z);
-      }
-    const std::string tag = " " + std::to_string(n) + "x" + std::to_string(k) + "->" +
-                            std::to_string(h);
-    check_close(y, ref, 2e-6, "linear_tanh forward" + tag);
-
-    std::vector<double> gx_ref(n * k, 0.0), gw_ref(h * k, 0.0), gb_ref(h, 0.0);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < h; ++j) {
-        const double gz = double(gy[i * h + j]) * (1.0 - double(y[i * h + j]) * y[i * h + j]);
-        gb_ref[j] += gz;
-        for (int64_t q = 0; q < k; ++q) {
-          gx_ref[i * k + q] += gz * w[j * k + q];
-          gw_ref[j * k + q] += gz * x[i * k + q];
+void test_linear() {
+  for (const Activation act : {Activation::Identity, Activation::Tanh}) {
+    const bool tanh_act = act == Activation::Tanh;
+    for (const auto& [n, k, h] : {std::tuple<int64_t, int64_t, int64_t>{32, 30, 200},
+                                 {32, 200, 27}, {1, 1, 1}, {257, 129, 65}, {5, 0, 3},
+                                 {3000, 30, 27}}) {
+      const auto x = randn(n * k), w = randn(h * k, 0.2f), b = randn(h), gy = randn(n * h);
+      std::vector<float> y(n * h);
+      linear_forward<float>(x.data(), w.data(), b.data(), n, k, h, act, y.data(), serial_for);
+      std::vector<double> ref(n * h);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < h; ++j) {
+          double z = b[j];
+          for (int64_t q = 0; q < k; ++q) z += double(x[i * k + q]) * w[j * k + q];
+          ref[i * h + j] = tanh_act ? std::tanh(z) : z;
         }
-      }
-    std::vector<float> gx(n * k), gw(h * k), gb(h), gw2(h * k), gb2(h);
-    linear_tanh_backward<float>(gy.data(), y.data(), x.data(), w.data(), n, k, h, gx.data(),
-                                gw.data(), gb.data(), serial_for);
-    linear_tanh_backward<float>(gy.data(), y.data(), x.data(), w.data(), n, k, h, nullptr,
-                                gw2.data(), gb2.data(), threads_for(4));
-    const double sum_tol = 2e-6 * std::sqrt(double(std::max<int64_t>(n, 1)));
-    check_close(gx, gx_ref, 2e-5, "linear_tanh grad_x" + tag);
-    check_close(gw, gw_ref, sum_tol * 10, "linear_tanh grad_w" + tag);
-    check_close(gb, gb_ref, sum_tol * 10, "linear_tanh grad_b" + tag);
-    check(gw == gw2 && gb == gb2, "linear_tanh backward identical across threads" + tag);
+      const std::string tag = std::string(tanh_act ? " tanh " : " identity ") +
+                              std::to_string(n) + "x" + std::to_string(k) + "->" +
+                              std::to_string(h);
+      check_close(y, ref, 2e-6 * (tanh_act ? 1.0 : std::sqrt(double(k + 1))),
+                  "linear forward" + tag);
+
+      std::vector<double> gx_ref(n * k, 0.0), gw_ref(h * k, 0.0), gb_ref(h, 0.0);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < h; ++j) {
+          const double g = gy[i * h + j];
+          const double gz = tanh_act ? g * (1.0 - double(y[i * h + j]) * y[i * h + j]) : g;
+          gb_ref[j] += gz;
+          for (int64_t q = 0; q < k; ++q) {
+            gx_ref[i * k + q] += gz * w[j * k + q];
+            gw_ref[j * k + q] += gz * x[i * k + q];
+          }
+        }
+      // identity must not read y: pass none
+      const float* saved = tanh_act ? y.data() : nullptr;
+      std::vector<float> gx(n * k), gw(h * k), gb(h), gw2(h * k), gb2(h);
+      linear_backward<float>(gy.data(), saved, x.data(), w.data(), n, k, h, act, gx.data(),
+                             gw.data(), gb.data(), serial_for);
+      linear_backward<float>(gy.data(), saved, x.data(), w.data(), n, k, h, act, nullptr,
+                             gw2.data(), gb2.data(), threads_for(4));
+      const double sum_tol = 2e-6 * std::sqrt(double(std::max<int64_t>(n, 1)));
+      check_close(gx, gx_ref, 2e-5 * std::sqrt(double(std::max<int64_t>(h, 1)) / 30.0),
+                  "linear grad_x" + tag);
+      check_close(gw, gw_ref, sum_tol * 10, "linear grad_w" + tag);
+      check_close(gb, gb_ref, sum_tol * 10, "linear grad_b" + tag);
+      check(gw == gw2 && gb == gb2, "linear backward identical across threads" + tag);
+    }
   }
 }
 
@@ -329,7 +339,7 @@ int main() {
   test_vec_math();
   test_row_ops();
   test_embedding();
-  test_linear_tanh();
+  test_linear();
   test_cross_entropy();
   if (failures) {
     std::printf("%d check(s) failed\n", failures);

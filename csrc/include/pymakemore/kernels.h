@@ -33,16 +33,20 @@ int64_t embedding_backward(const T* grad_out, const Index* indices, int64_t n, i
                            int64_t dim, int64_t padding_idx, bool scale_by_freq, T* grad_weight,
                            const ParallelFor& pfor);
 
-// ---- linear_tanh: y = tanh(x @ w^T + b), x (n, k), w (h, k), b (h) or null ----------------
-template <typename T>
-void linear_tanh_forward(const T* x, const T* w, const T* bias, int64_t n, int64_t k, int64_t h,
-                         T* y, const ParallelFor& pfor);
+// ---- linear and linear_tanh: y = act(x @ w^T + b), x (n, k), w (h, k), b (h) or null -----
+enum class Activation : int { Identity = 0, Tanh = 1 };
 
-// gz = gy * (1 - y^2); grad_x = gz @ w, grad_w = gz^T @ x, grad_b = sum over rows of gz.
+template <typename T>
+void linear_forward(const T* x, const T* w, const T* bias, int64_t n, int64_t k, int64_t h,
+                    Activation act, T* y, const ParallelFor& pfor);
+
+// gz = gy * act'(.) (for tanh 1 - y^2, from the saved output y; identity needs no y);
+// grad_x = gz @ w, grad_w = gz^T @ x, grad_b = sum over rows of gz.
 // Any of grad_x, grad_w, grad_b may be null to skip it.
 template <typename T>
-void linear_tanh_backward(const T* gy, const T* y, const T* x, const T* w, int64_t n, int64_t k,
-                          int64_t h, T* grad_x, T* grad_w, T* grad_b, const ParallelFor& pfor);
+void linear_backward(const T* gy, const T* y, const T* x, const T* w, int64_t n, int64_t k,
+                     int64_t h, Activation act, T* grad_x, T* grad_w, T* grad_b,
+                     const ParallelFor& pfor);
 
 // ---- cross entropy over rows of logits (n, c) ---------------------------------------------
 enum class Reduction : int { None = 0, Mean = 1, Sum = 2 };

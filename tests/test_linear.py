@@ -30,19 +30,28 @@ def _composite(x, w, b):
     return torch.tanh(F.linear(x, w, b))
 
 
+# fused op, the torch composite it replaces, the plain-torch oracle
+OPS = {
+    "linear_tanh": (ops.linear_tanh, _composite, reference.linear_tanh),
+    "linear": (ops.linear, F.linear, reference.linear),
+}
+
+
+@pytest.mark.parametrize("name", OPS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("with_bias", [True, False])
 @pytest.mark.parametrize("shape,out_features", SHAPES)
-def test_matches_functional_and_reference(device, with_bias, shape, out_features):
+def test_matches_functional_and_reference(name, device, with_bias, shape, out_features):
+    fused, composite_fn, oracle_fn = OPS[name]
     for dtype in dtypes_for(device):
         k = shape[-1]
         x = torch.randn(shape, device=device, dtype=dtype)
         w = torch.randn(out_features, k, device=device, dtype=dtype) / max(k, 1) ** 0.5
         b = torch.randn(out_features, device=device, dtype=dtype) if with_bias else None
         grad = torch.randn(*shape[:-1], out_features, device=device, dtype=dtype)
-        ours = _run(ops.linear_tanh, x, w, b, grad)
-        composite = _run(_composite, x, w, b, grad)
-        oracle = _run(reference.linear_tanh, x, w, b, grad)
+        ours = _run(fused, x, w, b, grad)
+        composite = _run(composite_fn, x, w, b, grad)
+        oracle = _run(oracle_fn, x, w, b, grad)
         assert ours[0].shape == (*shape[:-1], out_features) and ours[0].dtype == dtype
         scale = max(1.0, (x.numel() / max(k, 1)) ** 0.5)  # grad sums over rows
         for a, f, r in zip(ours, composite, oracle):
@@ -83,48 +92,57 @@ def test_tanh_accuracy_over_the_float_range():
     assert torch.isnan(out[0]) and out[1] == 1.0 and out[2] == -1.0 and out[3] == 0.0
 
 
+@pytest.mark.parametrize("name", OPS)
 @pytest.mark.parametrize("device", DEVICES)
-def test_non_contiguous_inputs(device):
+def test_non_contiguous_inputs(name, device):
+    fused, composite_fn, _ = OPS[name]
     x = torch.randn(30, 32, device=device).t()
     w = torch.randn(30, 200, device=device).t()
     b = torch.randn(400, device=device)[::2]
     grad = torch.randn(200, 32, device=device).t()
-    for a, f in zip(_run(ops.linear_tanh, x, w, b, grad), _run(_composite, x, w, b, grad)):
+    for a, f in zip(_run(fused, x, w, b, grad), _run(composite_fn, x, w, b, grad)):
         assert_close(a, f, torch.float32, scale=6.0)
 
 
+@pytest.mark.parametrize("name", OPS)
 @pytest.mark.parametrize("device", DEVICES)
-def test_partial_gradients(device):
+def test_partial_gradients(name, device):
+    fused, composite_fn, _ = OPS[name]
     x = torch.randn(8, 5, device=device)                    # data: no gradient
     w = torch.randn(4, 5, device=device, requires_grad=True)
     b = torch.randn(4, device=device)                       # frozen bias
-    ops.linear_tanh(x, w, b).sum().backward()
+    fused(x, w, b).sum().backward()
     w2 = w.detach().clone().requires_grad_(True)
-    _composite(x, w2, b).sum().backward()
+    composite_fn(x, w2, b).sum().backward()
     assert_close(w.grad, w2.grad)
+    assert x.grad is None and b.grad is None
 
 
-def test_backward_deterministic_across_threads():
+@pytest.mark.parametrize("name", OPS)
+def test_backward_deterministic_across_threads(name):
+    fused = OPS[name][0]
     x, w, b = torch.randn(5000, 30), torch.randn(200, 30), torch.randn(200)
     grad = torch.randn(5000, 200)
-    first = _run(ops.linear_tanh, x, w, b, grad)
+    first = _run(fused, x, w, b, grad)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        again = _run(ops.linear_tanh, x, w, b, grad)
+        again = _run(fused, x, w, b, grad)
     finally:
         torch.set_num_threads(threads)
     for a, c in zip(first, again):
         assert torch.equal(a, c)
 
 
+@pytest.mark.parametrize("name", OPS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_reduced_precision_on_cpu(dtype):
+def test_reduced_precision_on_cpu(name, dtype):
+    fused, _, oracle_fn = OPS[name]
     x, w, b = (torch.randn(16, 30, dtype=dtype), torch.randn(20, 30, dtype=dtype) / 5,
                torch.randn(20, dtype=dtype))
     grad = torch.randn(16, 20, dtype=dtype)
-    ours = _run(ops.linear_tanh, x, w, b, grad)
-    oracle = _run(reference.linear_tanh, *(t.float() for t in (x, w, b, grad)))
+    ours = _run(fused, x, w, b, grad)
+    oracle = _run(oracle_fn, *(t.float() for t in (x, w, b, grad)))
     for a, r in zip(ours, oracle):
         assert a.dtype == dtype
         assert_close(a, r.to(dtype), dtype)
@@ -142,12 +160,25 @@ def test_reduced_precision_on_cpu(dtype):
      "floating-point"),
     ((torch.randn(4, 3), torch.randn(5, 3, device="meta"), None), "device"),
 ])
-def test_bad_arguments(args, match):
+@pytest.mark.parametrize("name", OPS)
+def test_bad_arguments(name, args, match):
     with pytest.raises(RuntimeError, match=match):
-        ops.linear_tanh(*args)
+        OPS[name][0](*args)
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_backward_ops_check_shapes(name):
+    x, w, g = torch.randn(4, 3), torch.randn(5, 3), torch.randn(4, 6)
+    with pytest.raises(RuntimeError, match="grad_output"):
+        if name == "linear":
+            torch.ops.pymakemore.linear_backward(g, x, w, [True, True, True])
+        else:
+            torch.ops.pymakemore.linear_tanh_backward(g, torch.rand(4, 5), x, w,
+                                                      [True, True, True])
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device for a CPU/CUDA mix")
-def test_cpu_cuda_mix():
+@pytest.mark.parametrize("name", OPS)
+def test_cpu_cuda_mix(name):
     with pytest.raises(RuntimeError, match="device"):
-        ops.linear_tanh(torch.randn(4, 3), torch.randn(5, 3, device="cuda"))
+        OPS[name][0](torch.randn(4, 3), torch.randn(5, 3, device="cuda"))

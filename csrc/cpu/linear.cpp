@@ -39,11 +39,12 @@ inline simd::vec_t<float> tanh_vec<float>(simd::vec_t<float> v) {
 }
 #endif
 
-// y[r0 .. r0+rows, c0 .. c0+cols) = tanh(x @ wt + b) for one tile of kFwdRows rows and NV
-// vectors of columns; tanh is applied in registers as the tile is written.
+// y[r0 .. r0+rows, c0 .. c0+cols) = act(x @ wt + b) for one tile of kFwdRows rows and NV
+// vectors of columns; the activation is applied in registers as the tile is written.
 template <typename T, int64_t NV>
 void forward_tile(const T* const* xr, const T* wt, const T* b, int64_t k, int64_t hp,
-                  int64_t h, int64_t c0, int64_t cols, int64_t rows, T* y_tile) {
+                  int64_t h, int64_t c0, int64_t cols, int64_t rows, Activation act,
+                  T* y_tile) {
   using V = simd::vec_t<T>;
   constexpr int64_t L = simd::Vec<T>::lanes;
   V acc[kFwdRows][NV];
@@ -62,11 +63,11 @@ void forward_tile(const T* const* xr, const T* wt, const T* b, int64_t k, int64_
   for (int64_t r = 0; r < rows; ++r) {
     T* yr = y_tile + r * h;
     for (int64_t v = 0; v < NV; ++v) {
-      const V out = tanh_vec<T>(acc[r][v]);
-      const int64_t left = cols - v * L;
+      const V out = act == Activation::Tanh ? tanh_vec<T>(acc[r][v]) : acc[r][v];
+      const int64_t left = cols - v * L;  // >= 1: NV is ceil(cols / L)
       if (left >= L) {
         simd::store(yr + v * L, out);
-      } else {
+      } else if (left > 0) {
         alignas(64) T part[L];
         simd::store(part, out);
         std::copy(part, part + left, yr + v * L);
@@ -78,8 +79,8 @@ void forward_tile(const T* const* xr, const T* wt, const T* b, int64_t k, int64_
 }  // namespace
 
 template <typename T>
-void linear_tanh_forward(const T* x, const T* w, const T* bias, int64_t n, int64_t k, int64_t h,
-                         T* y, const ParallelFor& pfor) {
+void linear_forward(const T* x, const T* w, const T* bias, int64_t n, int64_t k, int64_t h,
+                    Activation act, T* y, const ParallelFor& pfor) {
   constexpr int64_t L = simd::Vec<T>::lanes;
   constexpr int64_t B = kFwdVecs * L;  // output columns per full tile
   const int64_t hp = cpu::round_up(h, B);
@@ -102,10 +103,10 @@ void linear_tanh_forward(const T* x, const T* w, const T* bias, int64_t n, int64
         T* y_tile = y + r0 * h + c0;
         // the last block of columns takes only the vectors it needs
         switch (cpu::ceil_div(cols, L)) {
-          case 1: forward_tile<T, 1>(xr, wt.data(), b.data(), k, hp, h, c0, cols, rows, y_tile); break;
-          case 2: forward_tile<T, 2>(xr, wt.data(), b.data(), k, hp, h, c0, cols, rows, y_tile); break;
-          case 3: forward_tile<T, 3>(xr, wt.data(), b.data(), k, hp, h, c0, cols, rows, y_tile); break;
-          default: forward_tile<T, kFwdVecs>(xr, wt.data(), b.data(), k, hp, h, c0, cols, rows, y_tile);
+          case 1: forward_tile<T, 1>(xr, wt.data(), b.data(), k, hp, h, c0, cols, rows, act, y_tile); break;
+          case 2: forward_tile<T, 2>(xr, wt.data(), b.data(), k, hp, h, c0, cols, rows, act, y_tile); break;
+          case 3: forward_tile<T, 3>(xr, wt.data(), b.data(), k, hp, h, c0, cols, rows, act, y_tile); break;
+          default: forward_tile<T, kFwdVecs>(xr, wt.data(), b.data(), k, hp, h, c0, cols, rows, act, y_tile);
         }
       }
     }
@@ -113,8 +114,9 @@ void linear_tanh_forward(const T* x, const T* w, const T* bias, int64_t n, int64
 }
 
 template <typename T>
-void linear_tanh_backward(const T* gy, const T* y, const T* x, const T* w, int64_t n, int64_t k,
-                          int64_t h, T* grad_x, T* grad_w, T* grad_b, const ParallelFor& pfor) {
+void linear_backward(const T* gy, const T* y, const T* x, const T* w, int64_t n, int64_t k,
+                     int64_t h, Activation act, T* grad_x, T* grad_w, T* grad_b,
+                     const ParallelFor& pfor) {
   using V = simd::vec_t<T>;
   constexpr int64_t L = simd::Vec<T>::lanes;
   constexpr int64_t B = kBwdVecs * L;  // input features per tile
@@ -144,13 +146,17 @@ void linear_tanh_backward(const T* gy, const T* y, const T* x, const T* w, int64
       const int64_t end = std::min(n, (p + 1) * piece);
       for (int64_t r0 = p * piece; r0 < end; r0 += R) {
         const int64_t rows = std::min(R, end - r0);
-        // gz = gy * (1 - y^2) for this tile; rows past the end are zero.
+        // gz = gy * act' for this tile (tanh: 1 - y^2); rows past the end are zero.
         for (int64_t r = 0; r < R; ++r) {
           T* g = gz + r * h;
           if (r < rows) {
             const T* gyr = gy + (r0 + r) * h;
-            const T* yr = y + (r0 + r) * h;
-            for (int64_t j = 0; j < h; ++j) g[j] = gyr[j] * (T(1) - yr[j] * yr[j]);
+            if (act == Activation::Tanh) {
+              const T* yr = y + (r0 + r) * h;
+              for (int64_t j = 0; j < h; ++j) g[j] = gyr[j] * (T(1) - yr[j] * yr[j]);
+            } else {
+              std::copy(gyr, gyr + h, g);
+            }
           } else {
             std::fill(g, g + h, T(0));
           }
@@ -225,15 +231,15 @@ void linear_tanh_backward(const T* gy, const T* y, const T* x, const T* w, int64
   }
 }
 
-template void linear_tanh_forward<float>(const float*, const float*, const float*, int64_t,
-                                         int64_t, int64_t, float*, const ParallelFor&);
-template void linear_tanh_forward<double>(const double*, const double*, const double*, int64_t,
-                                          int64_t, int64_t, double*, const ParallelFor&);
-template void linear_tanh_backward<float>(const float*, const float*, const float*, const float*,
-                                          int64_t, int64_t, int64_t, float*, float*, float*,
-                                          const ParallelFor&);
-template void linear_tanh_backward<double>(const double*, const double*, const double*,
-                                           const double*, int64_t, int64_t, int64_t, double*,
-                                           double*, double*, const ParallelFor&);
+template void linear_forward<float>(const float*, const float*, const float*, int64_t, int64_t,
+                                    int64_t, Activation, float*, const ParallelFor&);
+template void linear_forward<double>(const double*, const double*, const double*, int64_t,
+                                     int64_t, int64_t, Activation, double*, const ParallelFor&);
+template void linear_backward<float>(const float*, const float*, const float*, const float*,
+                                     int64_t, int64_t, int64_t, Activation, float*, float*,
+                                     float*, const ParallelFor&);
+template void linear_backward<double>(const double*, const double*, const double*,
+                                      const double*, int64_t, int64_t, int64_t, Activation,
+                                      double*, double*, double*, const ParallelFor&);
 
 }  // namespace pymakemore
