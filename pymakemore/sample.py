@@ -51,8 +51,9 @@ def sample_words(model: torch.nn.Module, vocab: Vocab, n: int, *, temperature: f
     return ["".join(chars) for chars in out]
 
 
-def print_samples(words: list[str], train_words: set[str], file=sys.stdout) -> None:
+def print_samples(words: list[str], train_words: set[str], file=None) -> None:
     """Each sample with whether the training set holds it (as makemore marks them)."""
+    file = file or sys.stdout
     width = max((len(w) for w in words), default=0)
     for w in words:
         print(f"  {w:<{width}}  {'(in train)' if w in train_words else '(new)'}", file=file)

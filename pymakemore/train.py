@@ -206,7 +206,7 @@ def lr_find(config: dict[str, Any], splits: Splits, device: torch.device, work_d
     for i, e in enumerate(exponents.tolist()):
         optimizer.lr = 10.0 ** e
         ix = torch.randint(0, len(x), (config["batch_size"],), device=device, generator=gen)
-        _, loss = model(x[ix], y[ix])
+        _, loss = model(x.index_select(0, ix), y.index_select(0, ix))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -268,7 +268,7 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
     from tqdm import tqdm  # progress bar: rate, ETA and postfix without hand-written code
     bar = tqdm(total=max_steps, initial=step, unit="step", disable=config["quiet"],
                file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-    train_seconds, window_start = 0.0, step
+    train_seconds, window_start, first_step = 0.0, step, step
     print(f"{config['type']} with {n_params:,} parameters, {config['ops']} ops, on {device}; "
           f"{len(x):,} training examples", file=sys.stderr)
     try:
@@ -276,14 +276,16 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
             stop = boundaries(step)
             lr = optimizer.lr = learning_rate(config, step)
             t0 = time.perf_counter()
-            for i in range(step, stop):
+            chunk = []  # the step losses, kept on the device: no host read per step
+            for _ in range(step, stop):
                 ix = torch.randint(0, len(x), (config["batch_size"],), device=device,
                                    generator=gen)
-                _, loss = model(x[ix], y[ix])
+                _, loss = model(x.index_select(0, ix), y.index_select(0, ix))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                losses[i] = loss.detach()
+                chunk.append(loss.detach())
+            losses[step:stop] = torch.stack(chunk)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds += time.perf_counter() - t0
@@ -294,8 +296,8 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
                 window_start = step
                 bar.set_postfix(loss=f"{recent:.4f}", lr=f"{lr:g}")
                 metrics.write({"step": step, "loss": recent, "lr": lr,
-                               "steps_per_s": step / max(train_seconds, 1e-9) if ckpt is None
-                               else None, "elapsed_s": time.perf_counter() - started})
+                               "steps_per_s": (step - first_step) / max(train_seconds, 1e-9),
+                               "elapsed_s": time.perf_counter() - started})
             if config["eval_every"] and step % config["eval_every"] == 0 and step < max_steps:
                 record = {"step": step, "train_loss": split_loss(model, x, y),
                           "dev_loss": split_loss(model, *splits.tensors["dev"])}
@@ -316,7 +318,7 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
     metrics.write({"step": step, **{f"{k}_loss": v for k, v in final.items()}})
     metrics.close()
     checkpoint(step)
-    steps_run = step - (ckpt["step"] if ckpt is not None else 0)
+    steps_run = step - first_step
     summary = {
         "model": config["type"], "n_params": n_params, "config": config, "device": str(device),
         "ops": config["ops"], "steps": step, "seconds": train_seconds,
