@@ -1,6 +1,6 @@
 # Two commands set up everything on a fresh machine:
 #   make test   venv + torch + dependencies, build the extension, run ctest and pytest
-#   make demo   the same set-up, then the demo
+#   make demo   the same set-up, then a short training run with samples, and the ops demo
 # Variables: PYTHON (interpreter for the venv), VENV, TORCH (pip requirement for torch).
 PYTHON ?= python3
 VENV ?= .venv
@@ -35,7 +35,9 @@ pytest: build
 
 test: ctest pytest
 
+# the lecture MLP on the built-in names, a quarter of the lecture's schedule, then the ops demo
 demo: build
+	$(PY) -m pymakemore.train -o out/demo --max-steps 50000 --eval-every 25000
 	$(PY) bench/demo_ops.py
 
 bench: build

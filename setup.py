@@ -59,9 +59,9 @@ setup(
     version="0.1.0",
     description="Character-level language models (makemore) on fused C++/CUDA ops",
     packages=find_packages(include=["pymakemore", "pymakemore.*"]),
-    package_data={"pymakemore": ["py.typed"]},
+    package_data={"pymakemore": ["data/names.txt"]},
     ext_modules=[extension],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     python_requires=">=3.10",
-    install_requires=["torch>=2.4", "tqdm"],
+    install_requires=["torch>=2.4", "tqdm", "matplotlib"],
 )

@@ -13,6 +13,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .data import Vocab
+from .devices import DeviceError, resolve_device
 
 
 @torch.no_grad()
@@ -77,21 +78,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError("--device cuda asked for, but no CUDA device is available")
-    return torch.device(name)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         if args.num_samples < 1:
             raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
-        device = resolve_device(args.device)
         ckpt = load_checkpoint(args.work_dir)
+        device = resolve_device(args.device, ckpt["config"].get("ops", "fused"))
         model, vocab = model_from_checkpoint(ckpt, device)
         generator = torch.Generator(device=device)
         if args.seed is None:
@@ -101,7 +94,7 @@ def main(argv=None) -> int:
         words = sample_words(model, vocab, args.num_samples, temperature=args.temperature,
                              top_k=args.top_k, prefix=args.prefix, generator=generator,
                              device=device)
-    except (CheckpointError, ValueError) as e:
+    except (CheckpointError, DeviceError, ValueError) as e:
         print(f"pymakemore.sample: error: {e}", file=sys.stderr)
         return 2
     print_samples(words, set(ckpt["train_words"].split("\n")))

@@ -21,6 +21,7 @@ import torch
 from . import plots
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .data import DataError, Splits, load_splits
+from .devices import DeviceError, resolve_device
 from .models import MODELS
 from .models.mlp import INITS, OPS
 from .sample import print_samples, sample_words
@@ -124,14 +125,6 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[d
     return config, ckpt
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but no CUDA device is available")
-    return torch.device(name)
-
-
 def build_model(config: dict[str, Any], vocab_size: int) -> torch.nn.Module:
     return MODELS[config["type"]](vocab_size, block_size=config["block_size"],
                                   n_embd=config["n_embd"], n_hidden=config["n_hidden"],
@@ -176,6 +169,21 @@ class SGD:
         if state.get("name") != "sgd":
             raise CheckpointError(f"the checkpoint's optimizer is {state.get('name')!r}, not sgd")
         self.lr = state["lr"]
+
+
+def run_steps(model: torch.nn.Module, optimizer: SGD, x: torch.Tensor, y: torch.Tensor,
+              batch_size: int, gen: torch.Generator, steps: int) -> torch.Tensor:
+    """`steps` SGD steps on minibatches drawn on x's device; their losses, left on the device
+    (no host read per step)."""
+    losses = []
+    for _ in range(steps):
+        ix = torch.randint(0, len(x), (batch_size,), device=x.device, generator=gen)
+        _, loss = model(x.index_select(0, ix), y.index_select(0, ix))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    return torch.stack(losses)
 
 
 def learning_rate(config: dict[str, Any], step: int) -> float:
@@ -276,16 +284,8 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
             stop = boundaries(step)
             lr = optimizer.lr = learning_rate(config, step)
             t0 = time.perf_counter()
-            chunk = []  # the step losses, kept on the device: no host read per step
-            for _ in range(step, stop):
-                ix = torch.randint(0, len(x), (config["batch_size"],), device=device,
-                                   generator=gen)
-                _, loss = model(x.index_select(0, ix), y.index_select(0, ix))
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                chunk.append(loss.detach())
-            losses[step:stop] = torch.stack(chunk)
+            losses[step:stop] = run_steps(model, optimizer, x, y, config["batch_size"], gen,
+                                          stop - step)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds += time.perf_counter() - t0
@@ -347,7 +347,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config, ckpt = resolve_config(args)
-        device = resolve_device(config["device"])
+        device = resolve_device(config["device"], config["ops"])
         if config["threads"]:
             torch.set_num_threads(config["threads"])
         splits = load_splits(config["input_file"], config["block_size"], config["split_seed"])
@@ -360,7 +360,7 @@ def main(argv=None) -> int:
         if config["lr_find"]:
             return lr_find(config, splits, device, work_dir)
         return train(config, ckpt, splits, device, work_dir)
-    except (DataError, CheckpointError, ConfigError) as e:
+    except (DataError, CheckpointError, ConfigError, DeviceError) as e:
         print(f"pymakemore.train: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # an unwritable work dir and the like

@@ -232,3 +232,9 @@ def test_sampler_marks_training_words(trained):
 def test_sampler_bad_options(trained, capsys, args, match):
     assert sample.main(["-o", str(trained), *args]) == 2
     assert match in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine with no GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    assert train.main([*FAST, "-o", str(tmp_path / "x"), "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err

@@ -1,0 +1,82 @@
+"""Steps per second of the makemore MLP (the lecture's config) on one machine, in one process:
+the lecture's plain-PyTorch loop, the trainer with --ops torch, and with --ops fused.
+
+    .venv/bin/python bench/train_bench.py [--steps 20000] [--device cpu]
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pymakemore.data import load_splits  # noqa: E402
+from pymakemore.devices import resolve_device  # noqa: E402
+from pymakemore.train import DEFAULTS, SGD, build_model, run_steps  # noqa: E402
+
+
+def lecture_loop(x, y, steps, device):
+    """The makemore part-2 notebook's training step, as written there (tensor ops + F.*)."""
+    g = torch.Generator().manual_seed(2147483647)
+    params = [torch.randn(s, generator=g).to(device)
+              for s in ((27, 10), (30, 200), (200,), (200, 27), (27,))]
+    for p in params:
+        p.requires_grad = True
+    C, W1, b1, W2, b2 = params
+    gen = torch.Generator(device=device).manual_seed(1)
+    for _ in range(steps):
+        ix = torch.randint(0, x.shape[0], (32,), device=device, generator=gen)
+        emb = C[x[ix]]
+        h = torch.tanh(emb.view(-1, 30) @ W1 + b1)
+        logits = h @ W2 + b2
+        loss = F.cross_entropy(logits, y[ix])
+        for p in params:
+            p.grad = None
+        loss.backward()
+        for p in params:
+            p.data += -0.1 * p.grad
+    return loss
+
+
+def timed(fn, steps, device):
+    fn(max(steps // 10, 100))  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn(steps)
+    out.sum().item()  # one host read at the end
+    return (time.perf_counter() - start) / steps * 1e6
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=20_000)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("-i", "--input-file", default=str(Path(__file__).resolve().parents[2] /
+                                                      "shared" / "data" / "names.txt"))
+    args = ap.parse_args()
+    device = resolve_device(args.device, "torch")
+    splits = load_splits(args.input_file, 3).to(device)
+    x, y = splits.tensors["train"]
+    results = {"lecture loop (plain PyTorch)": timed(lambda n: lecture_loop(x, y, n, device),
+                                                     args.steps, device)}
+    for ops in ("torch", "fused"):
+        config = {**DEFAULTS, "ops": ops}
+        model = build_model(config, splits.vocab.size).to(device)
+        opt = SGD(model.parameters(), lr=0.1)
+        gen = torch.Generator(device=device).manual_seed(1)
+        results[f"trainer --ops {ops}"] = timed(
+            lambda n: run_steps(model, opt, x, y, 32, gen, n), args.steps, device)
+    base = results["lecture loop (plain PyTorch)"]
+    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, "
+          f"{args.steps} steps each")
+    print("| path | us/step | speed-up vs lecture loop |")
+    print("|---|---:|---:|")
+    for name, us in results.items():
+        print(f"| {name} | {us:.1f} | {base / us:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
