@@ -89,10 +89,16 @@ def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tens
     return _ops.linear(input, weight, bias)
 
 
-@torch.library.register_fake("pymakemore::linear")
-def _linear_fake(input, weight, bias=None):
-    _check_same_device("linear", input, weight, bias)
-    return input.new_empty((*input.shape[:-1], weight.shape[0]))
+def _register_linear_fake(name: str) -> None:
+    """linear and linear_tanh share one output shape."""
+    def fake(input, weight, bias=None):
+        _check_same_device(name, input, weight, bias)
+        return input.new_empty((*input.shape[:-1], weight.shape[0]))
+    torch.library.register_fake(f"pymakemore::{name}", fake)
+
+
+_register_linear_fake("linear")
+_register_linear_fake("linear_tanh")
 
 
 @torch.library.register_fake("pymakemore::linear_backward")
@@ -117,12 +123,6 @@ def linear_tanh(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) ->
     Saves the output y for backward (not the pre-activation) and uses 1 - y^2 there.
     """
     return _ops.linear_tanh(input, weight, bias)
-
-
-@torch.library.register_fake("pymakemore::linear_tanh")
-def _linear_tanh_fake(input, weight, bias=None):
-    _check_same_device("linear_tanh", input, weight, bias)
-    return input.new_empty((*input.shape[:-1], weight.shape[0]))
 
 
 @torch.library.register_fake("pymakemore::linear_tanh_backward")
