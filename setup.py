@@ -46,7 +46,7 @@ if want_cuda():
         "pymakemore._C",
         ext_sources + sources("cuda/*.cu") + ["csrc/torch/cuda_ops.cpp"],
         include_dirs=include_dirs,
-        extra_compile_args={"cxx": cxx_flags + ["-DPYMAKEMORE_WITH_CUDA"],
+        extra_compile_args={"cxx": cxx_flags,
                             "nvcc": ["-O3"]},
         extra_link_args=link_flags,
     )

@@ -1,0 +1,59 @@
+// Launchers of the CUDA kernels: raw device pointers, sizes, a stream; no torch. Every launcher
+// only enqueues work on `stream` (no host synchronisation, no host reads of device data), so
+// the ops can be captured in CUDA graphs. Scratch memory comes from the caller (`workspace`,
+// sized by the matching *_workspace_bytes function) so it uses the caller's allocator.
+//
+// An index or target out of range stops the kernel with a message naming the value (printf,
+// then a trap): the next CUDA call on that context reports an error. Nothing out of range is
+// ever read or written.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "pymakemore/kernels.h"
+
+typedef struct CUstream_st* cudaStream_t;
+
+namespace pymakemore::cuda {
+
+enum class Dtype : int { Float32, Float64, Float16, BFloat16 };
+enum class IndexDtype : int { Int32, Int64 };
+
+// ---- embedding ------------------------------------------------------------------------------
+void embedding_forward(Dtype dtype, IndexDtype index_dtype, const void* indices, int64_t n,
+                       const void* weight, int64_t rows, int64_t dim, void* out,
+                       cudaStream_t stream);
+
+// Deterministic: the indices are stably sorted (positions within a row keep their order) and
+// each row sums its gradient rows in that order, in fixed pieces; no float atomics.
+size_t embedding_backward_workspace_bytes(IndexDtype index_dtype, int64_t n, int64_t rows);
+void embedding_backward(Dtype dtype, IndexDtype index_dtype, const void* grad_out,
+                        const void* indices, int64_t n, int64_t rows, int64_t dim,
+                        int64_t padding_idx, bool scale_by_freq, void* grad_weight,
+                        void* workspace, cudaStream_t stream);
+
+// ---- linear, linear_tanh (float accumulation, no TF32) -----------------------------------------
+void linear_forward(Dtype dtype, const void* x, const void* w, const void* bias, int64_t n,
+                    int64_t k, int64_t h, Activation act, void* y, cudaStream_t stream);
+
+size_t linear_backward_workspace_bytes(int64_t n, int64_t k, int64_t h);
+void linear_backward(Dtype dtype, const void* gy, const void* y, const void* x, const void* w,
+                     int64_t n, int64_t k, int64_t h, Activation act, void* grad_x,
+                     void* grad_w, void* grad_b, void* workspace, cudaStream_t stream);
+
+// ---- cross entropy --------------------------------------------------------------------------
+size_t cross_entropy_workspace_bytes(int64_t n);
+// loss: n values (Reduction::None) or one; lse: n doubles.
+void cross_entropy_forward(Dtype dtype, IndexDtype index_dtype, const void* logits,
+                           const void* target, const void* class_weight, int64_t n, int64_t c,
+                           const CrossEntropyOptions& opt, void* loss, double* lse,
+                           void* workspace, cudaStream_t stream);
+// grad_loss: n values (Reduction::None) or one, on the device.
+void cross_entropy_backward(Dtype dtype, IndexDtype index_dtype, const void* grad_loss,
+                            const void* logits, const void* target, const void* class_weight,
+                            const double* lse, int64_t n, int64_t c,
+                            const CrossEntropyOptions& opt, void* grad_logits, void* workspace,
+                            cudaStream_t stream);
+
+}  // namespace pymakemore::cuda

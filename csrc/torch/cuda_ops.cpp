@@ -1,0 +1,223 @@
+// CUDA registrations: the same checks as on the CPU, allocation through torch's caching
+// allocator (so CUDA-graph capture works), the current stream, then the torch-free launchers
+// in csrc/cuda. Nothing here reads device data on the host.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <limits>
+
+#include "checks.h"
+#include "pymakemore/cuda_kernels.h"
+
+namespace pymakemore {
+namespace {
+
+cuda::Dtype dtype_of(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return cuda::Dtype::Float32;
+    case at::kDouble: return cuda::Dtype::Float64;
+    case at::kHalf: return cuda::Dtype::Float16;
+    case at::kBFloat16: return cuda::Dtype::BFloat16;
+    default: TORCH_CHECK(false, "pymakemore: unsupported dtype ", t.scalar_type());
+  }
+}
+
+cuda::IndexDtype index_dtype_of(const at::Tensor& t) {
+  return t.scalar_type() == at::kLong ? cuda::IndexDtype::Int64 : cuda::IndexDtype::Int32;
+}
+
+void all_on_cuda(const char* op, std::initializer_list<const at::Tensor*> tensors) {
+  for (const at::Tensor* t : tensors)
+    TORCH_CHECK(!t->defined() || t->is_cuda(), op, ": expected CUDA tensors, but got one on ",
+                t->device());
+}
+
+cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+const void* ptr_or_null(const c10::optional<at::Tensor>& t) {
+  return t && t->defined() ? t->data_ptr() : nullptr;
+}
+
+at::Tensor workspace(size_t bytes, const at::Tensor& like) {
+  return at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte));
+}
+
+// ---- embedding ------------------------------------------------------------------------------
+at::Tensor embedding_cuda(const at::Tensor& input, const at::Tensor& weight, int64_t,
+                          bool) {
+  checks::embedding_args(input, weight);
+  all_on_cuda("embedding", {&input, &weight});
+  const c10::cuda::CUDAGuard guard(weight.device());
+  const at::Tensor idx = input.contiguous();
+  const at::Tensor w = weight.contiguous();
+  at::Tensor out = at::empty(checks::embedding_output_shape(idx, w.size(1)), w.options());
+  cuda::embedding_forward(dtype_of(w), index_dtype_of(idx), idx.data_ptr(), idx.numel(),
+                          w.data_ptr(), w.size(0), w.size(1), out.data_ptr(), stream());
+  return out;
+}
+
+at::Tensor embedding_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
+                                   int64_t num_weights, int64_t padding_idx,
+                                   bool scale_grad_by_freq) {
+  checks::embedding_backward_args(grad_output, input, num_weights);
+  all_on_cuda("embedding_backward", {&grad_output, &input});
+  TORCH_CHECK(input.numel() < std::numeric_limits<int32_t>::max() &&
+                  num_weights < std::numeric_limits<int32_t>::max(),
+              "embedding_backward: on CUDA, indices and rows are limited to 2^31 - 1");
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const at::Tensor idx = input.contiguous();
+  const at::Tensor grad = grad_output.contiguous();
+  const int64_t dim = grad.size(-1);
+  at::Tensor grad_weight = at::empty({num_weights, dim}, grad.options());
+  at::Tensor ws = workspace(
+      cuda::embedding_backward_workspace_bytes(index_dtype_of(idx), idx.numel(), num_weights),
+      grad);
+  cuda::embedding_backward(dtype_of(grad), index_dtype_of(idx), grad.data_ptr(), idx.data_ptr(),
+                           idx.numel(), num_weights, dim, padding_idx, scale_grad_by_freq,
+                           grad_weight.data_ptr(), ws.data_ptr(), stream());
+  return grad_weight;
+}
+
+// ---- linear, linear_tanh ---------------------------------------------------------------------
+at::Tensor linear_forward_cuda(const char* op, Activation act, const at::Tensor& input,
+                               const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
+  checks::linear_args(op, input, weight, bias);
+  all_on_cuda(op, {&input, &weight});
+  if (bias) all_on_cuda(op, {&*bias});
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::Tensor x = input.contiguous();
+  const at::Tensor w = weight.contiguous();
+  const c10::optional<at::Tensor> b =
+      bias && bias->defined() ? c10::optional<at::Tensor>(bias->contiguous()) : c10::nullopt;
+  const int64_t rows = c10::multiply_integers(x.sizes().begin(), x.sizes().end() - 1);
+  at::Tensor y = at::empty(checks::linear_output_shape(x, w), x.options());
+  cuda::linear_forward(dtype_of(x), x.data_ptr(), w.data_ptr(), ptr_or_null(b), rows, w.size(1),
+                       w.size(0), act, y.data_ptr(), stream());
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_cuda(
+    const char* op, Activation act, const at::Tensor& grad_output, const at::Tensor& output,
+    const at::Tensor& input, const at::Tensor& weight, std::array<bool, 3> output_mask) {
+  checks::linear_backward_args(op, grad_output, output, input, weight);
+  all_on_cuda(op, {&grad_output, &output, &input, &weight});
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::Tensor gy = grad_output.contiguous();
+  const at::Tensor y = output.defined() ? output.contiguous() : at::Tensor();
+  const at::Tensor x = input.contiguous();
+  const at::Tensor w = weight.contiguous();
+  const int64_t k = w.size(1), h = w.size(0);
+  const int64_t rows = c10::multiply_integers(x.sizes().begin(), x.sizes().end() - 1);
+  at::Tensor grad_x = output_mask[0] ? at::empty_like(x) : at::empty({0}, x.options());
+  at::Tensor grad_w = output_mask[1] ? at::empty_like(w) : at::empty({0}, x.options());
+  at::Tensor grad_b = output_mask[2] ? at::empty({h}, x.options()) : at::empty({0}, x.options());
+  at::Tensor ws = workspace(cuda::linear_backward_workspace_bytes(rows, k, h), x);
+  cuda::linear_backward(dtype_of(x), gy.data_ptr(), y.defined() ? y.data_ptr() : nullptr,
+                        x.data_ptr(), w.data_ptr(), rows, k, h, act,
+                        output_mask[0] ? grad_x.data_ptr() : nullptr,
+                        output_mask[1] ? grad_w.data_ptr() : nullptr,
+                        output_mask[2] ? grad_b.data_ptr() : nullptr, ws.data_ptr(), stream());
+  return {grad_x, grad_w, grad_b};
+}
+
+at::Tensor linear_cuda(const at::Tensor& input, const at::Tensor& weight,
+                       const c10::optional<at::Tensor>& bias) {
+  return linear_forward_cuda("linear", Activation::Identity, input, weight, bias);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_op_cuda(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    std::array<bool, 3> output_mask) {
+  return linear_backward_cuda("linear_backward", Activation::Identity, grad_output,
+                              at::Tensor(), input, weight, output_mask);
+}
+
+at::Tensor linear_tanh_cuda(const at::Tensor& input, const at::Tensor& weight,
+                            const c10::optional<at::Tensor>& bias) {
+  return linear_forward_cuda("linear_tanh", Activation::Tanh, input, weight, bias);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_tanh_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& output, const at::Tensor& input,
+    const at::Tensor& weight, std::array<bool, 3> output_mask) {
+  return linear_backward_cuda("linear_tanh_backward", Activation::Tanh, grad_output, output,
+                              input, weight, output_mask);
+}
+
+// ---- cross_entropy --------------------------------------------------------------------------
+std::tuple<at::Tensor, at::Tensor> cross_entropy_cuda(const at::Tensor& input,
+                                                      const at::Tensor& target,
+                                                      const c10::optional<at::Tensor>& weight,
+                                                      c10::string_view reduction,
+                                                      int64_t ignore_index,
+                                                      double label_smoothing) {
+  checks::cross_entropy_args(input, target, weight);
+  const CrossEntropyOptions opt =
+      checks::cross_entropy_options(std::string(reduction), ignore_index, label_smoothing);
+  all_on_cuda("cross_entropy", {&input, &target});
+  if (weight) all_on_cuda("cross_entropy", {&*weight});
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::Tensor x = input.contiguous();
+  const at::Tensor t = target.contiguous();
+  const c10::optional<at::Tensor> w =
+      weight && weight->defined() ? c10::optional<at::Tensor>(weight->contiguous())
+                                  : c10::nullopt;
+  const int64_t n = x.size(0), c = x.size(1);
+  at::Tensor loss = opt.reduction == Reduction::None ? at::empty({n}, x.options())
+                                                     : at::empty({}, x.options());
+  at::Tensor lse = at::empty({n}, x.options().dtype(checks::kLseDtype));
+  at::Tensor ws = workspace(cuda::cross_entropy_workspace_bytes(n), x);
+  cuda::cross_entropy_forward(dtype_of(x), index_dtype_of(t), x.data_ptr(), t.data_ptr(),
+                              ptr_or_null(w), n, c, opt, loss.data_ptr(),
+                              lse.data_ptr<double>(), ws.data_ptr(), stream());
+  return {loss, lse};
+}
+
+at::Tensor cross_entropy_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& input,
+                                       const at::Tensor& target,
+                                       const c10::optional<at::Tensor>& weight,
+                                       const at::Tensor& lse, c10::string_view reduction,
+                                       int64_t ignore_index, double label_smoothing) {
+  checks::cross_entropy_args(input, target, weight);
+  const CrossEntropyOptions opt =
+      checks::cross_entropy_options(std::string(reduction), ignore_index, label_smoothing);
+  all_on_cuda("cross_entropy_backward", {&grad_loss, &input, &target, &lse});
+  const int64_t n = input.size(0), c = input.size(1);
+  TORCH_CHECK(lse.dim() == 1 && lse.size(0) == n, "cross_entropy_backward: lse must have shape (",
+              n, ",), but got ", lse.sizes());
+  const int64_t expected_grad = opt.reduction == Reduction::None ? n : 1;
+  TORCH_CHECK(grad_loss.numel() == expected_grad, "cross_entropy_backward: grad_loss must hold ",
+              expected_grad, " values for reduction='", std::string(reduction), "', but got ",
+              grad_loss.numel());
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::Tensor x = input.contiguous();
+  const at::Tensor t = target.contiguous();
+  const at::Tensor g = grad_loss.to(x.scalar_type()).contiguous();
+  const at::Tensor l = lse.to(checks::kLseDtype).contiguous();
+  const c10::optional<at::Tensor> w =
+      weight && weight->defined() ? c10::optional<at::Tensor>(weight->contiguous())
+                                  : c10::nullopt;
+  at::Tensor grad_input = at::empty_like(x);
+  at::Tensor ws = workspace(cuda::cross_entropy_workspace_bytes(n), x);
+  cuda::cross_entropy_backward(dtype_of(x), index_dtype_of(t), g.data_ptr(), x.data_ptr(),
+                               t.data_ptr(), ptr_or_null(w), l.data_ptr<double>(), n, c, opt,
+                               grad_input.data_ptr(), ws.data_ptr(), stream());
+  return grad_input;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pymakemore, CUDA, m) {
+  m.impl("embedding", &embedding_cuda);
+  m.impl("embedding_backward", &embedding_backward_cuda);
+  m.impl("linear", &linear_cuda);
+  m.impl("linear_backward", &linear_backward_op_cuda);
+  m.impl("linear_tanh", &linear_tanh_cuda);
+  m.impl("linear_tanh_backward", &linear_tanh_backward_cuda);
+  m.impl("cross_entropy", &cross_entropy_cuda);
+  m.impl("cross_entropy_backward", &cross_entropy_backward_cuda);
+}
+
+}  // namespace pymakemore
