@@ -1,5 +1,5 @@
 """Benchmark cases: forward + backward of each fused op and of the PyTorch composite it
-replaces, on the same inputs. Each case yields {impl: step}; a step runs fwd+bwd once."""
+replaces, on the same inputs. make() returns {impl: step}; a step runs fwd+bwd once."""
 from __future__ import annotations
 
 import torch
@@ -22,46 +22,47 @@ CASES = [
 ]
 
 
-def _grad_step(fn, inputs, grad_out=None):
-    """fwd + bwd; torch.autograd.grad so no .grad accumulation is timed."""
-    def step():
-        out = fn()
-        return torch.autograd.grad(out, inputs, grad_out)
-    return step
+def _tanh_linear(x, w, b):
+    return torch.tanh(F.linear(x, w, b))
 
 
-def make(op: str, sizes: dict, device: str = "cpu", dtype=torch.float32):
+COMPOSITES = {"embedding": F.embedding, "linear_tanh": _tanh_linear, "linear": F.linear,
+              "cross_entropy": F.cross_entropy}
+
+
+def inputs(op: str, sizes: dict, device: str = "cpu", dtype=torch.float32):
+    """(args, differentiable args, grad of the output or None) for one case."""
     g = torch.Generator(device="cpu").manual_seed(0)
 
     def randn(*shape):
-        return torch.randn(*shape, generator=g, dtype=dtype).to(device)
+        return torch.randn(*shape, generator=g, dtype=torch.float32).to(device, dtype)
 
     if op == "embedding":
         idx = torch.randint(0, sizes["rows"], (sizes["n"],), generator=g).to(device)
         w = randn(sizes["rows"], sizes["dim"]).requires_grad_()
-        grad = randn(sizes["n"], sizes["dim"])
-        return {
-            "pymakemore": _grad_step(lambda: ops.embedding(idx, w), [w], grad),
-            "torch": _grad_step(lambda: F.embedding(idx, w), [w], grad),
-        }
+        return (idx, w), [w], randn(sizes["n"], sizes["dim"])
     if op in ("linear_tanh", "linear"):
         x = randn(sizes["n"], sizes["k"]).requires_grad_()
-        w = (randn(sizes["h"], sizes["k"]) / sizes["k"] ** 0.5).requires_grad_()
+        w = (randn(sizes["h"], sizes["k"]) / sizes["k"] ** 0.5).detach().requires_grad_()
         b = randn(sizes["h"]).requires_grad_()
-        grad = randn(sizes["n"], sizes["h"])
-        if op == "linear":
-            fused, composite = ops.linear, F.linear
-        else:
-            fused, composite = ops.linear_tanh, lambda *a: torch.tanh(F.linear(*a))
-        return {
-            "pymakemore": _grad_step(lambda: fused(x, w, b), [x, w, b], grad),
-            "torch": _grad_step(lambda: composite(x, w, b), [x, w, b], grad),
-        }
+        return (x, w, b), [x, w, b], randn(sizes["n"], sizes["h"])
     if op == "cross_entropy":
         x = randn(sizes["n"], sizes["c"]).requires_grad_()
         t = torch.randint(0, sizes["c"], (sizes["n"],), generator=g).to(device)
-        return {
-            "pymakemore": _grad_step(lambda: ops.cross_entropy(x, t), [x]),
-            "torch": _grad_step(lambda: F.cross_entropy(x, t), [x]),
-        }
+        return (x, t), [x], None
     raise ValueError(f"unknown op {op!r}")
+
+
+def make(op: str, sizes: dict, device: str = "cpu", dtype=torch.float32,
+         compiled: bool = False) -> dict:
+    args, leaves, grad = inputs(op, sizes, device, dtype)
+    fns = {"pymakemore": getattr(ops, op), "torch": COMPOSITES[op]}
+    if compiled:
+        fns["torch.compile"] = torch.compile(COMPOSITES[op])
+
+    def step_of(fn):
+        def step():  # autograd.grad: no .grad accumulation is timed
+            return torch.autograd.grad(fn(*args), leaves, grad)
+        return step
+
+    return {name: step_of(fn) for name, fn in fns.items()}

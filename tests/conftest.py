@@ -1,4 +1,6 @@
 import pathlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -48,3 +50,13 @@ def names_path():
         pytest.skip(f"data set not found at {path} (see ../shared/data/README.md)")
     return path
 
+
+
+def run_cuda_failure(code: str) -> str:
+    """Runs code in a fresh process and returns its output. A device-side range check stops
+    the kernel and leaves the CUDA context unusable, so such checks cannot share a process
+    with other tests."""
+    proc = subprocess.run([sys.executable, "-c", "import torch, pymakemore\n" + code],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode != 0, "the bad index was not caught"
+    return proc.stdout + proc.stderr

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import DEVICES, HAS_CUDA, assert_close, dtypes_for
+from conftest import DEVICES, HAS_CUDA, assert_close, dtypes_for, run_cuda_failure
 from pymakemore import ops, reference
 
 SHAPES = [(1, 1), (32, 27), (7, 3), (0, 27), (5, 1), (3, 50257), (1000, 2), (129, 129)]
@@ -202,12 +202,17 @@ def test_reduced_precision_on_cpu(dtype):
 @pytest.mark.parametrize("bad", [27, -1, -5, 1000])
 @pytest.mark.parametrize("target_dtype", [torch.int64, torch.int32])
 def test_out_of_range_target_names_the_value(device, bad, target_dtype):
+    if device == "cuda":
+        out = run_cuda_failure(
+            f"t = torch.tensor([0, 26, {bad}, 3], device='cuda', dtype={target_dtype})\n"
+            "pymakemore.ops.cross_entropy(torch.randn(4, 27, device='cuda'), t)\n"
+            "torch.cuda.synchronize()")
+        assert f"target {bad} at position 2 is out of range [0, 27)" in out
+        return
     x = torch.randn(4, 27, device=device)
     t = torch.tensor([0, 26, bad, 3], device=device, dtype=target_dtype)
     with pytest.raises(IndexError, match=rf"target {bad} at position 2 is out of bounds"):
         ops.cross_entropy(x, t)
-        if device == "cuda":
-            torch.cuda.synchronize()
 
 
 def test_backward_op_checks_targets():
@@ -244,3 +249,14 @@ def test_bad_arguments(x, t, kw, error, match):
 def test_cpu_cuda_mix():
     with pytest.raises(RuntimeError, match="device"):
         ops.cross_entropy(torch.randn(4, 3), torch.tensor([0, 1, 2, 1], device="cuda"))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_large_vocabulary_parity(device):
+    x = torch.randn(64, 50304, device=device)
+    t = _targets(64, 50304, device, ignore=-100)
+    for reduction in REDUCTIONS:
+        loss, gx = _run(ops.cross_entropy, x, t, reduction=reduction, label_smoothing=0.1)
+        loss_f, gx_f = _run(F.cross_entropy, x, t, reduction=reduction, label_smoothing=0.1)
+        assert_close(loss, loss_f, scale=8)
+        assert_close(gx, gx_f)

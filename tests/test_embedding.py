@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import DEVICES, HAS_CUDA, assert_close, dtypes_for
+from conftest import DEVICES, HAS_CUDA, assert_close, dtypes_for, run_cuda_failure
 from pymakemore import ops, reference
 
 SHAPES = [  # (index shape, num_embeddings, embedding_dim)
@@ -137,12 +137,17 @@ def test_reduced_precision_on_cpu(dtype):
 @pytest.mark.parametrize("bad", [27, 1000, -1])
 @pytest.mark.parametrize("index_dtype", [torch.int64, torch.int32])
 def test_out_of_range_index_names_the_value(device, bad, index_dtype):
+    if device == "cuda":
+        out = run_cuda_failure(
+            f"idx = torch.tensor([[0, 5, {bad}]], device='cuda', dtype={index_dtype})\n"
+            "pymakemore.ops.embedding(idx, torch.randn(27, 10, device='cuda'))\n"
+            "torch.cuda.synchronize()")
+        assert f"index {bad} at position 2 is out of range [0, 27)" in out
+        return
     idx = torch.tensor([[0, 5, bad]], device=device, dtype=index_dtype)
     weight = torch.randn(27, 10, device=device, requires_grad=True)
     with pytest.raises(IndexError, match=rf"index {bad} at position 2 is out of range.*27 rows"):
         ops.embedding(idx, weight)
-        if device == "cuda":
-            torch.cuda.synchronize()
 
 
 def test_backward_op_checks_indices():
@@ -182,3 +187,14 @@ def test_wrong_device():
 def test_cpu_cuda_mix():
     with pytest.raises(RuntimeError, match="device"):
         ops.embedding(torch.tensor([1, 2]), torch.randn(5, 3, device="cuda"))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_large_vocabulary(device):
+    idx = torch.randint(0, 50304, (4096,), device=device)
+    weight = torch.randn(50304, 64, device=device)
+    grad = torch.randn(4096, 64, device=device)
+    out, gw = _run(ops.embedding, idx, weight, grad)
+    out_f, gw_f = _run(F.embedding, idx, weight, grad)
+    torch.testing.assert_close(out, out_f, rtol=0, atol=0)
+    assert_close(gw, gw_f)

@@ -27,10 +27,11 @@ __device__ __forceinline__ void store(__half* p, float v) { *p = __float2half(v)
 __device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
 
 // An index or target out of range: say which, then stop the kernel (see cuda_kernels.h).
-__device__ __forceinline__ void fail_index(const char* op, long long value, long long pos,
-                                           long long limit) {
-  printf("pymakemore::%s: index %lld at position %lld is out of range [0, %lld)\n", op, value,
-         pos, limit);
+// `what` is "index" or "target"; the wording matches the CPU ops' errors.
+__device__ __forceinline__ void fail_index(const char* op, const char* what, long long value,
+                                           long long pos, long long limit) {
+  printf("pymakemore::%s: %s %lld at position %lld is out of range [0, %lld)\n", op, what,
+         value, pos, limit);
   __trap();
 }
 

@@ -98,7 +98,7 @@ forward_rows(const T* __restrict__ logits, const Index* __restrict__ target,
     double loss = 0.0;
     if (!is_ignored(t, ignore_index)) {
       const int64_t ti = static_cast<int64_t>(t);
-      if (ti < 0 || ti >= c) fail_index("cross_entropy", ti, i, c);
+      if (ti < 0 || ti >= c) fail_index("cross_entropy", "target", ti, i, c);
       const double wt = w ? double(to_acc(w[ti])) : 1.0;
       loss = (1.0 - eps) * wt * ((max - double(to_acc(x[ti]))) + log_sum);
       if (eps > 0.0) {
@@ -175,7 +175,7 @@ backward_rows(const T* __restrict__ grad_loss, bool per_row, const double* __res
       for (int64_t j = lane; j < c; j += G) store(g + j, 0.0f);
       continue;
     }
-    if (ti < 0 || ti >= c) fail_index("cross_entropy_backward", ti, i, c);
+    if (ti < 0 || ti >= c) fail_index("cross_entropy_backward", "target", ti, i, c);
     float scale = to_acc(grad_loss[per_row ? i : 0]);
     if (mean) scale = float(double(scale) / totals[1]);
     const float wt = w ? to_acc(w[ti]) : 1.0f;

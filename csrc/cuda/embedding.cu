@@ -18,7 +18,7 @@ __global__ void gather_rows(const Index* __restrict__ indices, int64_t n,
        e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = e / dim, d = e - i * dim;
     const int64_t row = static_cast<int64_t>(indices[i]);
-    if (row < 0 || row >= rows) fail_index("embedding", row, i, rows);
+    if (row < 0 || row >= rows) fail_index("embedding", "index", row, i, rows);
     out[e] = weight[row * dim + d];
   }
 }
@@ -29,7 +29,7 @@ __global__ void check_and_number(const Index* __restrict__ indices, int64_t n, i
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t row = static_cast<int64_t>(indices[i]);
-    if (row < 0 || row >= rows) fail_index("embedding_backward", row, i, rows);
+    if (row < 0 || row >= rows) fail_index("embedding_backward", "index", row, i, rows);
     keys[i] = static_cast<int32_t>(row);
     positions[i] = static_cast<int32_t>(i);
   }

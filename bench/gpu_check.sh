@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The one-call GPU check: on a machine with an NVIDIA GPU, build the extension, run the CUDA
+# tests, run compute-sanitizer (memcheck, racecheck) over every op, run the GPU benchmarks.
+# Logs and the result table go to $OUT (default gpu_out/). Exit status 0 only if all passed.
+#
+#   OUT=/some/dir bench/gpu_check.sh          # PYTHON=... to pick the interpreter
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu_out}
+PY=${PYTHON:-python3}
+export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+export PATH="$CUDA_HOME/bin:$PATH"
+mkdir -p "$OUT"
+status=0
+
+step() {  # step NAME COMMAND...: run, log to $OUT/NAME.log, report
+  local name=$1
+  shift
+  local t0=$SECONDS
+  if "$@" >"$OUT/$name.log" 2>&1; then
+    echo "ok      $name ($((SECONDS - t0)) s)" | tee -a "$OUT/summary.txt"
+  else
+    echo "FAILED  $name ($((SECONDS - t0)) s): see $name.log" | tee -a "$OUT/summary.txt"
+    tail -n 30 "$OUT/$name.log"
+    status=1
+  fi
+}
+
+: >"$OUT/summary.txt"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+} >"$OUT/machine.txt" 2>&1
+cat "$OUT/machine.txt"
+step build env PYMAKEMORE_CUDA=1 "$PY" setup.py build_ext --inplace
+step tests "$PY" -m pytest -q -x -k "cuda" tests
+step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" bench/sanitize_ops.py
+step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 "$PY" bench/sanitize_ops.py
+step bench "$PY" bench/gpu_bench.py --out "$OUT/gpu_bench.md"
+cat "$OUT/summary.txt"
+exit $status
