@@ -55,7 +55,7 @@ struct GroupReduce {
   __device__ static void combine(float& m, float& s, float m2, float s2) {
     const float mx = fmaxf(m, m2);
     if (mx == -INFINITY) return;  // both empty so far
-    s = s * __expf(m - mx) + s2 * __expf(m2 - mx);
+    s = s * expf(m - mx) + s2 * expf(m2 - mx);
     m = mx;
   }
 };
@@ -80,10 +80,10 @@ forward_rows(const T* __restrict__ logits, const Index* __restrict__ target,
       for (int64_t j = lane; j < c; j += G) {
         const float v = to_acc(x[j]);
         if (v > m) {
-          s = s * __expf(m - v) + 1.0f;
+          s = s * expf(m - v) + 1.0f;
           m = v;
-        } else {
-          s += __expf(v - m);  // also carries a NaN into the sum
+        } else if (v != -INFINITY) {  // -inf adds nothing; a NaN makes the sum NaN
+          s += expf(v - m);
         }
         if (eps > 0.0) gap_part += (w ? to_acc(w[j]) : 1.0f) * (v - ref);
       }
@@ -118,13 +118,17 @@ forward_rows(const T* __restrict__ logits, const Index* __restrict__ target,
 template <typename T, typename Index>
 __global__ void __launch_bounds__(kReduceThreads)
 reduce_rows(const double* __restrict__ row_loss, const Index* __restrict__ target,
-            const T* __restrict__ w, int64_t n, int64_t ignore_index, double* __restrict__ totals) {
+            const T* __restrict__ w, int64_t n, int64_t c, int64_t ignore_index,
+            double* __restrict__ totals) {
   __shared__ double sums[kReduceThreads], weights[kReduceThreads];
   double sum = 0.0, weight = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += kReduceThreads) {
     if (row_loss) sum += row_loss[i];
     const Index t = target[i];
-    if (!is_ignored(t, ignore_index)) weight += w ? double(to_acc(w[static_cast<int64_t>(t)])) : 1.0;
+    if (is_ignored(t, ignore_index)) continue;
+    const int64_t ti = static_cast<int64_t>(t);
+    if (ti < 0 || ti >= c) fail_index("cross_entropy", "target", ti, i, c);
+    weight += w ? double(to_acc(w[ti])) : 1.0;
   }
   sums[threadIdx.x] = sum;
   weights[threadIdx.x] = weight;
@@ -186,7 +190,7 @@ backward_rows(const T* __restrict__ grad_loss, bool per_row, const double* __res
     const float lo = float(lse[i] - double(hi));
     const T* x = logits + i * c;
     for (int64_t j = lane; j < c; j += G) {
-      const float p = __expf((to_acc(x[j]) - hi) - lo);
+      const float p = expf((to_acc(x[j]) - hi) - lo);
       float v = p_coef * p - w_coef * (w ? to_acc(w[j]) : 1.0f);
       if (j == ti) v -= scale * (1.0f - eps) * wt;
       store(g + j, v);
@@ -241,7 +245,7 @@ void forward_impl(const T* logits, const Index* target, const T* w, int64_t n, i
     if (n > 0) copy_rows<T><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(ws.row_loss, n, loss);
     return;
   }
-  reduce_rows<T, Index><<<1, kReduceThreads, 0, stream>>>(ws.row_loss, target, w, n,
+  reduce_rows<T, Index><<<1, kReduceThreads, 0, stream>>>(ws.row_loss, target, w, n, c,
                                                           opt.ignore_index, ws.totals);
   write_loss<T><<<1, 1, 0, stream>>>(ws.totals, opt.reduction == Reduction::Mean, loss);
 }
@@ -255,7 +259,7 @@ void backward_impl(const T* grad_loss, const T* logits, const Index* target, con
   if (w) class_weight_total<T><<<1, kReduceThreads, 0, stream>>>(w, c, ws.totals + 2);
   const bool mean = opt.reduction == Reduction::Mean;
   if (mean)  // the divisor only; no row losses to add
-    reduce_rows<T, Index><<<1, kReduceThreads, 0, stream>>>(nullptr, target, w, n,
+    reduce_rows<T, Index><<<1, kReduceThreads, 0, stream>>>(nullptr, target, w, n, c,
                                                             opt.ignore_index, ws.totals);
   const bool per_row = opt.reduction == Reduction::None;
   const float eps = static_cast<float>(opt.label_smoothing);

@@ -85,12 +85,13 @@ int sort_bits(int64_t rows) {
   return bits;
 }
 
-size_t sort_temp_bytes(int64_t n) {
+size_t sort_temp_bytes(int64_t n, int64_t rows) {
   size_t bytes = 0;
   cub::DeviceRadixSort::SortPairs(nullptr, bytes, static_cast<const int32_t*>(nullptr),
                                   static_cast<int32_t*>(nullptr),
                                   static_cast<const int32_t*>(nullptr),
-                                  static_cast<int32_t*>(nullptr), static_cast<int>(n));
+                                  static_cast<int32_t*>(nullptr), static_cast<int>(n), 0,
+                                  sort_bits(rows));
   return bytes;
 }
 
@@ -113,9 +114,9 @@ void embedding_forward(Dtype dtype, IndexDtype index_dtype, const void* indices,
   });
 }
 
-size_t embedding_backward_workspace_bytes(IndexDtype, int64_t n, int64_t) {
+size_t embedding_backward_workspace_bytes(IndexDtype, int64_t n, int64_t rows) {
   // keys and positions, unsorted and sorted, then cub's scratch
-  return 4 * align(sizeof(int32_t) * static_cast<size_t>(n)) + align(sort_temp_bytes(n));
+  return 4 * align(sizeof(int32_t) * static_cast<size_t>(n)) + align(sort_temp_bytes(n, rows));
 }
 
 void embedding_backward(Dtype dtype, IndexDtype index_dtype, const void* grad_out,
@@ -130,7 +131,7 @@ void embedding_backward(Dtype dtype, IndexDtype index_dtype, const void* grad_ou
   auto* pos_in = reinterpret_cast<int32_t*>(ws + 2 * slab);
   auto* positions = reinterpret_cast<int32_t*>(ws + 3 * slab);
   void* temp = ws + 4 * slab;
-  size_t temp_bytes = sort_temp_bytes(n);
+  size_t temp_bytes = sort_temp_bytes(n, rows);
   if (n > 0) {
     with_index(index_dtype, [&](auto index_tag) {
       using Index = decltype(index_tag);
