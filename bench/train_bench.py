@@ -68,7 +68,8 @@ def main():
         opt = SGD(model.parameters(), lr=0.1)
         gen = torch.Generator(device=device).manual_seed(1)
         results[f"trainer --ops {ops}"] = timed(
-            lambda n: run_steps(model, opt, x, y, 32, gen, n), args.steps, device)
+            lambda n, model=model, opt=opt, gen=gen: run_steps(model, opt, x, y, 32, gen, n),
+            args.steps, device)
     base = results["lecture loop (plain PyTorch)"]
     print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, "
           f"{args.steps} steps each")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -210,16 +209,11 @@ def lr_find(config: dict[str, Any], splits: Splits, device: torch.device, work_d
     gen = torch.Generator(device=device).manual_seed(config["seed"] + 1)
     x, y = splits.tensors["train"]
     exponents = torch.linspace(-3, 0, LR_FIND_STEPS)
-    losses = torch.empty(LR_FIND_STEPS, device=device)
-    for i, e in enumerate(exponents.tolist()):
+    losses = []
+    for e in exponents.tolist():
         optimizer.lr = 10.0 ** e
-        ix = torch.randint(0, len(x), (config["batch_size"],), device=device, generator=gen)
-        _, loss = model(x.index_select(0, ix), y.index_select(0, ix))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses[i] = loss.detach()
-    losses = losses.cpu()
+        losses.append(run_steps(model, optimizer, x, y, config["batch_size"], gen, 1))
+    losses = torch.cat(losses).cpu()
     window = 50
     smooth = torch.nn.functional.avg_pool1d(losses.view(1, 1, -1), window, 1).view(-1)
     finite = torch.where(torch.isfinite(smooth), smooth, torch.full_like(smooth, float("inf")))

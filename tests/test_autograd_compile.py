@@ -117,7 +117,7 @@ def test_mlp_under_torch_compile_matches_eager_functional(device):
     fused = TinyMLP(fused=True).to(device)
     fused.load_state_dict(eager.state_dict())
     compiled = torch.compile(fused, fullgraph=True)
-    for step in range(3):  # several batches: the compiled graph is reused
+    for _ in range(3):  # several batches: the compiled graph is reused
         x = torch.randint(0, 27, (32, 3), device=device)
         y = torch.randint(0, 27, (32,), device=device)
         loss_ref = eager(x, y)
