@@ -1,5 +1,6 @@
 """Steps per second of the makemore MLP (the lecture's config) on one machine, in one process:
-the lecture's plain-PyTorch loop, the trainer with --ops torch, and with --ops fused.
+the lecture's plain-PyTorch loop, the trainer with --ops torch, with --ops fused, and (CPU)
+with --engine fused.
 
     .venv/bin/python bench/train_bench.py [--steps 20000] [--device cpu]
 """
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pymakemore import engines  # noqa: E402
 from pymakemore.data import load_splits  # noqa: E402
 from pymakemore.devices import resolve_device  # noqa: E402
 from pymakemore.train import DEFAULTS, SGD, build_model, run_steps  # noqa: E402
@@ -69,6 +71,11 @@ def main():
         gen = torch.Generator(device=device).manual_seed(1)
         results[f"trainer --ops {ops}"] = timed(
             lambda n, model=model, opt=opt, gen=gen: run_steps(model, opt, x, y, 32, gen, n),
+            args.steps, device)
+    if device.type == "cpu":
+        model = build_model({**DEFAULTS, "ops": "fused"}, splits.vocab.size)
+        results["trainer --engine fused"] = timed(
+            lambda n: engines.fused_steps(model, x, y, torch.full((n,), 0.1), 32, 0, 1),
             args.steps, device)
     base = results["lecture loop (plain PyTorch)"]
     print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, "

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import torch
 
-from . import plots
+from . import engines, plots
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .data import DataError, Splits, load_splits
 from .devices import DeviceError, resolve_device
@@ -28,12 +28,12 @@ from .sample import print_samples, sample_words
 DEFAULTS: dict[str, Any] = dict(
     type="mlp", input_file=None, work_dir="out", block_size=3, n_embd=10, n_hidden=200,
     batch_size=32, max_steps=200_000, lr=0.1, lr_decay_at=None, lr_decay=0.1, init="lecture",
-    ops="fused", device="auto", seed=2147483647, split_seed=42, eval_every=10_000,
+    ops="fused", engine="ops", device="auto", seed=2147483647, split_seed=42, eval_every=10_000,
     log_every=1_000, num_samples=10, quiet=False, resume=False, lr_find=False, threads=None,
 )
 # what a checkpoint fixes: a resumed run keeps these and refuses to change them
 RUN_KEYS = ("type", "input_file", "block_size", "n_embd", "n_hidden", "batch_size", "lr",
-            "lr_decay_at", "lr_decay", "init", "ops", "seed", "split_seed")
+            "lr_decay_at", "lr_decay", "init", "ops", "engine", "seed", "split_seed")
 LR_FIND_STEPS = 1000
 
 
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--ops", choices=sorted(OPS),
                        help="fused: pymakemore's fused ops (default); torch: the same maths "
                             "in plain PyTorch")
+    model.add_argument("--engine", choices=engines.ENGINES,
+                       help="ops: step by step through autograd (default); fused: the MLP's "
+                            "whole steps in one C++ call (CPU, much faster)")
     model.add_argument("--seed", type=int,
                        help="seed of the initial parameters; minibatches use seed+1, samples "
                             "seed+2 (default 2147483647, the lecture's)")
@@ -249,6 +252,10 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
                               f"to train on")
         losses[:step] = ckpt["losses"][:step].to(device)
     x, y = splits.tensors["train"]
+    if config["engine"] == "fused":
+        reason = engines.fused_supports(model, device)
+        if reason:
+            raise ConfigError(reason)
     n_params = sum(p.numel() for p in model.parameters())
     metrics = JsonLines(work_dir / "metrics.jsonl", append=ckpt is not None)
 
@@ -271,15 +278,21 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
     bar = tqdm(total=max_steps, initial=step, unit="step", disable=config["quiet"],
                file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
     train_seconds, window_start, first_step = 0.0, step, step
-    print(f"{config['type']} with {n_params:,} parameters, {config['ops']} ops, on {device}; "
-          f"{len(x):,} training examples", file=sys.stderr)
+    print(f"{config['type']} with {n_params:,} parameters, {config['ops']} ops, "
+          f"{config['engine']} engine, on {device}; {len(x):,} training examples",
+          file=sys.stderr)
     try:
         while step < max_steps:
             stop = boundaries(step)
             lr = optimizer.lr = learning_rate(config, step)
             t0 = time.perf_counter()
-            losses[step:stop] = run_steps(model, optimizer, x, y, config["batch_size"], gen,
-                                          stop - step)
+            if config["engine"] == "fused":  # minibatches from (seed + 1, step): resumable
+                lrs = torch.full((stop - step,), lr)
+                losses[step:stop] = engines.fused_steps(model, x, y, lrs, config["batch_size"],
+                                                        step, config["seed"] + 1)
+            else:
+                losses[step:stop] = run_steps(model, optimizer, x, y, config["batch_size"], gen,
+                                              stop - step)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds += time.perf_counter() - t0
@@ -315,7 +328,7 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
     steps_run = step - first_step
     summary = {
         "model": config["type"], "n_params": n_params, "config": config, "device": str(device),
-        "ops": config["ops"], "steps": step, "seconds": train_seconds,
+        "ops": config["ops"], "engine": config["engine"], "steps": step, "seconds": train_seconds,
         "steps_per_s": steps_run / max(train_seconds, 1e-9),
         "n_train": len(x), "n_dev": len(splits.tensors["dev"][0]),
         "n_test": len(splits.tensors["test"][0]),

@@ -28,4 +28,13 @@ TORCH_LIBRARY(pymakemore, m) {
         "int ignore_index=-100, float label_smoothing=0.0) -> (Tensor, Tensor)");
   m.def("cross_entropy_backward(Tensor grad_loss, Tensor input, Tensor target, Tensor? weight, "
         "Tensor lse, str reduction, int ignore_index, float label_smoothing) -> Tensor");
+  // The makemore MLP's whole SGD steps (engine "fused"): updates C, W1, b1, W2, b2 in place,
+  // returns the steps' losses. lrs: one rate per step. batch_indices (steps, batch_size): rows
+  // of X to use instead of the counter-based draws of mlp_batch_indices.
+  m.def("mlp_train_steps(Tensor(a!) C, Tensor(b!) W1, Tensor(c!) b1, Tensor(d!) W2, "
+        "Tensor(e!) b2, Tensor X, Tensor Y, Tensor lrs, int batch_size, int first_step, int seed, "
+        "Tensor? batch_indices=None) -> Tensor");
+  // The minibatch rows mlp_train_steps draws: (steps, batch_size) int64.
+  m.def("mlp_batch_indices(int seed, int first_step, int steps, int batch_size, int n_train) "
+        "-> Tensor");
 }

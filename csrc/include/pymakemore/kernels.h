@@ -74,3 +74,35 @@ int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index*
                                const ParallelFor& pfor);
 
 }  // namespace pymakemore
+
+namespace pymakemore {
+
+// ---- the makemore MLP, whole training steps (engine "fused") -----------------------------------
+// Parameters in the layout of pymakemore.models.MLP: C (vocab, n_embd), W1 (n_hidden,
+// block * n_embd), b1 (n_hidden), W2 (vocab, n_hidden), b2 (vocab); float32, updated in place.
+struct MlpShape {
+  int64_t vocab, block, n_embd, n_hidden, batch;
+};
+
+struct MlpParams {
+  float* C;
+  float* W1;
+  float* b1;
+  float* W2;
+  float* b2;
+};
+
+// Minibatch row b of step s: a counter-based hash of (seed, s, b) reduced to [0, n_train):
+// the same draws whatever the thread count, and a resumed run continues the sequence.
+int64_t mlp_batch_index(uint64_t seed, int64_t step, int64_t b, int64_t n_train);
+
+// Runs `steps` SGD steps (sample, forward, backward, update) from step `first_step`, with
+// learning rate lrs[s] at step first_step + s, writing each step's mean loss to losses[s].
+// batch_indices (steps x batch, optional) replaces the hash draws, for tests. Returns
+// kAllValid, or the position in X or Y of a character id outside [0, vocab).
+int64_t mlp_train_steps(const MlpShape& shape, MlpParams params, const int64_t* X,
+                        const int64_t* Y, int64_t n_train, const float* lrs, int64_t steps,
+                        int64_t first_step, uint64_t seed, const int64_t* batch_indices,
+                        float* losses);
+
+}  // namespace pymakemore
