@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "pymakemore/kernels.h"
 
@@ -42,6 +43,19 @@ inline int64_t piece_size(int64_t n, int64_t min_items, int64_t max_pieces) {
 constexpr int64_t kGrainElements = int64_t(1) << 18;
 inline int64_t grain_for(int64_t elements_per_item) {
   return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(elements_per_item, 1));
+}
+
+// Scratch memory that a thread keeps between calls: no allocation and no zeroing once warm
+// (the contents are left over from the last call; callers write before they read). A call
+// takes distinct slots for buffers that are alive at the same time on one thread.
+enum ScratchSlot : int { kSlotA, kSlotB, kSlotC, kSlotInnerA, kSlotInnerB, kSlots };
+
+template <typename T>
+T* scratch(ScratchSlot slot, size_t count) {
+  thread_local std::vector<T> buffers[kSlots];
+  std::vector<T>& buffer = buffers[slot];
+  if (buffer.size() < count) buffer.resize(count);
+  return buffer.data();
 }
 
 }  // namespace pymakemore::cpu

@@ -85,11 +85,18 @@ void linear_forward(const T* x, const T* w, const T* bias, int64_t n, int64_t k,
   constexpr int64_t B = kFwdVecs * L;  // output columns per full tile
   const int64_t hp = cpu::round_up(h, B);
   // w transposed to (k, hp) and zero-padded, so a tile's columns are contiguous.
-  std::vector<T> wt(static_cast<size_t>(k * hp), T(0));
-  for (int64_t j = 0; j < h; ++j)
-    for (int64_t q = 0; q < k; ++q) wt[q * hp + j] = w[j * k + q];
-  std::vector<T> b(static_cast<size_t>(hp), T(0));
-  if (bias) std::copy(bias, bias + h, b.begin());
+  T* wt = cpu::scratch<T>(cpu::kSlotA, static_cast<size_t>(k * hp));
+  for (int64_t q = 0; q < k; ++q) {
+    T* row = wt + q * hp;
+    for (int64_t j = 0; j < h; ++j) row[j] = w[j * k + q];
+    std::fill(row + h, row + hp, T(0));
+  }
+  T* b = cpu::scratch<T>(cpu::kSlotB, static_cast<size_t>(hp));
+  if (bias)
+    std::copy(bias, bias + h, b);
+  else
+    std::fill(b, b + h, T(0));
+  std::fill(b + h, b + hp, T(0));
 
   const int64_t tiles = cpu::ceil_div(n, kFwdRows);
   pfor(tiles, cpu::grain_for(kFwdRows * (k + 1) * h), [&](int64_t t0, int64_t t1) {
@@ -103,10 +110,10 @@ void linear_forward(const T* x, const T* w, const T* bias, int64_t n, int64_t k,
         T* y_tile = y + r0 * h + c0;
         // the last block of columns takes only the vectors it needs
         switch (cpu::ceil_div(cols, L)) {
-          case 1: forward_tile<T, 1>(xr, wt.data(), b.data(), k, hp, h, c0, cols, rows, act, y_tile); break;
-          case 2: forward_tile<T, 2>(xr, wt.data(), b.data(), k, hp, h, c0, cols, rows, act, y_tile); break;
-          case 3: forward_tile<T, 3>(xr, wt.data(), b.data(), k, hp, h, c0, cols, rows, act, y_tile); break;
-          default: forward_tile<T, kFwdVecs>(xr, wt.data(), b.data(), k, hp, h, c0, cols, rows, act, y_tile);
+          case 1: forward_tile<T, 1>(xr, wt, b, k, hp, h, c0, cols, rows, act, y_tile); break;
+          case 2: forward_tile<T, 2>(xr, wt, b, k, hp, h, c0, cols, rows, act, y_tile); break;
+          case 3: forward_tile<T, 3>(xr, wt, b, k, hp, h, c0, cols, rows, act, y_tile); break;
+          default: forward_tile<T, kFwdVecs>(xr, wt, b, k, hp, h, c0, cols, rows, act, y_tile);
         }
       }
     }
@@ -123,26 +130,30 @@ void linear_backward(const T* gy, const T* y, const T* x, const T* w, int64_t n,
   constexpr int64_t R = kBwdRows;
   const int64_t kp = cpu::round_up(std::max<int64_t>(k, 1), B);
   // w zero-padded to (h, kp): grad_x tiles read whole blocks.
-  std::vector<T> wp(static_cast<size_t>(h * kp), T(0));
-  for (int64_t j = 0; j < h; ++j) std::copy(w + j * k, w + (j + 1) * k, wp.begin() + j * kp);
+  T* wp = cpu::scratch<T>(cpu::kSlotA, static_cast<size_t>(h * kp));
+  for (int64_t j = 0; j < h; ++j) {
+    std::copy(w + j * k, w + (j + 1) * k, wp + j * kp);
+    std::fill(wp + j * kp + k, wp + (j + 1) * kp, T(0));
+  }
 
   const int64_t per_piece = h * kp + h;
   const int64_t max_pieces =
       std::max<int64_t>(1, std::min(kMaxPieces, kPartialBudget / std::max<int64_t>(per_piece, 1)));
   const int64_t piece = cpu::round_up(cpu::piece_size(n, 256, max_pieces), R);
   const int64_t pieces = cpu::ceil_div(n, piece);
-  std::vector<T> partial_w(grad_w ? static_cast<size_t>(pieces * h * kp) : 0, T(0));
-  std::vector<T> partial_b(grad_b ? static_cast<size_t>(pieces * h) : 0, T(0));
+  T* partial_w = grad_w ? cpu::scratch<T>(cpu::kSlotB, static_cast<size_t>(pieces * h * kp))
+                        : nullptr;
+  T* partial_b = grad_b ? cpu::scratch<T>(cpu::kSlotC, static_cast<size_t>(pieces * h)) : nullptr;
+  if (partial_w) std::fill(partial_w, partial_w + pieces * h * kp, T(0));
+  if (partial_b) std::fill(partial_b, partial_b + pieces * h, T(0));
 
   pfor(pieces, 1, [&](int64_t p0, int64_t p1) {
-    std::vector<T> gz_buf(static_cast<size_t>(R * h));
-    std::vector<T> xt_buf(static_cast<size_t>(R * kp));
-    T* gz = gz_buf.data();
-    T* xt = xt_buf.data();
+    T* gz = cpu::scratch<T>(cpu::kSlotInnerA, static_cast<size_t>(R * h));
+    T* xt = cpu::scratch<T>(cpu::kSlotInnerB, static_cast<size_t>(R * kp));
     alignas(64) T out[R][B];
     for (int64_t p = p0; p < p1; ++p) {
-      T* pw = grad_w ? partial_w.data() + p * h * kp : nullptr;
-      T* pb = grad_b ? partial_b.data() + p * h : nullptr;
+      T* pw = grad_w ? partial_w + p * h * kp : nullptr;
+      T* pb = grad_b ? partial_b + p * h : nullptr;
       const int64_t end = std::min(n, (p + 1) * piece);
       for (int64_t r0 = p * piece; r0 < end; r0 += R) {
         const int64_t rows = std::min(R, end - r0);
@@ -172,7 +183,7 @@ void linear_backward(const T* gy, const T* y, const T* x, const T* w, int64_t n,
               for (int64_t v = 0; v < kBwdVecs; ++v) acc[r][v] = V{};
             for (int64_t j = 0; j < h; ++j) {
               V wv[kBwdVecs];
-              for (int64_t v = 0; v < kBwdVecs; ++v) wv[v] = simd::load(wp.data() + j * kp + c0 + v * L);
+              for (int64_t v = 0; v < kBwdVecs; ++v) wv[v] = simd::load(wp + j * kp + c0 + v * L);
               for (int64_t r = 0; r < R; ++r) {
                 const V g = simd::broadcast(gz[r * h + j]);
                 for (int64_t v = 0; v < kBwdVecs; ++v) acc[r][v] += g * wv[v];
@@ -218,7 +229,7 @@ void linear_backward(const T* gy, const T* y, const T* x, const T* w, int64_t n,
         T* dst = grad_w + j * k;
         std::fill(dst, dst + k, T(0));
         for (int64_t p = 0; p < pieces; ++p) {
-          const T* src = partial_w.data() + (p * h + j) * kp;
+          const T* src = partial_w + (p * h + j) * kp;
           for (int64_t q = 0; q < k; ++q) dst[q] += src[q];
         }
       }

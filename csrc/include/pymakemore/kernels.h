@@ -8,10 +8,27 @@
 
 #include <cstdint>
 #include <functional>
+#include <type_traits>
 
 namespace pymakemore {
 
-using RangeFn = std::function<void(int64_t begin, int64_t end)>;
+// A non-owning reference to a callable fn(begin, end): unlike std::function it never
+// allocates, which matters when a kernel runs in a few microseconds. Valid while the callable
+// it was made from lives (kernels pass lambdas straight to a ParallelFor).
+class RangeFn {
+ public:
+  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, RangeFn>>>
+  RangeFn(const F& fn)  // NOLINT: implicit, so a lambda can be passed as is
+      : callable_(&fn), call_([](const void* c, int64_t b, int64_t e) {
+          (*static_cast<const F*>(c))(b, e);
+        }) {}
+  void operator()(int64_t begin, int64_t end) const { call_(callable_, begin, end); }
+
+ private:
+  const void* callable_;
+  void (*call_)(const void*, int64_t, int64_t);
+};
+
 // Runs fn over [0, n) in pieces of at least `grain` items, possibly in parallel.
 using ParallelFor = std::function<void(int64_t n, int64_t grain, const RangeFn& fn)>;
 
