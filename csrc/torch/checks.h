@@ -167,6 +167,29 @@ inline void cross_entropy_args(const at::Tensor& input, const at::Tensor& target
   }
 }
 
+// The backward's own arguments beside those of the forward; returns the options.
+inline CrossEntropyOptions cross_entropy_backward_args(const at::Tensor& grad_loss,
+                                                       const at::Tensor& input,
+                                                       const at::Tensor& target,
+                                                       const c10::optional<at::Tensor>& weight,
+                                                       const at::Tensor& lse,
+                                                       c10::string_view reduction,
+                                                       int64_t ignore_index,
+                                                       double label_smoothing) {
+  cross_entropy_args(input, target, weight);
+  const CrossEntropyOptions opt =
+      cross_entropy_options(std::string(reduction), ignore_index, label_smoothing);
+  const int64_t n = input.size(0);
+  TORCH_CHECK(lse.dim() == 1 && lse.size(0) == n, "cross_entropy_backward: lse must have shape (",
+              n, ",), but got ", lse.sizes());
+  const int64_t expected_grad = opt.reduction == Reduction::None ? n : 1;
+  TORCH_CHECK(grad_loss.numel() == expected_grad, "cross_entropy_backward: grad_loss must hold ",
+              expected_grad, " values for reduction='", std::string(reduction), "', but got ",
+              grad_loss.numel());
+  same_device("cross_entropy_backward", {&grad_loss, &input, &lse});
+  return opt;
+}
+
 [[noreturn]] inline void bad_target(int64_t value, int64_t pos, int64_t classes,
                                     int64_t ignore_index) {
   TORCH_CHECK_INDEX(false, "cross_entropy: target ", value, " at position ", pos,

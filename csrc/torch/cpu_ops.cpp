@@ -258,17 +258,10 @@ at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_loss, const at::Ten
                                       const c10::optional<at::Tensor>& weight,
                                       const at::Tensor& lse, c10::string_view reduction,
                                       int64_t ignore_index, double label_smoothing) {
-  checks::cross_entropy_args(input, target, weight);
-  const CrossEntropyOptions opt =
-      checks::cross_entropy_options(std::string(reduction), ignore_index, label_smoothing);
+  const CrossEntropyOptions opt = checks::cross_entropy_backward_args(
+      grad_loss, input, target, weight, lse, reduction, ignore_index, label_smoothing);
   all_on_cpu("cross_entropy_backward", {&grad_loss, &input, &target, &lse});
   const int64_t n = input.size(0), c = input.size(1);
-  TORCH_CHECK(lse.dim() == 1 && lse.size(0) == n, "cross_entropy_backward: lse must have shape (",
-              n, ",), but got ", lse.sizes());
-  const int64_t expected_grad = opt.reduction == Reduction::None ? n : 1;
-  TORCH_CHECK(grad_loss.numel() == expected_grad, "cross_entropy_backward: grad_loss must hold ",
-              expected_grad, " values for reduction='", std::string(reduction), "', but got ",
-              grad_loss.numel());
   if (reduced(input))
     return cross_entropy_backward_cpu(upcast(grad_loss), upcast(input), target, upcast(weight),
                                       lse, reduction, ignore_index,
