@@ -21,18 +21,28 @@ template <typename A, typename LoadA, typename LoadB, typename Epilogue>
 __global__ void __launch_bounds__(kThreads)
 tiled_product(int64_t M, int64_t N, int64_t R, int64_t rows_per_split, LoadA load_a,
               LoadB load_b, Epilogue epi) {
-  __shared__ A a_tile[kDepth][kTile];
-  __shared__ A b_tile[kDepth][kTile];
+  // +1: a column of the tile is written by consecutive threads when the loader's memory
+  // runs along the depth; the padding keeps those writes on different banks
+  __shared__ A a_tile[kDepth][kTile + 1];
+  __shared__ A b_tile[kDepth][kTile + 1];
   const int64_t m0 = int64_t(blockIdx.y) * kTile, j0 = int64_t(blockIdx.x) * kTile;
   const int64_t r_begin = int64_t(blockIdx.z) * rows_per_split;
   const int64_t r_end = r_begin + rows_per_split < R ? r_begin + rows_per_split : R;
   const int tm = threadIdx.x / 16, tn = threadIdx.x % 16;
   A acc[4][4] = {};
   for (int64_t r0 = r_begin; r0 < r_end; r0 += kDepth) {
+    // consecutive threads take consecutive addresses: along the depth where the loader's
+    // memory runs that way (its second argument for A, its first for B), else along the tile
     for (int e = threadIdx.x; e < kDepth * kTile; e += kThreads) {
-      const int d = e / kTile, c = e % kTile;
+      const int d = LoadA::kSecondContiguous ? e % kDepth : e / kTile;
+      const int c = LoadA::kSecondContiguous ? e / kDepth : e % kTile;
       const int64_t r = r0 + d;
       a_tile[d][c] = (r < r_end && m0 + c < M) ? load_a(m0 + c, r) : A(0);
+    }
+    for (int e = threadIdx.x; e < kDepth * kTile; e += kThreads) {
+      const int d = LoadB::kSecondContiguous ? e / kTile : e % kDepth;
+      const int c = LoadB::kSecondContiguous ? e % kTile : e / kDepth;
+      const int64_t r = r0 + d;
       b_tile[d][c] = (r < r_end && j0 + c < N) ? load_b(r, j0 + c) : A(0);
     }
     __syncthreads();
@@ -66,6 +76,7 @@ __device__ __forceinline__ double act_tanh(double v) { return tanh(v); }
 // element (r, c) of a row-major matrix with leading dimension ld
 template <typename T>
 struct RowMajor {
+  static constexpr bool kSecondContiguous = true;  // (r, c) and (r, c + 1) are neighbours
   const T* p;
   int64_t ld;
   __device__ typename Acc<T>::type operator()(int64_t r, int64_t c) const {
@@ -76,6 +87,7 @@ struct RowMajor {
 // element (r, c) of the transpose of a row-major matrix
 template <typename T>
 struct Transposed {
+  static constexpr bool kSecondContiguous = false;
   const T* p;
   int64_t ld;
   __device__ typename Acc<T>::type operator()(int64_t r, int64_t c) const {
@@ -86,6 +98,7 @@ struct Transposed {
 // gz(m, j) = gy * act'(.) : tanh's derivative from the saved output, 1 - y^2
 template <typename T>
 struct Gz {
+  static constexpr bool kSecondContiguous = true;
   const T* gy;
   const T* y;  // null for the identity
   int64_t h;
@@ -99,6 +112,7 @@ struct Gz {
 
 template <typename T>
 struct GzTransposed {
+  static constexpr bool kSecondContiguous = false;
   Gz<T> gz;
   __device__ typename Acc<T>::type operator()(int64_t j, int64_t m) const { return gz(m, j); }
 };
