@@ -52,6 +52,25 @@ def test_internal_draws_are_the_published_indices():
         assert torch.equal(p, q)
 
 
+def test_one_or_two_threads_give_identical_steps():
+    x, y = _data()
+    lrs = torch.full((50,), 0.1)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            model = MLP(27, init="kaiming")
+            losses = engines.fused_steps(model, x, y, lrs, 32, 0, 5)
+            results.append((losses, [p.detach().clone() for p in model.parameters()]))
+    finally:
+        torch.set_num_threads(threads)
+    (l1, p1), (l2, p2) = results
+    assert torch.equal(l1, l2)
+    for a, b in zip(p1, p2):
+        assert torch.equal(a, b)
+
+
 def test_batch_draws_are_uniform_and_resumable():
     n = 100
     draws = engines.batch_indices(1234, 0, 2000, 32, n)

@@ -335,10 +335,12 @@ at::Tensor mlp_train_steps_cpu(at::Tensor& C, at::Tensor& W1, at::Tensor& b1, at
   const MlpShape shape{V, T, D, H, batch_size};
   const MlpParams params{C.data_ptr<float>(), W1.data_ptr<float>(), b1.data_ptr<float>(),
                          W2.data_ptr<float>(), b2.data_ptr<float>()};
+  // the engine uses up to two threads, as torch.set_num_threads allows
+  const int threads = std::min(2, at::get_num_threads());
   const int64_t bad = mlp_train_steps(shape, params, X.data_ptr<int64_t>(), Y.data_ptr<int64_t>(),
                                       n, lrs.data_ptr<float>(), steps, first_step,
                                       static_cast<uint64_t>(seed), indices,
-                                      losses.data_ptr<float>());
+                                      losses.data_ptr<float>(), threads);
   if (bad != kAllValid) {
     const bool in_x = bad < n * T;
     const int64_t value = in_x ? X.data_ptr<int64_t>()[bad] : Y.data_ptr<int64_t>()[bad - n * T];

@@ -115,11 +115,12 @@ int64_t mlp_batch_index(uint64_t seed, int64_t step, int64_t b, int64_t n_train)
 
 // Runs `steps` SGD steps (sample, forward, backward, update) from step `first_step`, with
 // learning rate lrs[s] at step first_step + s, writing each step's mean loss to losses[s].
-// batch_indices (steps x batch, optional) replaces the hash draws, for tests. Returns
-// kAllValid, or the position in X or Y of a character id outside [0, vocab).
+// batch_indices (steps x batch, optional) replaces the hash draws, for tests. threads >= 2
+// runs the two halves of the hidden layer on two threads (the numbers do not change).
+// Returns kAllValid, or the position in X or Y of a character id outside [0, vocab).
 int64_t mlp_train_steps(const MlpShape& shape, MlpParams params, const int64_t* X,
                         const int64_t* Y, int64_t n_train, const float* lrs, int64_t steps,
                         int64_t first_step, uint64_t seed, const int64_t* batch_indices,
-                        float* losses);
+                        float* losses, int threads);
 
 }  // namespace pymakemore
