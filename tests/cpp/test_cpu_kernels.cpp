@@ -333,6 +333,41 @@ void test_cross_entropy() {
         "all-ignored gradient is zero");
 }
 
+// The whole-step engine: the same numbers on one or two threads; it learns a simple rule.
+void test_mlp_engine() {
+  const int64_t n = 2000, V = 27, T = 3, D = 10, H = 200, B = 32, K = T * D;
+  std::vector<int64_t> X(n * T), Y(n);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t t = 0; t < T; ++t) X[i * T + t] = randint(1, V)[0];
+    Y[i] = X[i * T + T - 1];  // the next character repeats the last one
+  }
+  const auto C0 = randn(V * D), W10 = randn(H * K, 0.1f), W20 = randn(V * H, 0.01f);
+  const int64_t steps = 300;
+  std::vector<float> lrs(steps, 0.1f);
+  std::vector<float> results[2];
+  for (int threads = 1; threads <= 2; ++threads) {
+    std::vector<float> C = C0, W1 = W10, b1(H, 0.0f), W2 = W20, b2(V, 0.0f), losses(steps);
+    const int64_t bad = mlp_train_steps({V, T, D, H, B}, {C.data(), W1.data(), b1.data(),
+                                        W2.data(), b2.data()}, X.data(), Y.data(), n,
+                                        lrs.data(), steps, 0, 7, nullptr, losses.data(), threads);
+    check(bad == kAllValid, "engine accepts valid data");
+    check(losses.back() < 0.5f * losses.front(),
+          "engine learns: " + std::to_string(losses.front()) + " -> " +
+              std::to_string(losses.back()));
+    results[threads - 1] = losses;
+    results[threads - 1].insert(results[threads - 1].end(), W2.begin(), W2.end());
+    results[threads - 1].insert(results[threads - 1].end(), C.begin(), C.end());
+  }
+  check(results[0] == results[1], "engine: identical on one and two threads");
+  std::vector<int64_t> bad_x = X;
+  bad_x[5] = V;
+  std::vector<float> C = C0, W1 = W10, b1(H), W2 = W20, b2(V), losses(1);
+  check(mlp_train_steps({V, T, D, H, B}, {C.data(), W1.data(), b1.data(), W2.data(), b2.data()},
+                        bad_x.data(), Y.data(), n, lrs.data(), 1, 0, 7, nullptr, losses.data(),
+                        1) == 5,
+        "engine reports the first bad character id");
+}
+
 }  // namespace
 
 int main() {
@@ -341,6 +376,7 @@ int main() {
   test_embedding();
   test_linear();
   test_cross_entropy();
+  test_mlp_engine();
   if (failures) {
     std::printf("%d check(s) failed\n", failures);
     return 1;
