@@ -35,6 +35,11 @@ def main():
                                              label_smoothing=0.1)
                     loss.sum().backward()
                 F.cross_entropy(logits.float(), t.long())  # a torch op beside ours
+    from pymakemore import engines
+    from pymakemore.models import MLP
+    x = torch.randint(0, 27, (300, 3), device=dev)
+    y = torch.randint(0, 27, (300,), device=dev)
+    engines.fused_steps(MLP(27).to(dev), x, y, torch.full((20,), 0.1), 32, 0, 1)
     torch.cuda.synchronize()
     print("all ops ran")
 

@@ -72,8 +72,8 @@ def main():
         results[f"trainer --ops {ops}"] = timed(
             lambda n, model=model, opt=opt, gen=gen: run_steps(model, opt, x, y, 32, gen, n),
             args.steps, device)
-    if device.type == "cpu":
-        model = build_model({**DEFAULTS, "ops": "fused"}, splits.vocab.size)
+    if device.type == "cpu" or engines.has_cuda_kernels():
+        model = build_model({**DEFAULTS, "ops": "fused"}, splits.vocab.size).to(device)
         results["trainer --engine fused"] = timed(
             lambda n: engines.fused_steps(model, x, y, torch.full((n,), 0.1), 32, 0, 1),
             args.steps, device)

@@ -200,4 +200,44 @@ inline CrossEntropyOptions cross_entropy_backward_args(const at::Tensor& grad_lo
 // The saved per-row log-sum-exp is float64 for every input dtype (see kernels.h).
 constexpr at::ScalarType kLseDtype = at::kDouble;
 
+// ---- the MLP engine ---------------------------------------------------------------------------
+inline void engine_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype,
+                          int64_t dim, const at::Device& device) {
+  TORCH_CHECK(t.device() == device && t.scalar_type() == dtype && t.dim() == dim &&
+                  t.is_contiguous(),
+              "mlp_train_steps: ", name, " must be a contiguous ", dim, "-D ", dtype,
+              " tensor on ", device, ", but got ", t.scalar_type(), " of shape ", t.sizes(),
+              " on ", t.device());
+}
+
+// Checks every argument of mlp_train_steps (devices: all on C's); returns the shape.
+inline MlpShape mlp_engine_args(const at::Tensor& C, const at::Tensor& W1, const at::Tensor& b1,
+                                const at::Tensor& W2, const at::Tensor& b2, const at::Tensor& X,
+                                const at::Tensor& Y, const at::Tensor& lrs, int64_t batch_size,
+                                const c10::optional<at::Tensor>& batch_indices) {
+  const at::Device device = C.device();
+  engine_tensor(C, "C", at::kFloat, 2, device);
+  engine_tensor(W1, "W1", at::kFloat, 2, device);
+  engine_tensor(b1, "b1", at::kFloat, 1, device);
+  engine_tensor(W2, "W2", at::kFloat, 2, device);
+  engine_tensor(b2, "b2", at::kFloat, 1, device);
+  engine_tensor(X, "X", at::kLong, 2, device);
+  engine_tensor(Y, "Y", at::kLong, 1, device);
+  engine_tensor(lrs, "lrs", at::kFloat, 1, device);
+  const int64_t V = C.size(0), D = C.size(1), H = W1.size(0), T = X.size(1), n = X.size(0);
+  TORCH_CHECK(W1.size(1) == T * D && b1.size(0) == H && W2.size(0) == V && W2.size(1) == H &&
+                  b2.size(0) == V && Y.size(0) == n,
+              "mlp_train_steps: parameter and data shapes do not fit one MLP (C ", C.sizes(),
+              ", W1 ", W1.sizes(), ", b1 ", b1.sizes(), ", W2 ", W2.sizes(), ", b2 ", b2.sizes(),
+              ", X ", X.sizes(), ", Y ", Y.sizes(), ")");
+  TORCH_CHECK(batch_size >= 1 && n >= 1, "mlp_train_steps: need batch_size >= 1 and data");
+  if (batch_indices && batch_indices->defined()) {
+    engine_tensor(*batch_indices, "batch_indices", at::kLong, 2, device);
+    TORCH_CHECK(batch_indices->size(0) == lrs.size(0) && batch_indices->size(1) == batch_size,
+                "mlp_train_steps: batch_indices must have shape (", lrs.size(0), ", ",
+                batch_size, "), but got ", batch_indices->sizes());
+  }
+  return MlpShape{V, T, D, H, batch_size};
+}
+
 }  // namespace pymakemore::checks

@@ -291,40 +291,16 @@ at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_loss, const at::Ten
 }
 
 // ---- the MLP engine ---------------------------------------------------------------------------
-void engine_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t dim) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == dtype && t.dim() == dim &&
-                  t.is_contiguous(),
-              "mlp_train_steps: ", name, " must be a contiguous ", dim, "-D ", dtype,
-              " CPU tensor, but got ", t.scalar_type(), " of shape ", t.sizes(), " on ",
-              t.device());
-}
-
 at::Tensor mlp_train_steps_cpu(at::Tensor& C, at::Tensor& W1, at::Tensor& b1, at::Tensor& W2,
                                at::Tensor& b2, const at::Tensor& X, const at::Tensor& Y,
                                const at::Tensor& lrs, int64_t batch_size, int64_t first_step,
                                int64_t seed, const c10::optional<at::Tensor>& batch_indices) {
-  engine_tensor(C, "C", at::kFloat, 2);
-  engine_tensor(W1, "W1", at::kFloat, 2);
-  engine_tensor(b1, "b1", at::kFloat, 1);
-  engine_tensor(W2, "W2", at::kFloat, 2);
-  engine_tensor(b2, "b2", at::kFloat, 1);
-  engine_tensor(X, "X", at::kLong, 2);
-  engine_tensor(Y, "Y", at::kLong, 1);
-  engine_tensor(lrs, "lrs", at::kFloat, 1);
-  const int64_t V = C.size(0), D = C.size(1), H = W1.size(0), T = X.size(1), n = X.size(0);
-  TORCH_CHECK(W1.size(1) == T * D && b1.size(0) == H && W2.size(0) == V && W2.size(1) == H &&
-                  b2.size(0) == V && Y.size(0) == n,
-              "mlp_train_steps: parameter and data shapes do not fit one MLP (C ", C.sizes(),
-              ", W1 ", W1.sizes(), ", b1 ", b1.sizes(), ", W2 ", W2.sizes(), ", b2 ", b2.sizes(),
-              ", X ", X.sizes(), ", Y ", Y.sizes(), ")");
-  TORCH_CHECK(batch_size >= 1 && n >= 1, "mlp_train_steps: need batch_size >= 1 and data");
-  const int64_t steps = lrs.size(0);
+  const MlpShape shape =
+      checks::mlp_engine_args(C, W1, b1, W2, b2, X, Y, lrs, batch_size, batch_indices);
+  TORCH_CHECK(C.device().is_cpu(), "mlp_train_steps: expected CPU tensors");
+  const int64_t n = X.size(0), T = shape.block, steps = lrs.size(0);
   const int64_t* indices = nullptr;
   if (batch_indices && batch_indices->defined()) {
-    engine_tensor(*batch_indices, "batch_indices", at::kLong, 2);
-    TORCH_CHECK(batch_indices->size(0) == steps && batch_indices->size(1) == batch_size,
-                "mlp_train_steps: batch_indices must have shape (", steps, ", ", batch_size,
-                "), but got ", batch_indices->sizes());
     const int64_t* p = batch_indices->data_ptr<int64_t>();
     for (int64_t i = 0; i < batch_indices->numel(); ++i)
       TORCH_CHECK_INDEX(p[i] >= 0 && p[i] < n, "mlp_train_steps: batch index ", p[i],
@@ -332,7 +308,6 @@ at::Tensor mlp_train_steps_cpu(at::Tensor& C, at::Tensor& W1, at::Tensor& b1, at
     indices = p;
   }
   at::Tensor losses = at::empty({steps}, lrs.options());
-  const MlpShape shape{V, T, D, H, batch_size};
   const MlpParams params{C.data_ptr<float>(), W1.data_ptr<float>(), b1.data_ptr<float>(),
                          W2.data_ptr<float>(), b2.data_ptr<float>()};
   // the engine uses up to two threads, as torch.set_num_threads allows
@@ -345,7 +320,7 @@ at::Tensor mlp_train_steps_cpu(at::Tensor& C, at::Tensor& W1, at::Tensor& b1, at
     const bool in_x = bad < n * T;
     const int64_t value = in_x ? X.data_ptr<int64_t>()[bad] : Y.data_ptr<int64_t>()[bad - n * T];
     TORCH_CHECK_INDEX(false, "mlp_train_steps: character id ", value, " in ", in_x ? "X" : "Y",
-                      " is out of range for a vocabulary of ", V);
+                      " is out of range for a vocabulary of ", shape.vocab);
   }
   return losses;
 }

@@ -6,6 +6,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cuda_runtime.h>
+
 #include <limits>
 
 #include "checks.h"
@@ -200,9 +202,39 @@ at::Tensor cross_entropy_backward_cuda(const at::Tensor& grad_loss, const at::Te
   return grad_input;
 }
 
+// ---- the MLP engine ---------------------------------------------------------------------------
+at::Tensor mlp_train_steps_cuda(at::Tensor& C, at::Tensor& W1, at::Tensor& b1, at::Tensor& W2,
+                                at::Tensor& b2, const at::Tensor& X, const at::Tensor& Y,
+                                const at::Tensor& lrs, int64_t batch_size, int64_t first_step,
+                                int64_t seed, const c10::optional<at::Tensor>& batch_indices) {
+  const MlpShape shape =
+      checks::mlp_engine_args(C, W1, b1, W2, b2, X, Y, lrs, batch_size, batch_indices);
+  TORCH_CHECK(C.is_cuda(), "mlp_train_steps: expected CUDA tensors");
+  const c10::cuda::CUDAGuard guard(C.device());
+  const size_t bytes = cuda::mlp_engine_shared_bytes(shape.vocab, shape.block, shape.n_embd,
+                                                     shape.n_hidden, shape.batch);
+  int limit = 0;
+  cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, C.device().index());
+  TORCH_CHECK(bytes <= static_cast<size_t>(limit), "mlp_train_steps: this model and batch need ",
+              bytes, " bytes of shared memory, more than the ", limit,
+              " one block has on this GPU; use --engine ops");
+  at::Tensor losses = at::empty({lrs.size(0)}, lrs.options());
+  cuda::mlp_train_steps(shape.vocab, shape.block, shape.n_embd, shape.n_hidden, shape.batch,
+                        C.data_ptr<float>(), W1.data_ptr<float>(), b1.data_ptr<float>(),
+                        W2.data_ptr<float>(), b2.data_ptr<float>(), X.data_ptr<int64_t>(),
+                        Y.data_ptr<int64_t>(), X.size(0), lrs.data_ptr<float>(), lrs.size(0),
+                        first_step, static_cast<uint64_t>(seed),
+                        batch_indices && batch_indices->defined()
+                            ? batch_indices->data_ptr<int64_t>()
+                            : nullptr,
+                        losses.data_ptr<float>(), stream());
+  return losses;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pymakemore, CUDA, m) {
+  m.impl("mlp_train_steps", &mlp_train_steps_cuda);
   m.impl("embedding", &embedding_cuda);
   m.impl("embedding_backward", &embedding_backward_cuda);
   m.impl("linear", &linear_cuda);

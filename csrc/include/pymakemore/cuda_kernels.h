@@ -56,4 +56,15 @@ void cross_entropy_backward(Dtype dtype, IndexDtype index_dtype, const void* gra
                             const CrossEntropyOptions& opt, void* grad_logits, void* workspace,
                             cudaStream_t stream);
 
+// ---- the MLP's whole training steps (engine "fused"): one persistent block ---------------------
+// Same parameters, draws and results contract as pymakemore::mlp_train_steps on the CPU; all
+// parameters and activations live in the block's shared memory for the whole launch.
+size_t mlp_engine_shared_bytes(int64_t vocab, int64_t block, int64_t n_embd, int64_t n_hidden,
+                               int64_t batch);
+void mlp_train_steps(int64_t vocab, int64_t block, int64_t n_embd, int64_t n_hidden,
+                     int64_t batch, float* C, float* W1, float* b1, float* W2, float* b2,
+                     const int64_t* X, const int64_t* Y, int64_t n_train, const float* lrs,
+                     int64_t steps, int64_t first_step, uint64_t seed,
+                     const int64_t* batch_indices, float* losses, cudaStream_t stream);
+
 }  // namespace pymakemore::cuda
