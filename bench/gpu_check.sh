@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The one-call GPU check: on a machine with an NVIDIA GPU, build the extension, run the CUDA
 # tests, run compute-sanitizer (memcheck, racecheck) over every op, run the GPU benchmarks.
+# With gpu_data/names.txt present (copy ../shared/data/names.txt there and carry gpu_data/),
+# also the whole-step training benchmark and a full 200k-step fused-engine run.
 # Logs and the result table go to $OUT (default gpu_out/). Exit status 0 only if all passed.
 #
 #   OUT=/some/dir bench/gpu_check.sh          # PYTHON=... to pick the interpreter
@@ -36,5 +38,10 @@ step tests "$PY" -m pytest -q -x -k "cuda" tests
 step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" bench/sanitize_ops.py
 step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 "$PY" bench/sanitize_ops.py
 step bench "$PY" bench/gpu_bench.py --out "$OUT/gpu_bench.md"
+if [ -f gpu_data/names.txt ]; then  # carried in by the caller: the whole-step comparison
+  step train_bench "$PY" bench/train_bench.py --device cuda --steps 20000 -i gpu_data/names.txt
+  step train_full env PYTHONPATH=. "$PY" -m pymakemore.train -i gpu_data/names.txt \
+    -o "$OUT/train_fused" --device cuda --engine fused --quiet
+fi
 cat "$OUT/summary.txt"
 exit $status
