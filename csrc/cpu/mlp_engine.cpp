@@ -1,6 +1,6 @@
-// Whole training steps of the makemore MLP in C++: the per-op kernels called back to back on
-// one thread, with no autograd, dispatcher or Python between them. All scratch is allocated
-// once per call, not per step.
+// Whole training steps of the makemore MLP in C++: the per-op kernels called back to back,
+// with no autograd, dispatcher or Python between them, the hidden layer's two halves on two
+// threads. All scratch is allocated once per call, not per step.
 #include <atomic>
 #include <memory>
 #include <thread>
