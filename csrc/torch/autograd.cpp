@@ -6,6 +6,8 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "checks.h"
+
 namespace pymakemore {
 namespace {
 
@@ -122,7 +124,7 @@ struct CrossEntropyFunction : torch::autograd::Function<CrossEntropyFunction> {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [loss, lse] = fwd.call(input, target, weight, reduction, ignore_index, label_smoothing);
     ctx->save_for_backward({input, target, weight ? *weight : at::Tensor(), lse});
-    ctx->saved_data["reduction"] = std::string(reduction);
+    ctx->saved_data["reduction"] = static_cast<int64_t>(checks::parse_reduction(std::string(reduction)));
     ctx->saved_data["ignore_index"] = ignore_index;
     ctx->saved_data["label_smoothing"] = label_smoothing;
     ctx->mark_non_differentiable({lse});
@@ -137,7 +139,8 @@ struct CrossEntropyFunction : torch::autograd::Function<CrossEntropyFunction> {
     const variable_list saved = ctx->get_saved_variables();
     const c10::optional<at::Tensor> weight =
         saved[2].defined() ? c10::optional<at::Tensor>(saved[2]) : c10::nullopt;
-    const std::string reduction = ctx->saved_data["reduction"].toStringRef();
+    static constexpr const char* kNames[] = {"none", "mean", "sum"};  // by Reduction value
+    const c10::string_view reduction = kNames[ctx->saved_data["reduction"].toInt()];
     at::Tensor grad_input =
         bwd.call(grads[0], saved[0], saved[1], weight, saved[3], reduction,
                  ctx->saved_data["ignore_index"].toInt(),

@@ -269,8 +269,12 @@ at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_loss, const at::Ten
         .to(input.scalar_type());
   const at::Tensor x = input.contiguous();
   const at::Tensor t = target.contiguous();
-  const at::Tensor g = grad_loss.to(x.scalar_type()).contiguous();
-  const at::Tensor l = lse.to(checks::kLseDtype).contiguous();
+  // (.to() is a dispatcher round trip even when nothing changes: skip it then)
+  const at::Tensor g = (grad_loss.scalar_type() == x.scalar_type() ? grad_loss
+                                                                   : grad_loss.to(x.scalar_type()))
+                           .contiguous();
+  const at::Tensor l =
+      (lse.scalar_type() == checks::kLseDtype ? lse : lse.to(checks::kLseDtype)).contiguous();
   const c10::optional<at::Tensor> w =
       weight && weight->defined() ? c10::optional<at::Tensor>(weight->contiguous())
                                   : c10::nullopt;
