@@ -36,7 +36,7 @@ cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=fast", "-Wno-uninitialized",
              "-Wno-maybe-uninitialized"] + ([f"-march={cpu_arch}"] if cpu_arch else [])
 link_flags = ["-fopenmp"]
 ext_sources = sources("cpu/*.cpp") + ["csrc/torch/schema.cpp", "csrc/torch/autograd.cpp",
-                                      "csrc/torch/cpu_ops.cpp"]
+                                      "csrc/torch/cpu_ops.cpp", "csrc/torch/python_api.cpp"]
 include_dirs = [os.path.abspath("csrc/include")]
 
 if want_cuda():

@@ -18,11 +18,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _C  # noqa: F401  (loads the library that registers torch.ops.pymakemore.*)
+from . import _C  # loads the library that registers torch.ops.pymakemore.*
 
 __all__ = ["embedding", "linear", "linear_tanh", "cross_entropy"]
 
 _ops = torch.ops.pymakemore
+_compiling = torch.compiler.is_compiling
+
+
+def _entry(name: str):
+    """torch.ops.pymakemore.<name> while torch.compile traces; in eager code _C's direct entry
+    to the same dispatcher call, which skips torch.ops' generic argument handling (a few
+    microseconds a call at makemore's shapes)."""
+    direct, traced = getattr(_C, name), getattr(_ops, name)
+    return lambda *args: traced(*args) if _compiling() else direct(*args)
+
+
+_embedding, _linear, _linear_tanh = _entry("embedding"), _entry("linear"), _entry("linear_tanh")
+_cross_entropy_direct = _C.cross_entropy
 
 
 def _check_same_device(op: str, *tensors: Optional[Tensor]) -> None:
@@ -61,8 +74,8 @@ def embedding(
         # Renormalises the looked-up rows of weight in place, exactly as F.embedding does.
         with torch.no_grad():
             torch.embedding_renorm_(weight, input.contiguous(), max_norm, norm_type)
-    return _ops.embedding(input, weight, -1 if padding_idx is None else padding_idx,
-                          scale_grad_by_freq)
+    return _embedding(input, weight, -1 if padding_idx is None else padding_idx,
+                      scale_grad_by_freq)
 
 
 @torch.library.register_fake("pymakemore::embedding")
@@ -86,7 +99,7 @@ def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tens
     The same register-tiled kernels as linear_tanh, without the activation; at makemore's
     small shapes it avoids the fixed cost of a BLAS call.
     """
-    return _ops.linear(input, weight, bias)
+    return _linear(input, weight, bias)
 
 
 def _register_linear_fake(name: str) -> None:
@@ -122,7 +135,7 @@ def linear_tanh(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) ->
 
     Saves the output y for backward (not the pre-activation) and uses 1 - y^2 there.
     """
-    return _ops.linear_tanh(input, weight, bias)
+    return _linear_tanh(input, weight, bias)
 
 
 @torch.library.register_fake("pymakemore::linear_tanh_backward")
@@ -155,9 +168,11 @@ def cross_entropy(
         return F.cross_entropy(input, target, weight, ignore_index=ignore_index,
                                reduction=reduction, label_smoothing=label_smoothing)
     if input.dim() == 2 or input.dim() == 0:
-        loss, _ = _ops.cross_entropy(input, target, weight, reduction, ignore_index,
+        if _compiling():
+            return _ops.cross_entropy(input, target, weight, reduction, ignore_index,
+                                      label_smoothing)[0]
+        return _cross_entropy_direct(input, target, weight, reduction, ignore_index,
                                      label_smoothing)
-        return loss
     if input.dim() == 1:  # one sample: (C,) with a 0-d target
         if target.dim() != 0:
             raise RuntimeError(

@@ -1,13 +1,6 @@
 // The one place where the ops' schemas live. CPU and CUDA register kernels for these names;
 // Python adds autograd and fake (meta) kernels in pymakemore/ops.py.
-#include <Python.h>
 #include <torch/library.h>
-
-// `import pymakemore._C` loads this library, which runs the registrations below.
-extern "C" PyObject* PyInit__C(void) {
-  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module);
-}
 
 TORCH_LIBRARY(pymakemore, m) {
   // padding_idx < 0 means none (Python normalises negative values first, as F.embedding does).
