@@ -66,3 +66,18 @@ def make(op: str, sizes: dict, device: str = "cpu", dtype=torch.float32,
         return step
 
     return {name: step_of(fn) for name, fn in fns.items()}
+
+
+def cuda_graphed(step):
+    """step captured in a CUDA graph after a warm-up on a side stream (as CUDA graphs require);
+    returns the graph's replay, which is the step."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay

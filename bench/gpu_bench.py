@@ -44,20 +44,6 @@ def median_us(fn, iters=50, warmup=10):
     return sorted(times)[len(times) // 2]
 
 
-def graphed(step):
-    """The step captured in a CUDA graph; replaying it is the step."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    return graph.replay
-
-
 def copy_bandwidth():
     """Device-to-device copy of 1 GiB: bytes read + written per second."""
     a = torch.empty(2**28, device="cuda")
@@ -93,8 +79,8 @@ def main():
             bw = moved / (t["pymakemore"] * 1e-6)
             note = f"{bw / 1e12:.2f} TB/s, {bw / peak:.0%} of copy"
         if label.startswith("makemore"):
-            ours_g = median_us(graphed(steps["pymakemore"]))
-            torch_g = median_us(graphed(steps["torch"]))
+            ours_g = median_us(cases.cuda_graphed(steps["pymakemore"]))
+            torch_g = median_us(cases.cuda_graphed(steps["torch"]))
             note = f"in a CUDA graph: ours {ours_g:.1f}, torch {torch_g:.1f}"
         comp = t.get("torch.compile", float("nan"))
         lines.append(f"| {op} | {label} | {t['pymakemore']:.1f} | {t['torch']:.1f} | "

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cases  # noqa: E402
 from pymakemore import engines  # noqa: E402
 from pymakemore.data import load_splits  # noqa: E402
 from pymakemore.devices import resolve_device  # noqa: E402
@@ -62,19 +64,11 @@ def graphed_lecture_loop(x, y, device):
                 p.sub_(0.1 * gr)
             loss_out.copy_(loss)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
+    replay = cases.cuda_graphed(step)
 
     def run(steps):
         for _ in range(steps):
-            graph.replay()
+            replay()
         return loss_out
     return run
 
