@@ -51,6 +51,11 @@ inline int64_t index_at(const at::Tensor& contiguous_index, int64_t pos) {
   return contiguous_index.reshape({-1})[pos].item<int64_t>();
 }
 
+// An optional tensor made contiguous (none stays none).
+inline c10::optional<at::Tensor> contiguous(const c10::optional<at::Tensor>& t) {
+  return t && t->defined() ? c10::optional<at::Tensor>(t->contiguous()) : c10::nullopt;
+}
+
 // ---- embedding ------------------------------------------------------------------------------
 inline void embedding_args(const at::Tensor& input, const at::Tensor& weight) {
   index_dtype("embedding", "indices", input);
@@ -167,6 +172,17 @@ inline void cross_entropy_args(const at::Tensor& input, const at::Tensor& target
   }
 }
 
+// The forward's arguments; returns the options.
+inline CrossEntropyOptions cross_entropy_forward_args(const at::Tensor& input,
+                                                      const at::Tensor& target,
+                                                      const c10::optional<at::Tensor>& weight,
+                                                      c10::string_view reduction,
+                                                      int64_t ignore_index,
+                                                      double label_smoothing) {
+  cross_entropy_args(input, target, weight);
+  return cross_entropy_options(std::string(reduction), ignore_index, label_smoothing);
+}
+
 // The backward's own arguments beside those of the forward; returns the options.
 inline CrossEntropyOptions cross_entropy_backward_args(const at::Tensor& grad_loss,
                                                        const at::Tensor& input,
@@ -176,9 +192,8 @@ inline CrossEntropyOptions cross_entropy_backward_args(const at::Tensor& grad_lo
                                                        c10::string_view reduction,
                                                        int64_t ignore_index,
                                                        double label_smoothing) {
-  cross_entropy_args(input, target, weight);
-  const CrossEntropyOptions opt =
-      cross_entropy_options(std::string(reduction), ignore_index, label_smoothing);
+  const CrossEntropyOptions opt = cross_entropy_forward_args(input, target, weight, reduction,
+                                                             ignore_index, label_smoothing);
   const int64_t n = input.size(0);
   TORCH_CHECK(lse.dim() == 1 && lse.size(0) == n, "cross_entropy_backward: lse must have shape (",
               n, ",), but got ", lse.sizes());

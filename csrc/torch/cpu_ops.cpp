@@ -10,6 +10,7 @@
 #endif
 
 #include "checks.h"
+#include "linear_ops.h"
 #include "pymakemore/kernels.h"
 
 namespace pymakemore {
@@ -145,8 +146,7 @@ at::Tensor linear_forward_cpu(const char* op, Activation act, const at::Tensor& 
         .to(input.scalar_type());
   const at::Tensor x = input.contiguous();
   const at::Tensor w = weight.contiguous();
-  const c10::optional<at::Tensor> b =
-      bias && bias->defined() ? c10::optional<at::Tensor>(bias->contiguous()) : c10::nullopt;
+  const c10::optional<at::Tensor> b = checks::contiguous(bias);
   const int64_t k = w.size(1), h = w.size(0);
   const int64_t rows = c10::multiply_integers(x.sizes().begin(), x.sizes().end() - 1);
   at::Tensor y = new_output(checks::linear_output_shape(x, w), x.options());
@@ -159,7 +159,7 @@ at::Tensor linear_forward_cpu(const char* op, Activation act, const at::Tensor& 
 }
 
 // output: the forward's y for tanh, undefined for identity.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_cpu(
+LinearGrads linear_backward_cpu(
     const char* op, Activation act, const at::Tensor& grad_output, const at::Tensor& output,
     const at::Tensor& input, const at::Tensor& weight, std::array<bool, 3> output_mask) {
   checks::linear_backward_args(op, grad_output, output, input, weight);
@@ -190,30 +190,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_cpu(
   return {grad_x, grad_w, grad_b};
 }
 
-at::Tensor linear_cpu(const at::Tensor& input, const at::Tensor& weight,
-                      const c10::optional<at::Tensor>& bias) {
-  return linear_forward_cpu("linear", Activation::Identity, input, weight, bias);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_op_cpu(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
-    std::array<bool, 3> output_mask) {
-  return linear_backward_cpu("linear_backward", Activation::Identity, grad_output, at::Tensor(),
-                             input, weight, output_mask);
-}
-
-at::Tensor linear_tanh_cpu(const at::Tensor& input, const at::Tensor& weight,
-                           const c10::optional<at::Tensor>& bias) {
-  return linear_forward_cpu("linear_tanh", Activation::Tanh, input, weight, bias);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_tanh_backward_cpu(
-    const at::Tensor& grad_output, const at::Tensor& output, const at::Tensor& input,
-    const at::Tensor& weight, std::array<bool, 3> output_mask) {
-  return linear_backward_cpu("linear_tanh_backward", Activation::Tanh, grad_output, output,
-                             input, weight, output_mask);
-}
-
 // ---- cross_entropy --------------------------------------------------------------------------
 std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& input,
                                                      const at::Tensor& target,
@@ -221,9 +197,8 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& input,
                                                      c10::string_view reduction,
                                                      int64_t ignore_index,
                                                      double label_smoothing) {
-  checks::cross_entropy_args(input, target, weight);
-  const CrossEntropyOptions opt =
-      checks::cross_entropy_options(std::string(reduction), ignore_index, label_smoothing);
+  const CrossEntropyOptions opt = checks::cross_entropy_forward_args(
+      input, target, weight, reduction, ignore_index, label_smoothing);
   all_on_cpu("cross_entropy", {&input, &target});
   if (weight) all_on_cpu("cross_entropy", {&*weight});
   if (reduced(input)) {
@@ -233,9 +208,7 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& input,
   }
   const at::Tensor x = input.contiguous();
   const at::Tensor t = target.contiguous();
-  const c10::optional<at::Tensor> w =
-      weight && weight->defined() ? c10::optional<at::Tensor>(weight->contiguous())
-                                  : c10::nullopt;
+  const c10::optional<at::Tensor> w = checks::contiguous(weight);
   const int64_t n = x.size(0), c = x.size(1);
   at::Tensor loss = opt.reduction == Reduction::None ? at::empty({n}, x.options())
                                                      : at::empty({}, x.options());
@@ -275,9 +248,7 @@ at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_loss, const at::Ten
                            .contiguous();
   const at::Tensor l =
       (lse.scalar_type() == checks::kLseDtype ? lse : lse.to(checks::kLseDtype)).contiguous();
-  const c10::optional<at::Tensor> w =
-      weight && weight->defined() ? c10::optional<at::Tensor>(weight->contiguous())
-                                  : c10::nullopt;
+  const c10::optional<at::Tensor> w = checks::contiguous(weight);
   at::Tensor grad_input = new_output_like(x);
   if (n == 0) return grad_input;
   int64_t bad = kAllValid;
@@ -353,10 +324,7 @@ TORCH_LIBRARY_IMPL(pymakemore, CPU, m) {
   m.impl("mlp_train_steps", &mlp_train_steps_cpu);
   m.impl("embedding", &embedding_cpu);
   m.impl("embedding_backward", &embedding_backward_cpu);
-  m.impl("linear", &linear_cpu);
-  m.impl("linear_backward", &linear_backward_op_cpu);
-  m.impl("linear_tanh", &linear_tanh_cpu);
-  m.impl("linear_tanh_backward", &linear_tanh_backward_cpu);
+  LinearOps<linear_forward_cpu, linear_backward_cpu>::register_into(m);
   m.impl("cross_entropy", &cross_entropy_cpu);
   m.impl("cross_entropy_backward", &cross_entropy_backward_cpu);
 }

@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "checks.h"
+#include "linear_ops.h"
 #include "pymakemore/cuda_kernels.h"
 
 namespace pymakemore {
@@ -91,8 +92,7 @@ at::Tensor linear_forward_cuda(const char* op, Activation act, const at::Tensor&
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor x = input.contiguous();
   const at::Tensor w = weight.contiguous();
-  const c10::optional<at::Tensor> b =
-      bias && bias->defined() ? c10::optional<at::Tensor>(bias->contiguous()) : c10::nullopt;
+  const c10::optional<at::Tensor> b = checks::contiguous(bias);
   const int64_t rows = c10::multiply_integers(x.sizes().begin(), x.sizes().end() - 1);
   at::Tensor y = at::empty(checks::linear_output_shape(x, w), x.options());
   cuda::linear_forward(dtype_of(x), x.data_ptr(), w.data_ptr(), ptr_or_null(b), rows, w.size(1),
@@ -100,7 +100,7 @@ at::Tensor linear_forward_cuda(const char* op, Activation act, const at::Tensor&
   return y;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_cuda(
+LinearGrads linear_backward_cuda(
     const char* op, Activation act, const at::Tensor& grad_output, const at::Tensor& output,
     const at::Tensor& input, const at::Tensor& weight, std::array<bool, 3> output_mask) {
   checks::linear_backward_args(op, grad_output, output, input, weight);
@@ -124,30 +124,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_cuda(
   return {grad_x, grad_w, grad_b};
 }
 
-at::Tensor linear_cuda(const at::Tensor& input, const at::Tensor& weight,
-                       const c10::optional<at::Tensor>& bias) {
-  return linear_forward_cuda("linear", Activation::Identity, input, weight, bias);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_op_cuda(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
-    std::array<bool, 3> output_mask) {
-  return linear_backward_cuda("linear_backward", Activation::Identity, grad_output,
-                              at::Tensor(), input, weight, output_mask);
-}
-
-at::Tensor linear_tanh_cuda(const at::Tensor& input, const at::Tensor& weight,
-                            const c10::optional<at::Tensor>& bias) {
-  return linear_forward_cuda("linear_tanh", Activation::Tanh, input, weight, bias);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_tanh_backward_cuda(
-    const at::Tensor& grad_output, const at::Tensor& output, const at::Tensor& input,
-    const at::Tensor& weight, std::array<bool, 3> output_mask) {
-  return linear_backward_cuda("linear_tanh_backward", Activation::Tanh, grad_output, output,
-                              input, weight, output_mask);
-}
-
 // ---- cross_entropy --------------------------------------------------------------------------
 std::tuple<at::Tensor, at::Tensor> cross_entropy_cuda(const at::Tensor& input,
                                                       const at::Tensor& target,
@@ -155,17 +131,14 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_cuda(const at::Tensor& input,
                                                       c10::string_view reduction,
                                                       int64_t ignore_index,
                                                       double label_smoothing) {
-  checks::cross_entropy_args(input, target, weight);
-  const CrossEntropyOptions opt =
-      checks::cross_entropy_options(std::string(reduction), ignore_index, label_smoothing);
+  const CrossEntropyOptions opt = checks::cross_entropy_forward_args(
+      input, target, weight, reduction, ignore_index, label_smoothing);
   all_on_cuda("cross_entropy", {&input, &target});
   if (weight) all_on_cuda("cross_entropy", {&*weight});
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor x = input.contiguous();
   const at::Tensor t = target.contiguous();
-  const c10::optional<at::Tensor> w =
-      weight && weight->defined() ? c10::optional<at::Tensor>(weight->contiguous())
-                                  : c10::nullopt;
+  const c10::optional<at::Tensor> w = checks::contiguous(weight);
   const int64_t n = x.size(0), c = x.size(1);
   at::Tensor loss = opt.reduction == Reduction::None ? at::empty({n}, x.options())
                                                      : at::empty({}, x.options());
@@ -191,9 +164,7 @@ at::Tensor cross_entropy_backward_cuda(const at::Tensor& grad_loss, const at::Te
   const at::Tensor t = target.contiguous();
   const at::Tensor g = grad_loss.to(x.scalar_type()).contiguous();
   const at::Tensor l = lse.to(checks::kLseDtype).contiguous();
-  const c10::optional<at::Tensor> w =
-      weight && weight->defined() ? c10::optional<at::Tensor>(weight->contiguous())
-                                  : c10::nullopt;
+  const c10::optional<at::Tensor> w = checks::contiguous(weight);
   at::Tensor grad_input = at::empty_like(x);
   at::Tensor ws = workspace(cuda::cross_entropy_workspace_bytes(n), x);
   cuda::cross_entropy_backward(dtype_of(x), index_dtype_of(t), g.data_ptr(), x.data_ptr(),
@@ -237,10 +208,7 @@ TORCH_LIBRARY_IMPL(pymakemore, CUDA, m) {
   m.impl("mlp_train_steps", &mlp_train_steps_cuda);
   m.impl("embedding", &embedding_cuda);
   m.impl("embedding_backward", &embedding_backward_cuda);
-  m.impl("linear", &linear_cuda);
-  m.impl("linear_backward", &linear_backward_op_cuda);
-  m.impl("linear_tanh", &linear_tanh_cuda);
-  m.impl("linear_tanh_backward", &linear_tanh_backward_cuda);
+  LinearOps<linear_forward_cuda, linear_backward_cuda>::register_into(m);
   m.impl("cross_entropy", &cross_entropy_cuda);
   m.impl("cross_entropy_backward", &cross_entropy_backward_cuda);
 }
