@@ -11,13 +11,12 @@ from typing import Any
 import torch
 
 from .data import Vocab
-from .models import MODELS
+from .models import MODELS, build_model
 
 FORMAT = "pymakemore-checkpoint"
 VERSION = 1
 FILENAME = "model.pt"
 REQUIRED = ("config", "vocab", "model", "optimizer", "step", "rng", "losses", "train_words")
-MODEL_KEYS = ("block_size", "n_embd", "n_hidden", "init", "ops", "seed")
 
 
 class CheckpointError(Exception):
@@ -66,10 +65,9 @@ def load_checkpoint(work_dir: str | Path) -> dict[str, Any]:
 def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu"
                           ) -> tuple[torch.nn.Module, Vocab]:
     config = ckpt["config"]
-    vocab = Vocab(ckpt["vocab"])
-    model_cls = MODELS[config["type"]]
+    vocab = Vocab(ckpt["vocab"], boundary=config.get("data", "lines") != "text")
     try:
-        model = model_cls(vocab.size, **{k: config[k] for k in MODEL_KEYS})
+        model = build_model(config, vocab.size)
         model.load_state_dict(ckpt["model"])
     except (KeyError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0]

@@ -1,11 +1,18 @@
-"""Words -> vocabulary -> (X, Y) context windows -> train/dev/test splits.
+"""Words (or a text) -> vocabulary -> (X, Y) examples -> train/dev/test splits.
 
-As in the makemore lectures: one word a line, characters as tokens, index 0 the '.' boundary
-token, context windows of `block_size` characters padded with '.', and an 80/10/10 split after
-`random.seed(split_seed); random.shuffle(words)`.
+Three layouts, as in the lectures:
+- "windows" (makemore parts 1-5): one word a line, characters as tokens, index 0 the '.'
+  boundary token, context windows of `block_size` characters padded with '.', and an 80/10/10
+  split after `random.seed(split_seed); random.shuffle(words)`; Y is the next character.
+- "sequences" (makemore's transformer): the same words and split, each word one example:
+  X = '.' + word, Y = word + '.', padded to the longest word; padded targets are IGNORE.
+- "text" (the GPT lecture): one character stream, vocabulary = its sorted characters (no
+  boundary token), first 90% train, last 10% dev (also used as test); examples are windows
+  of `block_size` characters and the same window shifted by one.
 """
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from importlib import resources
@@ -15,6 +22,8 @@ from typing import Optional, Sequence
 import torch
 
 BOUNDARY = "."
+IGNORE = -1  # target of padded positions (cross_entropy's ignore_index)
+LAYOUTS = ("windows", "sequences", "text")
 DEFAULT_DATASET = "built-in names (US SSA baby names, 2017)"
 
 
@@ -26,9 +35,9 @@ def default_words_path() -> Path:
     return Path(str(resources.files("pymakemore") / "data" / "names.txt"))
 
 
-def read_words(path: Optional[str | Path]) -> list[str]:
-    """The non-blank lines of a UTF-8 text file, stripped; the built-in names when path is None."""
-    path = default_words_path() if path is None else Path(path)
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file's contents, with one-line errors for what cannot be read."""
+    path = Path(path)
     if not path.exists():
         raise DataError(f"input file not found: {path}")
     if path.is_dir():
@@ -38,10 +47,16 @@ def read_words(path: Optional[str | Path]) -> list[str]:
     except OSError as e:
         raise DataError(f"cannot read input file {path}: {e.strerror or e}") from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(f"input file {path} is not UTF-8 text (bad byte at line {line})") from None
+
+
+def read_words(path: Optional[str | Path]) -> list[str]:
+    """The non-blank lines of a UTF-8 text file, stripped; the built-in names when path is None."""
+    path = default_words_path() if path is None else Path(path)
+    text = read_text(path)
     words = []
     for number, line in enumerate(text.splitlines(), start=1):
         word = line.strip()
@@ -58,22 +73,28 @@ def read_words(path: Optional[str | Path]) -> list[str]:
 
 @dataclass(frozen=True)
 class Vocab:
-    """Characters of the data, sorted, after the '.' boundary token at index 0."""
+    """Characters of the data, sorted, after the '.' boundary token at index 0 (word lists);
+    a text's vocabulary (boundary=False) is its sorted characters alone."""
 
     chars: str  # without the boundary token
+    boundary: bool = True
 
     @classmethod
     def from_words(cls, words: Sequence[str]) -> "Vocab":
         chars = sorted(set("".join(words)) - {BOUNDARY})
         return cls("".join(chars))
 
+    @classmethod
+    def from_text(cls, text: str) -> "Vocab":
+        return cls("".join(sorted(set(text))), boundary=False)
+
     @property
     def itos(self) -> str:
-        return BOUNDARY + self.chars
+        return BOUNDARY + self.chars if self.boundary else self.chars
 
     @property
     def size(self) -> int:
-        return len(self.chars) + 1
+        return len(self.itos)
 
     def stoi(self) -> dict[str, int]:
         return {ch: i for i, ch in enumerate(self.itos)}
@@ -115,28 +136,115 @@ def context_windows(words: Sequence[str], vocab: Vocab, block_size: int
     return x, torch.tensor(ys, dtype=torch.int64)
 
 
+def sequences(words: Sequence[str], vocab: Vocab, length: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each word as one example: X = '.' + word, Y = word + '.', padded to `length` (X with '.',
+    Y with IGNORE)."""
+    x = torch.zeros((len(words), length), dtype=torch.int64)
+    y = torch.full((len(words), length), IGNORE, dtype=torch.int64)
+    for i, word in enumerate(words):
+        ids = vocab.encode(word)
+        x[i, 1:len(ids) + 1] = torch.tensor(ids, dtype=torch.int64)
+        y[i, :len(ids) + 1] = torch.tensor(ids + [0], dtype=torch.int64)
+    return x, y
+
+
+def text_windows(stream: torch.Tensor, block_size: int, stride: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows of `block_size` ids and the same windows shifted by one, every `stride` ids:
+    stride 1 gives every window (views, no copy), stride block_size tiles the stream."""
+    x = stream[:-1].unfold(0, block_size, stride)
+    y = stream[1:].unfold(0, block_size, stride)
+    return x, y
+
+
 @dataclass
 class Splits:
     vocab: Vocab
     words: dict[str, list[str]]                       # "train" / "dev" / "test"
-    tensors: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    tensors: dict[str, tuple[torch.Tensor, torch.Tensor]]   # what minibatches are drawn from
+    # text layout: the id streams the windows are views of, and the block size
+    streams: Optional[dict[str, torch.Tensor]] = None
+    block_size: Optional[int] = None
+
+    def evaluation(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """What losses are measured on: the examples, or for a text the windows that tile it
+        (each character predicted once)."""
+        if self.streams is None:
+            return self.tensors[name]
+        return text_windows(self.streams[name], self.block_size, self.block_size)
+
+    def fingerprint(self) -> str:
+        """sha256 of the training examples: whether a checkpoint was trained on this data."""
+        h = hashlib.sha256()
+        parts = [self.streams["train"]] if self.streams is not None else self.tensors["train"]
+        for t in parts:
+            h.update(t.cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
 
     def to(self, device) -> "Splits":
+        if self.streams is not None:  # move the streams, not the (much larger) windows
+            streams = {k: v.to(device) for k, v in self.streams.items()}
+            return _text_splits(self.vocab, streams, self.block_size)
         moved = {k: (x.to(device), y.to(device)) for k, (x, y) in self.tensors.items()}
         return Splits(self.vocab, self.words, moved)
 
 
-def load_splits(path: Optional[str | Path], block_size: int, split_seed: int = 42,
-                vocab: Optional[Vocab] = None) -> Splits:
+def _check_vocab(vocab: Vocab, chars: set[str]) -> None:
+    unknown = sorted(chars - set(vocab.itos))
+    if unknown:
+        raise DataError(f"the data holds characters the model was not trained on: "
+                        f"{''.join(unknown)!r}")
+
+
+def load_splits(path: Optional[str | Path], block_size: Optional[int], split_seed: int = 42,
+                vocab: Optional[Vocab] = None, layout: str = "windows") -> Splits:
+    """block_size: context length; for "sequences" None means the longest word + 1."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "text":
+        return _load_text(path, block_size, vocab)
     words = read_words(path)
     if vocab is None:
         vocab = Vocab.from_words(words)
     else:
-        unknown = sorted(set("".join(words)) - set(vocab.itos))
-        if unknown:
-            raise DataError(f"the data holds characters the model was not trained on: "
-                            f"{''.join(unknown)!r}")
+        _check_vocab(vocab, set("".join(words)))
     train, dev, test = split_words(words, split_seed)
     parts = {"train": train, "dev": dev, "test": test}
-    tensors = {k: context_windows(v, vocab, block_size) for k, v in parts.items()}
+    if layout == "windows":
+        tensors = {k: context_windows(v, vocab, block_size) for k, v in parts.items()}
+    else:
+        needed = max(len(w) for w in words) + 1
+        if block_size is not None and block_size < needed:
+            raise DataError(f"the longest word needs a block size of {needed} (its characters "
+                            f"and the end mark); got {block_size}")
+        tensors = {k: sequences(v, vocab, block_size or needed) for k, v in parts.items()}
     return Splits(vocab, parts, tensors)
+
+
+def _load_text(path: Optional[str | Path], block_size: Optional[int],
+               vocab: Optional[Vocab]) -> Splits:
+    if path is None:
+        raise DataError("the text layout needs an input file (-i FILE); the built-in data "
+                        "is a word list")
+    if block_size is None:
+        raise ValueError("the text layout needs a block size")
+    text = read_text(path)
+    if vocab is None:
+        vocab = Vocab.from_text(text)
+    else:
+        _check_vocab(vocab, set(text))
+    table = vocab.stoi()
+    stream = torch.tensor([table[ch] for ch in text], dtype=torch.int64)
+    n = int(0.9 * len(stream))
+    parts = {"train": stream[:n], "dev": stream[n:], "test": stream[n:]}
+    for name, part in parts.items():
+        if len(part) <= block_size:
+            raise DataError(f"input file {path}: its {name} part ({len(part)} characters) is "
+                            f"not longer than the block size {block_size}")
+    return _text_splits(vocab, parts, block_size)
+
+
+def _text_splits(vocab: Vocab, streams: dict[str, torch.Tensor], block_size: int) -> Splits:
+    tensors = {k: text_windows(v, block_size, 1) for k, v in streams.items()}
+    return Splits(vocab, {k: [] for k in streams}, tensors, streams, block_size)

@@ -66,3 +66,63 @@ def lr_sweep(exponents: torch.Tensor, losses: torch.Tensor, suggested_exponent: 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def histograms(series: Sequence[tuple[str, torch.Tensor]], title: str, path: Path,
+               value_range=None, bins: int = 100) -> None:
+    """One line per series: the density of its values (the lecture's layer histograms)."""
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for label, values in series:
+        v = values.detach().float().cpu()
+        lo, hi = value_range or (v.min().item(), v.max().item())
+        if hi <= lo:
+            hi = lo + 1e-12
+        counts = torch.histc(v, bins=bins, min=lo, max=hi)
+        edges = torch.linspace(lo, hi, bins + 1)
+        density = counts / max(v.numel(), 1) / ((hi - lo) / bins)
+        ax.plot((edges[:-1] + edges[1:]) / 2, density, label=label)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def update_ratios(steps: Sequence[int], values: torch.Tensor, names: Sequence[str],
+                  path: Path) -> None:
+    """log10 of update:data per weight matrix over training, with the 1e-3 guide line."""
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for i, name in enumerate(names):
+        ax.plot(list(steps), values[:, i].tolist(), label=name, linewidth=0.8)
+    ax.axhline(-3, color="black", linestyle="--", label="1e-3 (guide)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("log10 (update std / data std)")
+    ax.set_title("update:data ratio")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def bigram_counts(counts: torch.Tensor, labels: Sequence[str], path: Path) -> None:
+    """The count matrix N[previous, next], each cell labelled with its pair and count."""
+    counts = counts.cpu()
+    v = counts.shape[0]
+    fig, ax = plt.subplots(figsize=(max(8, v * 0.6), max(8, v * 0.6)))
+    ax.imshow(counts, cmap="Blues")
+    for i in range(v):
+        for j in range(v):
+            ax.text(j, i, labels[i] + labels[j], ha="center", va="bottom", color="gray",
+                    fontsize=7)
+            ax.text(j, i, str(int(counts[i, j])), ha="center", va="top", color="gray",
+                    fontsize=7)
+    ax.set_xticks(range(v), list(labels))
+    ax.set_yticks(range(v), list(labels))
+    ax.set_xlabel("next character")
+    ax.set_ylabel("previous character")
+    ax.set_title("bigram counts")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

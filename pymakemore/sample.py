@@ -1,7 +1,10 @@
 """Sample words from a trained checkpoint.
 
     python -m pymakemore.sample -o out -n 20 [--temperature T] [--top-k K] [--prefix STR]
-                                [--seed S] [--device cpu|cuda|auto]
+                                [--seed S] [--device cpu|cuda|auto] [--num-chars N]
+
+Word models print n words; a model trained on a text (--data text) prints one passage of
+--num-chars characters that continues --prefix.
 """
 from __future__ import annotations
 
@@ -16,40 +19,77 @@ from .data import Vocab
 from .devices import DeviceError, resolve_device
 
 
+TEXT_SAMPLE_CHARS = 500
+
+
+def _check(temperature: float, top_k: Optional[int]) -> None:
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+
+
+def _next_ids(model: torch.nn.Module, seqs: torch.Tensor, temperature: float,
+              top_k: Optional[int], generator: Optional[torch.Generator]) -> torch.Tensor:
+    """One draw per row from the model's distribution of the next character after `seqs`:
+    fixed-window models see the last block_size ids, autoregressive ones (gpt) up to that."""
+    logits, _ = model(seqs[:, -model.block_size:])
+    if getattr(model, "autoregressive", False):
+        logits = logits[:, -1]
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[1]:
+        kth = torch.topk(logits, top_k, dim=1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator).squeeze(1)
+
+
 @torch.no_grad()
 def sample_words(model: torch.nn.Module, vocab: Vocab, n: int, *, temperature: float = 1.0,
                  top_k: Optional[int] = None, prefix: str = "",
                  generator: Optional[torch.Generator] = None, max_length: int = 100,
                  device: str | torch.device = "cpu") -> list[str]:
     """n words, each `prefix` + characters drawn until the '.' boundary (or max_length)."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    block = model.block_size
-    start = [0] * block + vocab.encode(prefix)
-    contexts = torch.tensor([start[-block:]] * n, dtype=torch.int64, device=device)
+    _check(temperature, top_k)
+    # window models start from a context of '.'s; gpt from the single '.' it was trained on
+    pad = 1 if getattr(model, "autoregressive", False) else model.block_size
+    seqs = torch.tensor([[0] * pad + vocab.encode(prefix)] * n, dtype=torch.int64,
+                        device=device)
     out = [list(prefix) for _ in range(n)]
     done = torch.zeros(n, dtype=torch.bool, device=device)
     was_training = model.training
     model.eval()
     for _ in range(max_length):
-        logits, _ = model(contexts)
-        logits = logits / temperature
-        if top_k is not None and top_k < logits.shape[1]:
-            kth = torch.topk(logits, top_k, dim=1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = torch.softmax(logits, dim=1)
-        nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        nxt = _next_ids(model, seqs, temperature, top_k, generator)
         for i, ix in enumerate(nxt.tolist()):
             if not done[i] and ix != 0:
                 out[i].append(vocab.itos[ix])
         done |= nxt == 0
         if bool(done.all()):
             break
-        contexts = torch.cat([contexts[:, 1:], nxt.unsqueeze(1)], dim=1)
+        seqs = torch.cat([seqs[:, -model.block_size:], nxt.unsqueeze(1)], dim=1)
     model.train(was_training)
     return ["".join(chars) for chars in out]
+
+
+@torch.no_grad()
+def sample_text(model: torch.nn.Module, vocab: Vocab, length: int, *, temperature: float = 1.0,
+                top_k: Optional[int] = None, prefix: str = "",
+                generator: Optional[torch.Generator] = None,
+                device: str | torch.device = "cpu") -> str:
+    """`prefix` followed by `length` characters drawn from a model trained on a text (from a
+    newline when the prefix is empty, as the lecture starts)."""
+    _check(temperature, top_k)
+    start = vocab.encode(prefix) if prefix else [vocab.stoi().get("\n", 0)]
+    seqs = torch.tensor([start], dtype=torch.int64, device=device)
+    drawn = []
+    was_training = model.training
+    model.eval()
+    for _ in range(length):
+        nxt = _next_ids(model, seqs, temperature, top_k, generator)
+        drawn.append(int(nxt))
+        seqs = torch.cat([seqs[:, -model.block_size:], nxt.unsqueeze(1)], dim=1)
+    model.train(was_training)
+    return prefix + vocab.decode(drawn)
 
 
 def print_samples(words: list[str], train_words: set[str], file=None) -> None:
@@ -71,7 +111,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="divide the logits by T: below 1 safer, above 1 wilder (default 1.0)")
     p.add_argument("--top-k", type=int, default=None,
                    help="draw only from the K most likely characters (default: all)")
-    p.add_argument("--prefix", default="", help="start every word with these characters")
+    p.add_argument("--prefix", default="",
+                   help="start every word (or the passage) with these characters")
+    p.add_argument("--num-chars", type=int, default=TEXT_SAMPLE_CHARS,
+                   help=f"characters to generate for a text model (default {TEXT_SAMPLE_CHARS})")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
                    help="where to run the model (default cpu)")
@@ -91,9 +134,14 @@ def main(argv=None) -> int:
             generator.seed()
         else:
             generator.manual_seed(args.seed)
-        words = sample_words(model, vocab, args.num_samples, temperature=args.temperature,
-                             top_k=args.top_k, prefix=args.prefix, generator=generator,
-                             device=device)
+        options = dict(temperature=args.temperature, top_k=args.top_k, prefix=args.prefix,
+                       generator=generator, device=device)
+        if ckpt["config"].get("data") == "text":
+            if args.num_chars < 1:
+                raise ValueError(f"--num-chars must be >= 1, got {args.num_chars}")
+            print(sample_text(model, vocab, args.num_chars, **options))
+            return 0
+        words = sample_words(model, vocab, args.num_samples, **options)
     except (CheckpointError, DeviceError, ValueError) as e:
         print(f"pymakemore.sample: error: {e}", file=sys.stderr)
         return 2

@@ -1,10 +1,11 @@
 """Train a makemore model.
 
-    python -m pymakemore.train [-i words.txt] [-o out] [--device cpu|cuda|auto] [options]
+    python -m pymakemore.train [--type T | --preset P] [-i words.txt] [-o out] [options]
 
-With no -i it trains on the built-in names. Defaults are the makemore part-2 lecture's MLP:
-block 3, n_embd 10, n_hidden 200, batch 32, 200,000 SGD steps, lr 0.1 then 0.01 from the
-halfway step. `python -m pymakemore.train --help` lists every option.
+With no -i it trains on the built-in names. With no --type or --preset it trains the makemore
+part-2 lecture's MLP: block 3, n_embd 10, n_hidden 200, batch 32, 200,000 SGD steps, lr 0.1
+then 0.01 from the halfway step. Each model type starts from its lecture's configuration
+(PRESETS); flags override it. `python -m pymakemore.train --help` lists every option.
 """
 from __future__ import annotations
 
@@ -17,24 +18,65 @@ from typing import Any, Optional
 
 import torch
 
-from . import engines, plots
+from . import diagnostics, engines, manual_backprop, plots
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .data import DataError, Splits, load_splits
 from .devices import DeviceError, resolve_device
-from .models import MODELS
-from .models.mlp import INITS, OPS
-from .sample import print_samples, sample_words
+from .models import MODELS, build_model
+from .models.bigram import bigram_counts, counts_log_probs, counts_nll
+from .models.layers import OPS
+from .models.mlp import INITS
+from .sample import TEXT_SAMPLE_CHARS, print_samples, sample_text, sample_words
 
 DEFAULTS: dict[str, Any] = dict(
-    type="mlp", input_file=None, work_dir="out", block_size=3, n_embd=10, n_hidden=200,
-    batch_size=32, max_steps=200_000, lr=0.1, lr_decay_at=None, lr_decay=0.1, init="lecture",
-    ops="fused", engine="ops", device="auto", seed=2147483647, split_seed=42, eval_every=10_000,
+    type="mlp", preset=None, input_file=None, data="lines", work_dir="out", block_size=3,
+    n_embd=10, n_hidden=200, n_layer=1, n_head=4, dropout=0.0, hidden_bias=False,
+    init="lecture", batch_size=32, max_steps=200_000, optimizer="sgd", lr=0.1, lr_decay_at=None,
+    lr_decay=0.1, weight_decay=0.01, backprop="autograd", diagnostics=False, ops="fused",
+    engine="ops", device="auto", seed=2147483647, split_seed=42, eval_every=10_000,
     log_every=1_000, num_samples=10, quiet=False, resume=False, lr_find=False, threads=None,
 )
+# The lectures' configurations. --type T alone takes preset T (gpt: gpt-names, or
+# gpt-shakespeare with --data text); any flag given overrides its preset's value.
+PRESETS: dict[str, dict[str, Any]] = {
+    # part 1: the neural bigram, full-batch gradient descent as in the lecture
+    "bigram": dict(type="bigram", block_size=1, batch_size=0, max_steps=300, lr=50.0,
+                   lr_decay=1.0, eval_every=0, log_every=50),
+    # part 2: the MLP (the defaults above)
+    "mlp": dict(type="mlp"),
+    # part 3: BatchNorm MLP, and its deeper 5-layer variant, with the diagnostics
+    "bnmlp": dict(type="bnmlp", lr_decay_at=100_000, diagnostics=True),
+    "bnmlp-deep": dict(type="bnmlp", n_layer=5, n_hidden=100, lr_decay_at=100_000,
+                       diagnostics=True),
+    # part 4: the same network trained on gradients written by hand
+    "manual-backprop": dict(type="bnmlp", n_hidden=64, hidden_bias=True, backprop="manual",
+                            lr_decay_at=100_000),
+    # part 5: WaveNet
+    "wavenet": dict(type="wavenet", block_size=8, n_embd=24, n_hidden=128, lr_decay_at=150_000),
+    # makemore's transformer on word lists
+    "gpt-names": dict(type="gpt", data="lines", block_size=None, n_embd=64, n_head=4, n_layer=4,
+                      dropout=0.0, optimizer="adamw", lr=5e-4, lr_decay=1.0, batch_size=32,
+                      max_steps=20_000, eval_every=2_000, log_every=100),
+    # the GPT lecture on a text (tinyshakespeare): a GPU run
+    "gpt-shakespeare": dict(type="gpt", data="text", block_size=256, n_embd=384, n_head=6,
+                            n_layer=6, dropout=0.2, optimizer="adamw", lr=3e-4, lr_decay=1.0,
+                            batch_size=64, max_steps=5_000, eval_every=500, log_every=100),
+    # the same model scaled down to train in minutes on a CPU
+    "gpt-shakespeare-small": dict(type="gpt", data="text", block_size=64, n_embd=128,
+                                  n_head=4, n_layer=4, dropout=0.1, optimizer="adamw", lr=1e-3,
+                                  lr_decay=1.0, batch_size=32, max_steps=3_000, eval_every=1_000,
+                                  log_every=100),
+}
+TYPE_PRESET = {"bigram": "bigram", "mlp": "mlp", "bnmlp": "bnmlp", "wavenet": "wavenet",
+               "gpt": "gpt-names"}
 # what a checkpoint fixes: a resumed run keeps these and refuses to change them
-RUN_KEYS = ("type", "input_file", "block_size", "n_embd", "n_hidden", "batch_size", "lr",
-            "lr_decay_at", "lr_decay", "init", "ops", "engine", "seed", "split_seed")
+RUN_KEYS = ("type", "preset", "input_file", "data", "block_size", "n_embd", "n_hidden", "n_layer",
+            "n_head", "dropout", "hidden_bias", "init", "batch_size", "optimizer", "lr",
+            "lr_decay_at", "lr_decay", "weight_decay", "backprop", "diagnostics", "ops", "engine",
+            "seed", "split_seed")
+OPTIMIZERS = ("sgd", "adamw")
 LR_FIND_STEPS = 1000
+DIAGNOSTIC_ROWS = 1024  # examples of the histograms (one minibatch of 32 is too noisy)
 
 
 class ConfigError(Exception):
@@ -49,14 +91,28 @@ def build_parser() -> argparse.ArgumentParser:
     data = p.add_argument_group("data")
     data.add_argument("-i", "--input-file",
                       help="text file, one word a line (default: the built-in names)")
+    data.add_argument("--data", choices=["lines", "text"],
+                      help="lines: one word a line (default); text: one character stream, "
+                           "90/10 split (gpt only)")
     data.add_argument("--block-size", type=int,
-                      help="characters of context per prediction (default 3)")
+                      help="characters of context per prediction (default: the preset's; "
+                           "mlp 3)")
     data.add_argument("--split-seed", type=int,
                       help="seed of the 80/10/10 word shuffle (default 42, the lecture's)")
     model = p.add_argument_group("model")
-    model.add_argument("--type", choices=sorted(MODELS), help="model family (default mlp)")
+    model.add_argument("--type", choices=sorted(MODELS),
+                       help="model family (default mlp, or the preset's)")
+    model.add_argument("--preset", choices=sorted(PRESETS),
+                       help="a lecture's configuration; --type T alone means preset T "
+                            "(gpt: gpt-names)")
     model.add_argument("--n-embd", type=int, help="embedding size per character (default 10)")
     model.add_argument("--n-hidden", type=int, help="hidden units (default 200)")
+    model.add_argument("--n-layer", type=int,
+                       help="hidden layers (bnmlp) or transformer blocks (gpt)")
+    model.add_argument("--n-head", type=int, help="attention heads (gpt)")
+    model.add_argument("--dropout", type=float, help="dropout probability (gpt; default 0)")
+    model.add_argument("--hidden-bias", action=argparse.BooleanOptionalAction,
+                       help="bnmlp: a bias before the BatchNorm, as in part 4")
     model.add_argument("--init", choices=INITS,
                        help="lecture: plain randn as in part 2 (default); kaiming: scaled "
                             "as in part 3")
@@ -66,11 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--engine", choices=engines.ENGINES,
                        help="ops: step by step through autograd (default); fused: the MLP's "
                             "whole steps in one C++ call (CPU, much faster)")
+    model.add_argument("--backprop", choices=["autograd", "manual"],
+                       help="manual: bnmlp with one hidden layer, updated with gradients "
+                            "written by hand (part 4) instead of autograd's")
     model.add_argument("--seed", type=int,
                        help="seed of the initial parameters; minibatches use seed+1, samples "
                             "seed+2 (default 2147483647, the lecture's)")
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--batch-size", type=int, help="examples per step (default 32)")
+    opt.add_argument("--batch-size", type=int,
+                     help="examples per step (default 32); 0: the whole training set")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS,
+                     help="sgd (default) or adamw (the gpt presets)")
+    opt.add_argument("--weight-decay", type=float, help="adamw's weight decay (default 0.01)")
     opt.add_argument("--max-steps", type=int, help="SGD steps in all (default 200000)")
     opt.add_argument("--lr", type=float, help="learning rate (default 0.1)")
     opt.add_argument("--lr-decay-at", type=int,
@@ -89,11 +152,25 @@ def build_parser() -> argparse.ArgumentParser:
                           "only (default 10000)")
     run.add_argument("--log-every", type=int,
                      help="steps between progress/metrics lines (default 1000)")
-    run.add_argument("--num-samples", type=int, help="words sampled at the end (default 10)")
+    run.add_argument("--num-samples", type=int,
+                     help="words sampled at the end (default 10); text: a 500-character "
+                          "passage unless 0")
+    run.add_argument("--diagnostics", action=argparse.BooleanOptionalAction,
+                     help="bnmlp/wavenet: activation, gradient and update:data plots "
+                          "(on in the bnmlp presets)")
     run.add_argument("--resume", action="store_true", default=None,
                      help="continue from WORK_DIR/model.pt up to --max-steps")
     run.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
     return p
+
+
+def preset_for(explicit: dict[str, Any]) -> str:
+    if "preset" in explicit:
+        return explicit["preset"]
+    kind = explicit.get("type", DEFAULTS["type"])
+    if kind == "gpt" and explicit.get("data") == "text":
+        return "gpt-shakespeare"
+    return TYPE_PRESET[kind]
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
@@ -111,40 +188,94 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[d
                                   f"{config[key]!r})")
         config.update({k: v for k, v in explicit.items() if k not in RUN_KEYS})
     else:
-        config = {**DEFAULTS, **explicit}
+        preset = preset_for(explicit)
+        if "type" in explicit and explicit["type"] != PRESETS[preset]["type"]:
+            raise ConfigError(f"--preset {preset} is a {PRESETS[preset]['type']} model, not "
+                              f"{explicit['type']}")
+        config = {**DEFAULTS, **PRESETS[preset], **explicit, "preset": preset}
         if config["lr_decay_at"] is None:
             config["lr_decay_at"] = config["max_steps"] // 2
-    for key in ("block_size", "n_embd", "n_hidden", "batch_size", "max_steps", "log_every"):
-        if config[key] < 1:
-            raise ConfigError(f"--{key.replace('_', '-')} must be >= 1, got {config[key]}")
-    for key in ("eval_every", "num_samples", "lr_decay_at"):
-        if config[key] < 0:
-            raise ConfigError(f"--{key.replace('_', '-')} must be >= 0, got {config[key]}")
-    if not config["lr"] > 0:
-        raise ConfigError(f"--lr must be > 0, got {config['lr']}")
+        elif "max_steps" in explicit and "lr_decay_at" not in explicit:
+            # a preset's decay step, moved with a shorter or longer schedule
+            preset_steps = PRESETS[preset].get("max_steps", DEFAULTS["max_steps"])
+            config["lr_decay_at"] = config["lr_decay_at"] * config["max_steps"] // preset_steps
+    check_config(config)
     if config["input_file"] is not None:
         config["input_file"] = str(Path(config["input_file"]).resolve())
     return config, ckpt
 
 
-def build_model(config: dict[str, Any], vocab_size: int) -> torch.nn.Module:
-    return MODELS[config["type"]](vocab_size, block_size=config["block_size"],
-                                  n_embd=config["n_embd"], n_hidden=config["n_hidden"],
-                                  init=config["init"], ops=config["ops"], seed=config["seed"])
+def check_config(config: dict[str, Any]) -> None:
+    def flag(key):
+        return "--" + key.replace("_", "-")
+    for key in ("n_embd", "n_hidden", "n_layer", "n_head", "max_steps", "log_every"):
+        if config[key] < 1:
+            raise ConfigError(f"{flag(key)} must be >= 1, got {config[key]}")
+    for key in ("eval_every", "num_samples", "lr_decay_at", "batch_size"):
+        if config[key] < 0:
+            raise ConfigError(f"{flag(key)} must be >= 0, got {config[key]}")
+    if config["block_size"] is not None and config["block_size"] < 1:
+        raise ConfigError(f"--block-size must be >= 1, got {config['block_size']}")
+    if config["block_size"] is None and not (config["type"] == "gpt" and
+                                             config["data"] == "lines"):
+        raise ConfigError("--block-size is needed (only gpt on word lists finds it from the data)")
+    if not config["lr"] > 0:
+        raise ConfigError(f"--lr must be > 0, got {config['lr']}")
+    if not 0.0 <= config["dropout"] < 1.0:
+        raise ConfigError(f"--dropout must be in [0, 1), got {config['dropout']}")
+    if config["weight_decay"] < 0:
+        raise ConfigError(f"--weight-decay must be >= 0, got {config['weight_decay']}")
+    if config["data"] == "text" and config["type"] != "gpt":
+        raise ConfigError(f"--data text trains the gpt model only, not {config['type']}")
+    if config["type"] == "bigram" and config["block_size"] != 1:
+        raise ConfigError(f"the bigram model sees one character: --block-size 1, "
+                          f"not {config['block_size']}")
+    if config["type"] == "gpt" and config["n_embd"] % config["n_head"]:
+        raise ConfigError(f"--n-embd ({config['n_embd']}) must be a multiple of --n-head "
+                          f"({config['n_head']})")
+    if config["type"] == "wavenet":
+        b = config["block_size"]
+        if b < 2 or b & (b - 1):
+            raise ConfigError(f"the wavenet model needs --block-size a power of two >= 2, "
+                              f"got {b}")
+    if config["backprop"] == "manual":
+        if config["type"] != "bnmlp" or config["n_layer"] != 1:
+            raise ConfigError("--backprop manual is written for --type bnmlp --n-layer 1")
+        if config["engine"] != "ops":
+            raise ConfigError("--backprop manual runs on --engine ops")
+    if config["diagnostics"] and config["type"] not in ("bnmlp", "wavenet"):
+        raise ConfigError(f"--diagnostics follows the tanh layers of bnmlp and wavenet, "
+                          f"not {config['type']}")
+    if config["batch_size"] == 0 and config["engine"] != "ops":
+        raise ConfigError("--batch-size 0 (the whole training set) runs on --engine ops")
+
+
+def layout(config: dict[str, Any]) -> str:
+    """How the data becomes examples (data.LAYOUTS) for this model."""
+    if config["data"] == "text":
+        return "text"
+    return "sequences" if config["type"] == "gpt" else "windows"
 
 
 @torch.no_grad()
 def split_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-               chunk: int = 65536) -> float:
-    """Mean loss over a whole split, in chunks (one host read)."""
+               chunk_tokens: int = 65536) -> float:
+    """Mean loss per predicted character over a whole split (padding targets excluded), in
+    chunks, with one host read."""
     was_training = model.training
     model.eval()
+    cross_entropy = OPS[getattr(model, "ops", "torch")].cross_entropy
     total = torch.zeros((), dtype=torch.float64, device=x.device)
-    for i in range(0, len(x), chunk):
-        _, loss = model(x[i:i + chunk], y[i:i + chunk])
-        total += loss.double() * len(x[i:i + chunk])
+    count = torch.zeros((), dtype=torch.int64, device=x.device)
+    rows = max(1, chunk_tokens // max(1, y[0].numel()))
+    for i in range(0, len(x), rows):
+        logits, _ = model(x[i:i + rows])
+        targets = y[i:i + rows].reshape(-1)
+        total += cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, ignore_index=-1,
+                               reduction="sum").double()
+        count += (targets != -1).sum()
     model.train(was_training)
-    return (total / max(len(x), 1)).item()
+    return (total / count.clamp(min=1)).item()
 
 
 class SGD:
@@ -173,16 +304,42 @@ class SGD:
         self.lr = state["lr"]
 
 
-def run_steps(model: torch.nn.Module, optimizer: SGD, x: torch.Tensor, y: torch.Tensor,
-              batch_size: int, gen: torch.Generator, steps: int) -> torch.Tensor:
-    """`steps` SGD steps on minibatches drawn on x's device; their losses, left on the device
-    (no host read per step)."""
+def make_optimizer(config: dict[str, Any], model: torch.nn.Module):
+    if config["optimizer"] == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config["lr"],
+                                 weight_decay=config["weight_decay"])
+    return SGD(model.parameters(), lr=config["lr"])
+
+
+def set_lr(optimizer, lr: float) -> None:
+    if isinstance(optimizer, SGD):
+        optimizer.lr = lr
+    else:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+
+def run_steps(model: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor,
+              batch_size: int, gen: torch.Generator, steps: int, *, first_step: int = 0,
+              lr: float = 0.0, manual: bool = False, ratios=None) -> torch.Tensor:
+    """`steps` optimizer steps on minibatches drawn on x's device (batch_size 0: all of x);
+    their losses, left on the device (no host read per step). manual: gradients by hand
+    (manual_backprop) instead of autograd; ratios: a diagnostics.UpdateRatios to feed."""
     losses = []
-    for _ in range(steps):
-        ix = torch.randint(0, len(x), (batch_size,), device=x.device, generator=gen)
-        _, loss = model(x.index_select(0, ix), y.index_select(0, ix))
-        optimizer.zero_grad()
-        loss.backward()
+    for i in range(steps):
+        if batch_size:
+            ix = torch.randint(0, len(x), (batch_size,), device=x.device, generator=gen)
+            xb, yb = x.index_select(0, ix), y.index_select(0, ix)
+        else:
+            xb, yb = x, y
+        if manual:
+            loss = manual_backprop.loss_and_grads(model, xb, yb)
+        else:
+            _, loss = model(xb, yb)
+            optimizer.zero_grad()
+            loss.backward()
+        if ratios is not None and ratios.wanted(first_step + i):
+            ratios.record(first_step + i, lr)
         optimizer.step()
         losses.append(loss.detach())
     return torch.stack(losses)
@@ -208,14 +365,15 @@ def lr_find(config: dict[str, Any], splits: Splits, device: torch.device, work_d
             ) -> int:
     """The lecture's learning-rate search: one step per rate, 10^-3 .. 10^0."""
     model = build_model(config, splits.vocab.size).to(device)
-    optimizer = SGD(model.parameters(), lr=1e-3)
+    optimizer = make_optimizer(config, model)
     gen = torch.Generator(device=device).manual_seed(config["seed"] + 1)
     x, y = splits.tensors["train"]
     exponents = torch.linspace(-3, 0, LR_FIND_STEPS)
     losses = []
     for e in exponents.tolist():
-        optimizer.lr = 10.0 ** e
-        losses.append(run_steps(model, optimizer, x, y, config["batch_size"], gen, 1))
+        set_lr(optimizer, 10.0 ** e)
+        losses.append(run_steps(model, optimizer, x, y, config["batch_size"], gen, 1,
+                                manual=config["backprop"] == "manual"))
     losses = torch.cat(losses).cpu()
     window = 50
     smooth = torch.nn.functional.avg_pool1d(losses.view(1, 1, -1), window, 1).view(-1)
@@ -231,6 +389,54 @@ def lr_find(config: dict[str, Any], splits: Splits, device: torch.device, work_d
     return 0
 
 
+def rng_state(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    """The minibatch generator's state and torch's own (dropout draws from it)."""
+    state = {"batch": gen.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(gen: torch.Generator, state: dict[str, torch.Tensor],
+                  device: torch.device) -> None:
+    gen.set_state(state["batch"])
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def gradient_check(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   batch_size: int, seed: int, work_dir: Path) -> dict[str, Any]:
+    """Part 4's check, on one minibatch: hand-written gradients against autograd's."""
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    ix = torch.randint(0, len(x), (batch_size or len(x),), device=x.device, generator=gen)
+    report = manual_backprop.check_gradients(model, x[ix], y[ix])
+    (work_dir / "gradient_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    worst = {k: max(v.values()) for k, v in report.items()}
+    print("gradients by hand vs autograd, max |difference| over all intermediates: "
+          + ", ".join(f"{k} {v:.2e}" for k, v in worst.items())
+          + f" ({work_dir / 'gradient_check.json'})", file=sys.stderr)
+    return worst
+
+
+def bigram_report(splits: Splits, work_dir: Path) -> dict[str, float]:
+    """The counts model (add-one smoothing) fitted on the training split: its losses, and the
+    lecture's figure (fitted and measured on the whole data set); plots the count matrix."""
+    v = splits.vocab.size
+    x, y = splits.tensors["train"]
+    counts = bigram_counts(x, y, v)
+    log_probs = counts_log_probs(counts)
+    report = {f"{name}_loss": counts_nll(log_probs, *splits.tensors[name])
+              for name in ("train", "dev", "test")}
+    everything = [torch.cat(t) for t in zip(*(splits.tensors[n] for n in ("train", "dev",
+                                                                          "test")))]
+    report["all_data_loss"] = counts_nll(counts_log_probs(bigram_counts(*everything, v)),
+                                         *everything)
+    plots.bigram_counts(counts, list(splits.vocab.itos), work_dir / "bigram_counts.png")
+    return report
+
+
 def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: torch.device,
           work_dir: Path) -> int:
     started = time.perf_counter()
@@ -238,19 +444,26 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
         model, _ = model_from_checkpoint(ckpt, device)
     else:
         model = build_model(config, splits.vocab.size).to(device)
-    optimizer = SGD(model.parameters(), lr=config["lr"])
+    optimizer = make_optimizer(config, model)
     gen = torch.Generator(device=device).manual_seed(config["seed"] + 1)
+    ratios = diagnostics.UpdateRatios(model) if config["diagnostics"] else None
+    manual = config["backprop"] == "manual"
     max_steps = config["max_steps"]
     losses = torch.zeros(max_steps, device=device)
     step = 0
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        gen.set_state(ckpt["rng"]["batch"])
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"the checkpoint's optimizer state does not fit: {e}") from None
+        set_rng_state(gen, ckpt["rng"], device)
         step = ckpt["step"]
         if step >= max_steps:
             raise ConfigError(f"the checkpoint is at step {step}; give --max-steps above it "
                               f"to train on")
         losses[:step] = ckpt["losses"][:step].to(device)
+        if ratios is not None and "update_ratios" in ckpt:
+            ratios.load_state_dict(ckpt["update_ratios"])
     x, y = splits.tensors["train"]
     if config["engine"] == "fused":
         reason = engines.fused_supports(model, device)
@@ -258,12 +471,20 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
             raise ConfigError(reason)
     n_params = sum(p.numel() for p in model.parameters())
     metrics = JsonLines(work_dir / "metrics.jsonl", append=ckpt is not None)
+    extra: dict[str, Any] = {}
+    if manual:
+        extra["gradient_check"] = gradient_check(model, x, y, config["batch_size"],
+                                                 config["seed"] + 3, work_dir)
 
     def checkpoint(at: int) -> None:
-        save_checkpoint(work_dir, {
+        payload = {
             "config": config, "vocab": splits.vocab.chars, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "step": at, "rng": {"batch": gen.get_state()},
-            "losses": losses[:at].cpu(), "train_words": "\n".join(splits.words["train"])})
+            "optimizer": optimizer.state_dict(), "step": at, "rng": rng_state(gen, device),
+            "losses": losses[:at].cpu(), "train_words": "\n".join(splits.words["train"]),
+            "data_fingerprint": splits.fingerprint()}
+        if ratios is not None:
+            payload["update_ratios"] = ratios.state_dict()
+        save_checkpoint(work_dir, payload)
 
     def boundaries(start: int) -> int:
         """The next step at which the loop must stop: log, eval, lr change or the end."""
@@ -274,17 +495,21 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
             stops.append(config["lr_decay_at"])
         return min(stops)
 
+    def evaluate(names) -> dict[str, float]:
+        return {name: split_loss(model, *splits.evaluation(name)) for name in names}
+
     from tqdm import tqdm  # progress bar: rate, ETA and postfix without hand-written code
     bar = tqdm(total=max_steps, initial=step, unit="step", disable=config["quiet"],
                file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
     train_seconds, window_start, first_step = 0.0, step, step
-    print(f"{config['type']} with {n_params:,} parameters, {config['ops']} ops, "
-          f"{config['engine']} engine, on {device}; {len(x):,} training examples",
-          file=sys.stderr)
+    print(f"{config['type']} ({config['preset']}) with {n_params:,} parameters, "
+          f"{config['ops']} ops, {config['engine']} engine, {config['backprop']} backprop, "
+          f"on {device}; {len(x):,} training examples", file=sys.stderr)
     try:
         while step < max_steps:
             stop = boundaries(step)
-            lr = optimizer.lr = learning_rate(config, step)
+            lr = learning_rate(config, step)
+            set_lr(optimizer, lr)
             t0 = time.perf_counter()
             if config["engine"] == "fused":  # minibatches from (seed + 1, step): resumable
                 lrs = torch.full((stop - step,), lr)
@@ -292,7 +517,8 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
                                                         step, config["seed"] + 1)
             else:
                 losses[step:stop] = run_steps(model, optimizer, x, y, config["batch_size"], gen,
-                                              stop - step)
+                                              stop - step, first_step=step, lr=lr,
+                                              manual=manual, ratios=ratios)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds += time.perf_counter() - t0
@@ -306,8 +532,8 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
                                "steps_per_s": (step - first_step) / max(train_seconds, 1e-9),
                                "elapsed_s": time.perf_counter() - started})
             if config["eval_every"] and step % config["eval_every"] == 0 and step < max_steps:
-                record = {"step": step, "train_loss": split_loss(model, x, y),
-                          "dev_loss": split_loss(model, *splits.tensors["dev"])}
+                found = evaluate(("train", "dev"))
+                record = {"step": step, "train_loss": found["train"], "dev_loss": found["dev"]}
                 metrics.write(record)
                 bar.write(f"step {step}: train {record['train_loss']:.4f}, "
                           f"dev {record['dev_loss']:.4f}", file=sys.stderr)
@@ -321,18 +547,29 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
         return 130
     bar.close()
 
-    final = {name: split_loss(model, *splits.tensors[name]) for name in ("train", "dev", "test")}
+    final = evaluate(("train", "dev", "test"))
     metrics.write({"step": step, **{f"{k}_loss": v for k, v in final.items()}})
     metrics.close()
     checkpoint(step)
     steps_run = step - first_step
+    if config["type"] == "bigram":
+        extra["counts_model"] = bigram_report(splits, work_dir)
+    if ratios is not None:
+        gen_diag = torch.Generator(device=device).manual_seed(config["seed"] + 3)
+        ix = torch.randint(0, len(x), (DIAGNOSTIC_ROWS,), device=device,
+                           generator=gen_diag)
+        report = diagnostics.layer_report(model, x[ix], y[ix])
+        diagnostics.write(report, ratios, work_dir)
+        extra["saturated"] = [r["saturated"] for r in report["tanh_layers"]]
     summary = {
-        "model": config["type"], "n_params": n_params, "config": config, "device": str(device),
-        "ops": config["ops"], "engine": config["engine"], "steps": step, "seconds": train_seconds,
+        "model": config["type"], "preset": config["preset"], "n_params": n_params,
+        "config": config, "device": str(device), "ops": config["ops"],
+        "engine": config["engine"], "steps": step, "seconds": train_seconds,
         "steps_per_s": steps_run / max(train_seconds, 1e-9),
         "n_train": len(x), "n_dev": len(splits.tensors["dev"][0]),
         "n_test": len(splits.tensors["test"][0]),
         "train_loss": final["train"], "dev_loss": final["dev"], "test_loss": final["test"],
+        **extra,
     }
     (work_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plots.loss_curve(losses[:step], work_dir / "loss.png")
@@ -341,12 +578,21 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
     print(f"train {final['train']:.4f}  dev {final['dev']:.4f}  test {final['test']:.4f}  "
           f"({steps_run:,} steps in {train_seconds:.1f} s, "
           f"{summary['steps_per_s']:,.0f} steps/s; outputs in {work_dir})")
+    if "counts_model" in extra:
+        c = extra["counts_model"]
+        print(f"counts model: train {c['train_loss']:.4f}  dev {c['dev_loss']:.4f}  "
+              f"test {c['test_loss']:.4f}; fitted on all the data {c['all_data_loss']:.4f}")
     if config["num_samples"]:
         sample_gen = torch.Generator(device=device).manual_seed(config["seed"] + 2)
-        words = sample_words(model, splits.vocab, config["num_samples"], generator=sample_gen,
-                             device=device)
-        print("samples:")
-        print_samples(words, set(splits.words["train"]))
+        if config["data"] == "text":
+            print("sample:")
+            print(sample_text(model, splits.vocab, TEXT_SAMPLE_CHARS, generator=sample_gen,
+                              device=device))
+        else:
+            words = sample_words(model, splits.vocab, config["num_samples"],
+                                 generator=sample_gen, device=device)
+            print("samples:")
+            print_samples(words, set(splits.words["train"]))
     return 0
 
 
@@ -357,9 +603,14 @@ def main(argv=None) -> int:
         device = resolve_device(config["device"], config["ops"])
         if config["threads"]:
             torch.set_num_threads(config["threads"])
-        splits = load_splits(config["input_file"], config["block_size"], config["split_seed"])
-        if ckpt is not None and (splits.vocab.chars != ckpt["vocab"] or
-                                 "\n".join(splits.words["train"]) != ckpt["train_words"]):
+        splits = load_splits(config["input_file"], config["block_size"], config["split_seed"],
+                             layout=layout(config))
+        if config["block_size"] is None:  # gpt on words: the longest word decides
+            config["block_size"] = splits.tensors["train"][0].shape[1]
+        if ckpt is not None and (
+                splits.vocab.chars != ckpt["vocab"]
+                or "\n".join(splits.words["train"]) != ckpt["train_words"]
+                or splits.fingerprint() != ckpt.get("data_fingerprint", splits.fingerprint())):
             raise CheckpointError("the input file is not the one the checkpoint was trained on")
         splits = splits.to(device)
         work_dir = Path(config["work_dir"])

@@ -1,6 +1,24 @@
-"""The makemore models, one file per family; each returns (logits, loss)."""
+"""The makemore models, one file per family; each maps (idx, targets) to (logits, loss) and
+names in CONFIG_KEYS the trainer options its constructor takes."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .bigram import Bigram
+from .bnmlp import BNMLP
+from .gpt import GPT
 from .mlp import MLP
+from .wavenet import WaveNet
 
-MODELS = {"mlp": MLP}
+MODELS = {"bigram": Bigram, "mlp": MLP, "bnmlp": BNMLP, "wavenet": WaveNet, "gpt": GPT}
 
-__all__ = ["MLP", "MODELS"]
+
+def build_model(config: dict[str, Any], vocab_size: int) -> torch.nn.Module:
+    """The model of config["type"], built from the config's values of its CONFIG_KEYS."""
+    cls = MODELS[config["type"]]
+    return cls(vocab_size, **{k: config[k] for k in cls.CONFIG_KEYS})
+
+
+__all__ = ["Bigram", "BNMLP", "GPT", "MLP", "WaveNet", "MODELS", "build_model"]

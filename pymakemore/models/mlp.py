@@ -26,6 +26,8 @@ class MLP(torch.nn.Module):
     W1 scaled by (5/3)/sqrt(fan_in), b1 by 0.01, W2 by 0.01 and b2 zeroed (the part-3 fix).
     """
 
+    CONFIG_KEYS = ("block_size", "n_embd", "n_hidden", "init", "ops", "seed")
+
     def __init__(self, vocab_size: int, block_size: int = 3, n_embd: int = 10,
                  n_hidden: int = 200, init: str = "lecture", ops: str = "fused",
                  seed: int = 2147483647):

@@ -1,0 +1,84 @@
+"""Building blocks of the makemore part-3 and part-5 models, as the lectures write them
+(PyTorch-like modules with the lectures' initialisation), on the fused ops or plain torch."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import ops as fused_ops
+from .. import reference
+
+OPS = {"fused": fused_ops, "torch": reference}
+
+
+def check_ops(ops: str) -> None:
+    if ops not in OPS:
+        raise ValueError(f"ops must be one of {sorted(OPS)}, got {ops!r}")
+
+
+class Linear(torch.nn.Module):
+    """F.linear with the weight stored (out, in); initialised as the lectures' Linear:
+    randn(fan_in, fan_out) * scale (default 1 / sqrt(fan_in)), bias randn * bias_scale."""
+
+    def __init__(self, fan_in: int, fan_out: int, bias: bool, generator: torch.Generator,
+                 ops: str = "fused", scale: Optional[float] = None, bias_scale: float = 0.0):
+        super().__init__()
+        scale = 1.0 / math.sqrt(fan_in) if scale is None else scale
+        w = torch.randn((fan_in, fan_out), generator=generator) * scale
+        self.weight = torch.nn.Parameter(w.t().contiguous())
+        self.bias = None
+        if bias:
+            self.bias = torch.nn.Parameter(torch.randn(fan_out, generator=generator) * bias_scale)
+        self.ops = ops
+
+    def forward(self, x: Tensor) -> Tensor:
+        return OPS[self.ops].linear(x, self.weight, self.bias)
+
+
+class BatchNorm(torch.nn.Module):
+    """The lectures' BatchNorm1d: in training, normalise with the batch's mean and unbiased
+    variance over every dimension but the last (batch, or batch and time) and update the
+    running statistics; in evaluation, use the running statistics."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.gain = torch.nn.Parameter(torch.ones(dim))
+        self.bias = torch.nn.Parameter(torch.zeros(dim))
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_var", torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            dims = tuple(range(x.dim() - 1))
+            mean = x.mean(dims)
+            var = x.var(dims)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var, self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return self.gain * ((x - mean) * torch.rsqrt(var + self.eps)) + self.bias
+
+
+class FlattenConsecutive(torch.nn.Module):
+    """(B, T, C) -> (B, T/n, C*n): n consecutive positions side by side (part 5's WaveNet)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, c = x.shape
+        return x.reshape(b, t // self.n, c * self.n)
+
+
+def lm_loss(ops: str, logits: Tensor, targets: Optional[Tensor]) -> Optional[Tensor]:
+    """Mean cross entropy over every position whose target is not the padding mark (-1)."""
+    if targets is None:
+        return None
+    return OPS[ops].cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                  ignore_index=-1)
