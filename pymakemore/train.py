@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "written by hand (part 4) instead of autograd's")
     model.add_argument("--seed", type=int,
                        help="seed of the initial parameters; minibatches use seed+1, samples "
-                            "seed+2 (default 2147483647, the lecture's)")
+                            "seed+2, dropout seed+3 (default 2147483647, the lecture's)")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--batch-size", type=int,
                      help="examples per step (default 32); 0: the whole training set")
@@ -451,6 +451,7 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
     max_steps = config["max_steps"]
     losses = torch.zeros(max_steps, device=device)
     step = 0
+    torch.manual_seed(config["seed"] + 3)  # dropout's draws (a resumed run restores them)
     if ckpt is not None:
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
