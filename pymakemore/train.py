@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import torch
 
-from . import diagnostics, engines, manual_backprop, plots
+from . import diagnostics, distributed, engines, manual_backprop, plots
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .data import DataError, Splits, load_splits
 from .devices import DeviceError, resolve_device
@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = dict(
     lr_decay=0.1, weight_decay=0.01, backprop="autograd", diagnostics=False, ops="fused",
     engine="ops", device="auto", seed=2147483647, split_seed=42, eval_every=10_000,
     log_every=1_000, num_samples=10, quiet=False, resume=False, lr_find=False, threads=None,
+    ddp_timeout=300.0,
 )
 # The lectures' configurations. --type T alone takes preset T (gpt: gpt-names, or
 # gpt-shakespeare with --data text); any flag given overrides its preset's value.
@@ -161,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", default=None,
                      help="continue from WORK_DIR/model.pt up to --max-steps")
     run.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
+    run.add_argument("--ddp-timeout", type=float,
+                     help="under torchrun: seconds a collective waits for the other ranks "
+                          "before the job fails (default 300)")
     return p
 
 
@@ -259,9 +263,13 @@ def layout(config: dict[str, Any]) -> str:
 
 @torch.no_grad()
 def split_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-               chunk_tokens: int = 65536) -> float:
+               chunk_tokens: int = 65536, group: distributed.Group = distributed.SINGLE
+               ) -> float:
     """Mean loss per predicted character over a whole split (padding targets excluded), in
-    chunks, with one host read."""
+    chunks, with one host read; under torchrun each rank takes its share and the sums are
+    reduced."""
+    share = group.share(len(x))
+    x, y = x[share], y[share]
     was_training = model.training
     model.eval()
     cross_entropy = OPS[getattr(model, "ops", "torch")].cross_entropy
@@ -275,6 +283,8 @@ def split_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                                reduction="sum").double()
         count += (targets != -1).sum()
     model.train(was_training)
+    distributed.sum_(total, group)
+    distributed.sum_(count, group)
     return (total / count.clamp(min=1)).item()
 
 
@@ -321,14 +331,21 @@ def set_lr(optimizer, lr: float) -> None:
 
 def run_steps(model: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor,
               batch_size: int, gen: torch.Generator, steps: int, *, first_step: int = 0,
-              lr: float = 0.0, manual: bool = False, ratios=None) -> torch.Tensor:
+              lr: float = 0.0, manual: bool = False, ratios=None,
+              group: distributed.Group = distributed.SINGLE) -> torch.Tensor:
     """`steps` optimizer steps on minibatches drawn on x's device (batch_size 0: all of x);
     their losses, left on the device (no host read per step). manual: gradients by hand
-    (manual_backprop) instead of autograd; ratios: a diagnostics.UpdateRatios to feed."""
+    (manual_backprop) instead of autograd; ratios: a diagnostics.UpdateRatios to feed.
+    Under torchrun every rank draws the same global batch and trains on its share of it."""
     losses = []
+    mine = group.share(batch_size)
+    # padded targets (gpt on words) make ranks' shares count unequally: weigh each rank's mean
+    # by its share of the global batch's targets, so DDP's average is the global mean
+    weigh = group.enabled and y.dim() > 1
     for i in range(steps):
         if batch_size:
-            ix = torch.randint(0, len(x), (batch_size,), device=x.device, generator=gen)
+            every = torch.randint(0, len(x), (batch_size,), device=x.device, generator=gen)
+            ix = every[mine]
             xb, yb = x.index_select(0, ix), y.index_select(0, ix)
         else:
             xb, yb = x, y
@@ -336,6 +353,9 @@ def run_steps(model: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Tenso
             loss = manual_backprop.loss_and_grads(model, xb, yb)
         else:
             _, loss = model(xb, yb)
+            if weigh:
+                counted = (y.index_select(0, every) != -1).sum().clamp(min=1)
+                loss = loss * ((yb != -1).sum() * group.world / counted)
             optimizer.zero_grad()
             loss.backward()
         if ratios is not None and ratios.wanted(first_step + i):
@@ -438,8 +458,10 @@ def bigram_report(splits: Splits, work_dir: Path) -> dict[str, float]:
 
 
 def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: torch.device,
-          work_dir: Path) -> int:
+          work_dir: Path, group: distributed.Group = distributed.SINGLE) -> int:
+    """The training run; under torchrun every rank runs it, rank 0 alone writes and prints."""
     started = time.perf_counter()
+    main_rank = group.is_main
     if ckpt is not None:
         model, _ = model_from_checkpoint(ckpt, device)
     else:
@@ -451,7 +473,7 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
     max_steps = config["max_steps"]
     losses = torch.zeros(max_steps, device=device)
     step = 0
-    torch.manual_seed(config["seed"] + 3)  # dropout's draws (a resumed run restores them)
+    torch.manual_seed(config["seed"] + 3 + group.rank)  # dropout's draws
     if ckpt is not None:
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -459,6 +481,8 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
             raise CheckpointError(f"the checkpoint's optimizer state does not fit: {e}") from None
         set_rng_state(gen, ckpt["rng"], device)
         step = ckpt["step"]
+        if group.enabled:  # rank 0's dropout state is saved; each rank needs its own draws
+            torch.manual_seed(config["seed"] + 3 + group.rank + step * group.world)
         if step >= max_steps:
             raise ConfigError(f"the checkpoint is at step {step}; give --max-steps above it "
                               f"to train on")
@@ -471,13 +495,17 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
         if reason:
             raise ConfigError(reason)
     n_params = sum(p.numel() for p in model.parameters())
-    metrics = JsonLines(work_dir / "metrics.jsonl", append=ckpt is not None)
+    trainer = distributed.wrap(model, group, device)
+    metrics = JsonLines(work_dir / "metrics.jsonl", append=ckpt is not None) if main_rank \
+        else None
     extra: dict[str, Any] = {}
     if manual:
         extra["gradient_check"] = gradient_check(model, x, y, config["batch_size"],
                                                  config["seed"] + 3, work_dir)
 
     def checkpoint(at: int) -> None:
+        if not main_rank:
+            return
         payload = {
             "config": config, "vocab": splits.vocab.chars, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "step": at, "rng": rng_state(gen, device),
@@ -497,15 +525,23 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
         return min(stops)
 
     def evaluate(names) -> dict[str, float]:
-        return {name: split_loss(model, *splits.evaluation(name)) for name in names}
+        return {name: split_loss(model, *splits.evaluation(name), group=group)
+                for name in names}
+
+    def log(record: dict[str, Any]) -> None:
+        if main_rank:
+            metrics.write(record)
 
     from tqdm import tqdm  # progress bar: rate, ETA and postfix without hand-written code
-    bar = tqdm(total=max_steps, initial=step, unit="step", disable=config["quiet"],
-               file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+    bar = tqdm(total=max_steps, initial=step, unit="step",
+               disable=config["quiet"] or not main_rank, file=sys.stderr, dynamic_ncols=True,
+               mininterval=0.5)
     train_seconds, window_start, first_step = 0.0, step, step
-    print(f"{config['type']} ({config['preset']}) with {n_params:,} parameters, "
-          f"{config['ops']} ops, {config['engine']} engine, {config['backprop']} backprop, "
-          f"on {device}; {len(x):,} training examples", file=sys.stderr)
+    if main_rank:
+        ranks = f" x {group.world} processes (DDP)" if group.enabled else ""
+        print(f"{config['type']} ({config['preset']}) with {n_params:,} parameters, "
+              f"{config['ops']} ops, {config['engine']} engine, {config['backprop']} backprop, "
+              f"on {device}{ranks}; {len(x):,} training examples", file=sys.stderr)
     try:
         while step < max_steps:
             stop = boundaries(step)
@@ -517,9 +553,10 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
                 losses[step:stop] = engines.fused_steps(model, x, y, lrs, config["batch_size"],
                                                         step, config["seed"] + 1)
             else:
-                losses[step:stop] = run_steps(model, optimizer, x, y, config["batch_size"], gen,
-                                              stop - step, first_step=step, lr=lr,
-                                              manual=manual, ratios=ratios)
+                block = run_steps(trainer, optimizer, x, y, config["batch_size"], gen,
+                                  stop - step, first_step=step, lr=lr, manual=manual,
+                                  ratios=ratios, group=group)
+                losses[step:stop] = distributed.mean_(block, group)  # the global batch's
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds += time.perf_counter() - t0
@@ -529,27 +566,31 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
                 recent = losses[window_start:step].mean().item()  # the one host read
                 window_start = step
                 bar.set_postfix(loss=f"{recent:.4f}", lr=f"{lr:g}")
-                metrics.write({"step": step, "loss": recent, "lr": lr,
-                               "steps_per_s": (step - first_step) / max(train_seconds, 1e-9),
-                               "elapsed_s": time.perf_counter() - started})
+                log({"step": step, "loss": recent, "lr": lr,
+                     "steps_per_s": (step - first_step) / max(train_seconds, 1e-9),
+                     "elapsed_s": time.perf_counter() - started})
             if config["eval_every"] and step % config["eval_every"] == 0 and step < max_steps:
                 found = evaluate(("train", "dev"))
                 record = {"step": step, "train_loss": found["train"], "dev_loss": found["dev"]}
-                metrics.write(record)
-                bar.write(f"step {step}: train {record['train_loss']:.4f}, "
-                          f"dev {record['dev_loss']:.4f}", file=sys.stderr)
+                log(record)
+                if main_rank:
+                    bar.write(f"step {step}: train {record['train_loss']:.4f}, "
+                              f"dev {record['dev_loss']:.4f}", file=sys.stderr)
                 checkpoint(step)
     except KeyboardInterrupt:
         bar.close()
-        checkpoint(step)
-        metrics.close()
-        print(f"\ninterrupted: saved step {step} to {work_dir / 'model.pt'}; continue with "
-              f"--resume -o {work_dir}", file=sys.stderr)
+        if main_rank:
+            checkpoint(step)
+            metrics.close()
+            print(f"\ninterrupted: saved step {step} to {work_dir / 'model.pt'}; continue with "
+                  f"--resume -o {work_dir}", file=sys.stderr)
         return 130
     bar.close()
 
     final = evaluate(("train", "dev", "test"))
-    metrics.write({"step": step, **{f"{k}_loss": v for k, v in final.items()}})
+    if not main_rank:
+        return 0
+    log({"step": step, **{f"{k}_loss": v for k, v in final.items()}})
     metrics.close()
     checkpoint(step)
     steps_run = step - first_step
@@ -597,10 +638,27 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
     return 0
 
 
+def check_distributed(config: dict[str, Any], group: distributed.Group) -> None:
+    if not group.enabled:
+        return
+    for key, value, why in (("lr_find", True, "--lr-find"), ("engine", "fused", "--engine fused"),
+                            ("backprop", "manual", "--backprop manual (DDP averages "
+                                                   "autograd's gradients)"),
+                            ("batch_size", 0, "--batch-size 0 (the whole training set)")):
+        if config[key] == value:
+            raise ConfigError(f"{why} runs in one process, not under torchrun")
+    if config["batch_size"] % group.world:
+        raise ConfigError(f"--batch-size {config['batch_size']} is the global batch: it must "
+                          f"split evenly over the {group.world} processes")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    group = distributed.from_env()
+    started = False
     try:
         config, ckpt = resolve_config(args)
+        check_distributed(config, group)
         device = resolve_device(config["device"], config["ops"])
         if config["threads"]:
             torch.set_num_threads(config["threads"])
@@ -613,18 +671,33 @@ def main(argv=None) -> int:
                 or "\n".join(splits.words["train"]) != ckpt["train_words"]
                 or splits.fingerprint() != ckpt.get("data_fingerprint", splits.fingerprint())):
             raise CheckpointError("the input file is not the one the checkpoint was trained on")
+        if group.enabled:
+            device = distributed.start(group, device, config["ddp_timeout"])
+            started = True
         splits = splits.to(device)
         work_dir = Path(config["work_dir"])
-        work_dir.mkdir(parents=True, exist_ok=True)
+        if group.is_main:
+            work_dir.mkdir(parents=True, exist_ok=True)
         if config["lr_find"]:
             return lr_find(config, splits, device, work_dir)
-        return train(config, ckpt, splits, device, work_dir)
-    except (DataError, CheckpointError, ConfigError, DeviceError) as e:
-        print(f"pymakemore.train: error: {e}", file=sys.stderr)
+        return train(config, ckpt, splits, device, work_dir, group)
+    except (DataError, CheckpointError, ConfigError, DeviceError, OSError) as e:
+        # the same on every rank (same options and data): rank 0 says it
+        if group.is_main:
+            print(f"pymakemore.train: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # an unwritable work dir and the like
-        print(f"pymakemore.train: error: {e}", file=sys.stderr)
-        return 2
+    except RuntimeError as e:
+        if not group.enabled:
+            raise
+        # under torchrun: a collective that failed (a rank died) or timed out (a rank stalled)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"pymakemore.train: error: rank {group.rank} of {group.world}: {first} (a "
+              f"failed or stalled rank ends the job; collectives wait --ddp-timeout)",
+              file=sys.stderr)
+        return 1
+    finally:
+        if started:
+            distributed.stop(group)
 
 
 if __name__ == "__main__":
