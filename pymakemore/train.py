@@ -49,8 +49,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "bnmlp": dict(type="bnmlp", lr_decay_at=100_000, diagnostics=True),
     "bnmlp-deep": dict(type="bnmlp", n_layer=5, n_hidden=100, lr_decay_at=100_000,
                        diagnostics=True),
-    # part 4: the same network trained on gradients written by hand
-    "manual-backprop": dict(type="bnmlp", n_hidden=64, hidden_bias=True, backprop="manual",
+    # part 4 (its exercise 4): the same network, with the bias before BatchNorm, trained on
+    # gradients written by hand
+    "manual-backprop": dict(type="bnmlp", hidden_bias=True, backprop="manual",
                             lr_decay_at=100_000),
     # part 5: WaveNet
     "wavenet": dict(type="wavenet", block_size=8, n_embd=24, n_hidden=128, lr_decay_at=150_000),
