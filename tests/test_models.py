@@ -31,7 +31,7 @@ def shakespeare_path():
     return path
 
 
-# ---- shapes and parameter counts ---------------------------------------------------------------
+# ---- shapes and parameter counts -----------------------------------------------------------------
 def test_parameter_counts_at_the_lecture_configs():
     def count(model):
         return sum(p.numel() for p in model.parameters())
@@ -146,7 +146,7 @@ def test_text_layout_windows_and_split(tmp_path):
         data.load_splits(None, 8, layout="text")
 
 
-# ---- bigram ----------------------------------------------------------------------------------------
+# ---- bigram --------------------------------------------------------------------------------------
 def test_counts_model_matches_a_direct_count(tmp_path):
     words = ["emma", "ava", "eve", "mae"]
     vocab = data.Vocab.from_words(words)
@@ -172,7 +172,7 @@ def test_neural_bigram_converges_to_the_counts_model(tmp_path):
     assert (work / "bigram_counts.png").read_bytes()[:4] == b"\x89PNG"
 
 
-# ---- bnmlp, diagnostics, backprop by hand -----------------------------------------------------------
+# ---- bnmlp, diagnostics, backprop by hand --------------------------------------------------------
 def test_bnmlp_presets_learn_and_write_their_diagnostics(tmp_path):
     for preset in ("bnmlp", "bnmlp-deep"):
         work, summary = run(tmp_path, "--preset", preset, "-i", names_path(), "--max-steps", 300,
@@ -246,7 +246,7 @@ def test_training_by_hand_follows_autograd(tmp_path):
     assert max(check["compact"].values()) < 1e-6
 
 
-# ---- wavenet and gpt ---------------------------------------------------------------------------------
+# ---- wavenet and gpt -----------------------------------------------------------------------------
 def test_wavenet_preset_learns(tmp_path):
     _, summary = run(tmp_path, "--type", "wavenet", "-i", names_path(), "--max-steps", 300)
     assert summary["n_params"] == 76_579
@@ -304,7 +304,7 @@ def test_bnmlp_resume_keeps_running_statistics_and_update_ratios(tmp_path):
     assert a["update_ratios"]["steps"] == b["update_ratios"]["steps"] == list(range(60))
 
 
-# ---- presets and options -------------------------------------------------------------------------------
+# ---- presets and options -------------------------------------------------------------------------
 def test_presets_set_the_lecture_configs_and_flags_override_them():
     def config(*argv):
         return train.resolve_config(train.build_parser().parse_args(list(argv)))[0]
