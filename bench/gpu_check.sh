@@ -2,7 +2,9 @@
 # The one-call GPU check: on a machine with an NVIDIA GPU, build the extension, run the CUDA
 # tests, run compute-sanitizer (memcheck, racecheck) over every op, run the GPU benchmarks.
 # With gpu_data/names.txt present (copy ../shared/data/names.txt there and carry gpu_data/),
-# also the whole-step training benchmark and a full 200k-step fused-engine run.
+# also the whole-step training benchmark, a full 200k-step fused-engine run and a short run
+# of each lecture model on the GPU. With GPT_FULL=1 and gpu_data/tinyshakespeare.txt, the
+# GPT lecture's full run (preset gpt-shakespeare: 5,000 steps, a few minutes on an H100).
 # Logs and the result table go to $OUT (default gpu_out/). Exit status 0 only if all passed.
 #
 #   OUT=/some/dir bench/gpu_check.sh          # PYTHON=... to pick the interpreter
@@ -42,6 +44,15 @@ if [ -f gpu_data/names.txt ]; then  # carried in by the caller: the whole-step c
   step train_bench "$PY" bench/train_bench.py --device cuda --steps 20000 -i gpu_data/names.txt
   step train_full env PYTHONPATH=. "$PY" -m pymakemore.train -i gpu_data/names.txt \
     -o "$OUT/train_fused" --device cuda --engine fused --quiet
+  for preset in bigram bnmlp manual-backprop wavenet gpt-names; do
+    step "model_$preset" env PYTHONPATH=. "$PY" -m pymakemore.train --preset "$preset" \
+      -i gpu_data/names.txt -o "$OUT/model_$preset" --device cuda --max-steps 2000 \
+      --eval-every 0 --quiet
+  done
+fi
+if [ "${GPT_FULL:-0}" = 1 ] && [ -f gpu_data/tinyshakespeare.txt ]; then
+  step gpt_shakespeare env PYTHONPATH=. "$PY" -m pymakemore.train --preset gpt-shakespeare \
+    -i gpu_data/tinyshakespeare.txt -o "$OUT/gpt_shakespeare" --device cuda --quiet
 fi
 cat "$OUT/summary.txt"
 exit $status
