@@ -230,6 +230,8 @@ def _load_text(path: Optional[str | Path], block_size: Optional[int],
     if block_size is None:
         raise ValueError("the text layout needs a block size")
     text = read_text(path)
+    if not text.strip():
+        raise DataError(f"input file {path} holds no text (it is empty or blank)")
     if vocab is None:
         vocab = Vocab.from_text(text)
     else:

@@ -144,6 +144,9 @@ def test_text_layout_windows_and_split(tmp_path):
         data.load_splits(text_file, len(text), layout="text")
     with pytest.raises(data.DataError, match="needs an input file"):
         data.load_splits(None, 8, layout="text")
+    text_file.write_text("\n \n")
+    with pytest.raises(data.DataError, match="holds no text"):
+        data.load_splits(text_file, 8, layout="text")
 
 
 # ---- bigram --------------------------------------------------------------------------------------
