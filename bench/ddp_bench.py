@@ -57,9 +57,11 @@ def main() -> None:
     }
     per_process = max(1, cores // args.processes) if args.device == "cpu" else 1
     print(f"{args.steps} steps each, device {args.device}, {cores} CPU cores\n")
-    print(f"| case | 1 process, {cores} threads | 1 process, {per_process} threads | "
-          f"{args.processes} processes x {per_process} threads | speed-up vs 1 process, "
-          f"{cores} threads |")
+    def threads(n):
+        return f"{n} thread{'s' if n > 1 else ''}"
+    print(f"| case | 1 process, {threads(cores)} | 1 process, {threads(per_process)} | "
+          f"{args.processes} processes x {threads(per_process)} | speed-up vs 1 process, "
+          f"{threads(cores)} |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name, case in cases.items():
