@@ -44,6 +44,8 @@ if [ -f gpu_data/names.txt ]; then  # carried in by the caller: the whole-step c
   step train_bench "$PY" bench/train_bench.py --device cuda --steps 20000 -i gpu_data/names.txt
   step train_full env PYTHONPATH=. "$PY" -m pymakemore.train -i gpu_data/names.txt \
     -o "$OUT/train_fused" --device cuda --engine fused --quiet
+  step train_graph env PYTHONPATH=. "$PY" -m pymakemore.train -i gpu_data/names.txt \
+    -o "$OUT/train_graph" --device cuda --engine graph --quiet
   for preset in bigram bnmlp manual-backprop wavenet gpt-names; do
     step "model_$preset" env PYTHONPATH=. "$PY" -m pymakemore.train --preset "$preset" \
       -i gpu_data/names.txt -o "$OUT/model_$preset" --device cuda --max-steps 2000 \

@@ -1,6 +1,6 @@
 """Steps per second of the makemore MLP (the lecture's config) on one machine, in one process:
-the lecture's plain-PyTorch loop, the trainer with --ops torch, with --ops fused, and (CPU)
-with --engine fused.
+the lecture's plain-PyTorch loop, the trainer with --ops torch, with --ops fused, with
+--engine fused, and on CUDA the lecture loop in a CUDA graph and --engine graph.
 
     .venv/bin/python bench/train_bench.py [--steps 20000] [--device cpu]
 """
@@ -106,6 +106,13 @@ def main():
         results[f"trainer --ops {ops}"] = timed(
             lambda n, model=model, opt=opt, gen=gen: run_steps(model, opt, x, y, 32, gen, n),
             args.steps, device)
+    if device.type == "cuda":
+        for ops in ("torch", "fused"):
+            model = build_model({**DEFAULTS, "ops": ops}, splits.vocab.size).to(device)
+            graphed = engines.GraphedSteps(model, x, y, 32,
+                                           torch.Generator(device=device).manual_seed(1))
+            results[f"trainer --engine graph --ops {ops}"] = timed(
+                lambda n, graphed=graphed: graphed.run(n, 0.1), args.steps, device)
     if device.type == "cpu" or engines.has_cuda_kernels():
         model = build_model({**DEFAULTS, "ops": "fused"}, splits.vocab.size).to(device)
         results["trainer --engine fused"] = timed(

@@ -123,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fused: pymakemore's fused ops (default); torch: the same maths "
                             "in plain PyTorch")
     model.add_argument("--engine", choices=engines.ENGINES,
-                       help="ops: step by step through autograd (default); fused: the MLP's "
-                            "whole steps in one C++ call (CPU, much faster)")
+                       help="ops: step by step through autograd (default); graph: each step "
+                            "one CUDA-graph replay (CUDA, SGD); fused: the MLP's whole steps "
+                            "in one call (C++ on the CPU, one kernel on CUDA)")
     model.add_argument("--backprop", choices=["autograd", "manual"],
                        help="manual: bnmlp with one hidden layer, updated with gradients "
                             "written by hand (part 4) instead of autograd's")
@@ -496,6 +497,12 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
         reason = engines.fused_supports(model, device)
         if reason:
             raise ConfigError(reason)
+    graphed = None
+    if config["engine"] == "graph":
+        reason = engines.graph_supports(config, device)
+        if reason:
+            raise ConfigError(reason)
+        graphed = engines.GraphedSteps(model, x, y, config["batch_size"], gen)
     n_params = sum(p.numel() for p in model.parameters())
     trainer = distributed.wrap(model, group, device)
     metrics = JsonLines(work_dir / "metrics.jsonl", append=ckpt is not None) if main_rank \
@@ -554,6 +561,8 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
                 lrs = torch.full((stop - step,), lr)
                 losses[step:stop] = engines.fused_steps(model, x, y, lrs, config["batch_size"],
                                                         step, config["seed"] + 1)
+            elif graphed is not None:
+                losses[step:stop] = graphed.run(stop - step, lr)
             else:
                 block = run_steps(trainer, optimizer, x, y, config["batch_size"], gen,
                                   stop - step, first_step=step, lr=lr, manual=manual,
@@ -644,6 +653,7 @@ def check_distributed(config: dict[str, Any], group: distributed.Group) -> None:
     if not group.enabled:
         return
     for key, value, why in (("lr_find", True, "--lr-find"), ("engine", "fused", "--engine fused"),
+                            ("engine", "graph", "--engine graph"),
                             ("backprop", "manual", "--backprop manual (DDP averages "
                                                    "autograd's gradients)"),
                             ("batch_size", 0, "--batch-size 0 (the whole training set)")):

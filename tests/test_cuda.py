@@ -3,8 +3,9 @@ weight gradients. (The parity suites in the other files run on CUDA too when a G
 import pytest
 import torch
 
-from conftest import HAS_CUDA
-from pymakemore import ops
+from conftest import HAS_CUDA, names_path
+from pymakemore import ops, train
+from pymakemore.checkpoint import load_checkpoint
 from pymakemore.models import MLP
 
 pytestmark = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and the extension "
@@ -101,3 +102,19 @@ def test_fused_engine_on_cuda_follows_the_cpu_engine():
     again = MLP(27, init="kaiming").cuda()
     assert torch.equal(engines.fused_steps(again, x.cuda(), y.cuda(), lrs, 32, 0, 11),
                        gpu_losses)  # run to run: identical
+
+
+def test_graph_engine_follows_the_ops_engine(tmp_path):
+    runs = {}
+    for engine in ("ops", "graph"):
+        work = tmp_path / engine
+        assert train.main(["-i", str(names_path()), "-o", str(work), "--device", "cuda",
+                           "--engine", engine, "--max-steps", "300", "--lr-decay-at", "150",
+                           "--eval-every", "0", "--num-samples", "0", "--quiet",
+                           "--init", "kaiming"]) == 0
+        runs[engine] = load_checkpoint(work)
+    # the same generator draws the same minibatches; the same kernels run in the graph
+    torch.testing.assert_close(runs["graph"]["losses"], runs["ops"]["losses"], rtol=1e-5,
+                               atol=1e-5)
+    for name, p in runs["ops"]["model"].items():
+        torch.testing.assert_close(runs["graph"]["model"][name], p, rtol=1e-4, atol=1e-5)

@@ -335,6 +335,7 @@ def test_presets_set_the_lecture_configs_and_flags_override_them():
     (["--type", "mlp", "--diagnostics"], "--diagnostics follows"),
     (["--type", "mlp", "--batch-size", "-1"], "--batch-size must be >= 0"),
     (["--type", "gpt", "--data", "text"], "needs an input file"),
+    (["--engine", "graph"], "--engine graph captures CUDA graphs: it needs --device cuda"),
 ])
 def test_bad_model_options(tmp_path, capsys, args, match):
     assert train.main([*FAST, "-o", str(tmp_path / "x"), *args]) == 2
