@@ -89,7 +89,8 @@ class ConfigError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pymakemore.train",
-        description="Train a character-level language model (makemore) on a list of words.",
+        description="Train a character-level language model (makemore) on a list of words "
+                    "(or, the gpt model, on a text).",
         argument_default=None)
     data = p.add_argument_group("data")
     data.add_argument("-i", "--input-file",
@@ -117,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--hidden-bias", action=argparse.BooleanOptionalAction,
                        help="bnmlp: a bias before the BatchNorm, as in part 4")
     model.add_argument("--init", choices=INITS,
-                       help="lecture: plain randn as in part 2 (default); kaiming: scaled "
-                            "as in part 3")
+                       help="mlp: lecture: plain randn as in part 2 (default); kaiming: "
+                            "scaled as in part 3")
     model.add_argument("--ops", choices=sorted(OPS),
                        help="fused: pymakemore's fused ops (default); torch: the same maths "
                             "in plain PyTorch")
