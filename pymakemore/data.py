@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence
@@ -166,6 +166,7 @@ class Splits:
     # text layout: the id streams the windows are views of, and the block size
     streams: Optional[dict[str, torch.Tensor]] = None
     block_size: Optional[int] = None
+    _fingerprint: Optional[str] = field(default=None, repr=False)  # computed once, kept by to()
 
     def evaluation(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """What losses are measured on: the examples, or for a text the windows that tile it
@@ -176,18 +177,24 @@ class Splits:
 
     def fingerprint(self) -> str:
         """sha256 of the training examples: whether a checkpoint was trained on this data."""
-        h = hashlib.sha256()
-        parts = [self.streams["train"]] if self.streams is not None else self.tensors["train"]
-        for t in parts:
-            h.update(t.cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            parts = [self.streams["train"]] if self.streams is not None \
+                else self.tensors["train"]
+            for t in parts:
+                h.update(t.cpu().contiguous().numpy().tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     def to(self, device) -> "Splits":
         if self.streams is not None:  # move the streams, not the (much larger) windows
             streams = {k: v.to(device) for k, v in self.streams.items()}
-            return _text_splits(self.vocab, streams, self.block_size)
-        moved = {k: (x.to(device), y.to(device)) for k, (x, y) in self.tensors.items()}
-        return Splits(self.vocab, self.words, moved)
+            moved = _text_splits(self.vocab, streams, self.block_size)
+        else:
+            moved = Splits(self.vocab, self.words,
+                           {k: (x.to(device), y.to(device)) for k, (x, y) in self.tensors.items()})
+        moved._fingerprint = self._fingerprint
+        return moved
 
 
 def _check_vocab(vocab: Vocab, chars: set[str]) -> None:
