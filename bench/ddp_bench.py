@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,23 +18,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(ROOT))
+from pymakemore import distributed  # noqa: E402
 
 
 def run(args: list[str], processes: int, threads: int, work: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    launcher = [sys.executable, "-m", "pymakemore.train"]
-    if processes > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
-                    f"--nproc-per-node={processes}", "--master-addr=127.0.0.1",
-                    f"--master-port={free_port()}", "-m", "pymakemore.train"]
-    cmd = [*launcher, *args, "--threads", str(threads), "--quiet", "--num-samples", "0",
-           "--eval-every", "0", "-o", str(work)]
+    launcher = distributed.local_launcher(processes) if processes > 1 else [sys.executable]
+    cmd = [*launcher, "-m", "pymakemore.train", *args, "--threads", str(threads), "--quiet",
+           "--num-samples", "0", "--eval-every", "0", "-o", str(work)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if proc.returncode:
         sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")

@@ -10,13 +10,9 @@ import torch
 from torch import Tensor
 
 from . import plots
+from .models.layers import running_stats_kept
 
 SATURATED = 0.97  # |tanh| above this passes almost no gradient (the lecture's threshold)
-
-
-def supports(model: torch.nn.Module) -> bool:
-    """Whether the model can record its tanh outputs (forward(..., record=list))."""
-    return hasattr(model, "hidden") and hasattr(model, "norms")
 
 
 def weights(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
@@ -29,8 +25,9 @@ class UpdateRatios:
     device until the end (no host read per step)."""
 
     def __init__(self, model: torch.nn.Module):
-        self.names = [n for n, _ in weights(model)]
-        self.params = [p for _, p in weights(model)]
+        matrices = weights(model)
+        self.names = [n for n, _ in matrices]
+        self.params = [p for _, p in matrices]
         self.steps: list[int] = []
         self.values: list[Tensor] = []
 
@@ -59,12 +56,11 @@ def layer_report(model: torch.nn.Module, x: Tensor, y: Tensor) -> dict:
     """One training-mode forward and backward on (x, y): each tanh layer's outputs and their
     gradients, each weight matrix's gradient. Leaves no gradients and running statistics as
     they were."""
-    saved = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     training = model.training
     model.train()
     model.zero_grad(set_to_none=True)
     record: list[Tensor] = []
-    with torch.enable_grad():
+    with torch.enable_grad(), running_stats_kept(model):
         _, loss = model(x, y, record=record)
         loss.backward()
     layers = []
@@ -82,7 +78,6 @@ def layer_report(model: torch.nn.Module, x: Tensor, y: Tensor) -> dict:
                      "grad_to_data": (g.std() / p.detach().float().std()).item(),
                      "grads": g.flatten().cpu()})
     model.zero_grad(set_to_none=True)
-    model.load_state_dict({**model.state_dict(), **saved})
     model.train(training)
     return {"tanh_layers": layers, "weights": mats}
 

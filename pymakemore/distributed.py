@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import socket
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +47,17 @@ def from_env() -> Group:
     if world <= 1:
         return SINGLE
     return Group(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def local_launcher(processes: int) -> list[str]:
+    """The command that starts `processes` ranks on this machine under torchrun, talking over
+    a free port on 127.0.0.1; append the module or script to run (e.g. "-m",
+    "pymakemore.train") and its arguments."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
+            f"--nproc-per-node={processes}", "--master-addr=127.0.0.1", f"--master-port={port}"]
 
 
 def start(group: Group, device: torch.device, timeout_s: float) -> torch.device:

@@ -11,6 +11,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 
+def _save(fig, path: Path, dpi: int = 100) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def loss_curve(losses: torch.Tensor, path: Path, window: int = 1000) -> None:
     """log10 of the training loss, averaged over `window` steps (the lecture's plot)."""
     losses = losses.detach().float().cpu()
@@ -23,9 +29,7 @@ def loss_curve(losses: torch.Tensor, path: Path, window: int = 1000) -> None:
     ax.set_ylabel(f"log10 loss (mean of {window} steps)")
     ax.set_title("training loss")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def embedding_scatter(table: torch.Tensor, labels: Sequence[str], path: Path) -> None:
@@ -46,9 +50,7 @@ def embedding_scatter(table: torch.Tensor, labels: Sequence[str], path: Path) ->
                 color="white")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def lr_sweep(exponents: torch.Tensor, losses: torch.Tensor, suggested_exponent: float,
@@ -63,9 +65,7 @@ def lr_sweep(exponents: torch.Tensor, losses: torch.Tensor, suggested_exponent: 
     ax.set_title("learning-rate sweep")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def histograms(series: Sequence[tuple[str, torch.Tensor]], title: str, path: Path,
@@ -84,9 +84,7 @@ def histograms(series: Sequence[tuple[str, torch.Tensor]], title: str, path: Pat
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def update_ratios(steps: Sequence[int], values: torch.Tensor, names: Sequence[str],
@@ -101,9 +99,7 @@ def update_ratios(steps: Sequence[int], values: torch.Tensor, names: Sequence[st
     ax.set_title("update:data ratio")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def bigram_counts(counts: torch.Tensor, labels: Sequence[str], path: Path) -> None:
@@ -123,6 +119,4 @@ def bigram_counts(counts: torch.Tensor, labels: Sequence[str], path: Path) -> No
     ax.set_xlabel("next character")
     ax.set_ylabel("previous character")
     ax.set_title("bigram counts")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save(fig, path, dpi=80)

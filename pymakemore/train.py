@@ -191,8 +191,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[d
         config = {**DEFAULTS, **ckpt["config"]}
         for key in RUN_KEYS:
             if key in explicit and explicit[key] != config[key]:
-                flag = "--" + key.replace("_", "-")
-                raise ConfigError(f"{flag} cannot change on --resume (the checkpoint has "
+                raise ConfigError(f"{flag(key)} cannot change on --resume (the checkpoint has "
                                   f"{config[key]!r})")
         config.update({k: v for k, v in explicit.items() if k not in RUN_KEYS})
     else:
@@ -213,9 +212,12 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[d
     return config, ckpt
 
 
+def flag(key: str) -> str:
+    """The command-line flag of a config key."""
+    return "--" + key.replace("_", "-")
+
+
 def check_config(config: dict[str, Any]) -> None:
-    def flag(key):
-        return "--" + key.replace("_", "-")
     for key in ("n_embd", "n_hidden", "n_layer", "n_head", "max_steps", "log_every"):
         if config[key] < 1:
             raise ConfigError(f"{flag(key)} must be >= 1, got {config[key]}")
@@ -430,12 +432,20 @@ def set_rng_state(gen: torch.Generator, state: dict[str, torch.Tensor],
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def check_batch(x: torch.Tensor, y: torch.Tensor, rows: int, seed: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`rows` training examples drawn from their own generator (`seed`), for the checks and
+    diagnostics: the training's minibatch sequence is left alone."""
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    ix = torch.randint(0, len(x), (rows,), device=x.device, generator=gen)
+    return x[ix], y[ix]
+
+
 def gradient_check(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                    batch_size: int, seed: int, work_dir: Path) -> dict[str, Any]:
     """Part 4's check, on one minibatch: hand-written gradients against autograd's."""
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    ix = torch.randint(0, len(x), (batch_size or len(x),), device=x.device, generator=gen)
-    report = manual_backprop.check_gradients(model, x[ix], y[ix])
+    report = manual_backprop.check_gradients(model, *check_batch(x, y, batch_size or len(x),
+                                                                 seed))
     (work_dir / "gradient_check.json").write_text(json.dumps(report, indent=2) + "\n")
     worst = {k: max(v.values()) for k, v in report.items()}
     print("gradients by hand vs autograd, max |difference| over all intermediates: "
@@ -609,10 +619,8 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
     if config["type"] == "bigram":
         extra["counts_model"] = bigram_report(splits, work_dir)
     if ratios is not None:
-        gen_diag = torch.Generator(device=device).manual_seed(config["seed"] + 3)
-        ix = torch.randint(0, len(x), (DIAGNOSTIC_ROWS,), device=device,
-                           generator=gen_diag)
-        report = diagnostics.layer_report(model, x[ix], y[ix])
+        report = diagnostics.layer_report(model, *check_batch(x, y, DIAGNOSTIC_ROWS,
+                                                              config["seed"] + 3))
         diagnostics.write(report, ratios, work_dir)
         extra["saturated"] = [r["saturated"] for r in report["tanh_layers"]]
     summary = {
@@ -682,7 +690,7 @@ def main(argv=None) -> int:
         if ckpt is not None and (
                 splits.vocab.chars != ckpt["vocab"]
                 or "\n".join(splits.words["train"]) != ckpt["train_words"]
-                or splits.fingerprint() != ckpt.get("data_fingerprint", splits.fingerprint())):
+                or ckpt.get("data_fingerprint", splits.fingerprint()) != splits.fingerprint()):
             raise CheckpointError("the input file is not the one the checkpoint was trained on")
         if group.enabled:
             device = distributed.start(group, device, config["ddp_timeout"])

@@ -1,32 +1,22 @@
 """Data-parallel training under torchrun (gloo, 2 CPU processes) against one process."""
 import json
 import os
-import socket
 import subprocess
-import sys
 import textwrap
 import time
 
 import torch
 
 from conftest import ROOT, names_path
-from pymakemore import train
+from pymakemore import distributed, train
 from pymakemore.checkpoint import load_checkpoint
 
 COMMON = ["--device", "cpu", "--quiet", "--num-samples", "0", "--log-every", "10",
           "--eval-every", "20", "--init", "kaiming"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun(*args, processes=2, target=("-m", "pymakemore.train"), timeout=240):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
-           f"--nproc-per-node={processes}", "--master-addr=127.0.0.1",
-           f"--master-port={free_port()}", *target, *map(str, args)]
+    cmd = [*distributed.local_launcher(processes), *target, *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 

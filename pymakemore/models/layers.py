@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor
@@ -62,6 +63,17 @@ class BatchNorm(torch.nn.Module):
         else:
             mean, var = self.running_mean, self.running_var
         return self.gain * ((x - mean) * torch.rsqrt(var + self.eps)) + self.bias
+
+
+@contextmanager
+def running_stats_kept(model: torch.nn.Module) -> Iterator[None]:
+    """Inside: a training-mode forward that updates no running statistics for good (they are
+    put back on exit), for checks that must not train the model."""
+    saved = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    try:
+        yield
+    finally:
+        model.load_state_dict({**model.state_dict(), **saved})
 
 
 class FlattenConsecutive(torch.nn.Module):

@@ -8,10 +8,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import ops as fused_ops
-from .. import reference
+from .layers import OPS, check_ops
 
-OPS = {"fused": fused_ops, "torch": reference}
 INITS = ("lecture", "kaiming")
 
 
@@ -32,8 +30,7 @@ class MLP(torch.nn.Module):
                  n_hidden: int = 200, init: str = "lecture", ops: str = "fused",
                  seed: int = 2147483647):
         super().__init__()
-        if ops not in OPS:
-            raise ValueError(f"ops must be one of {sorted(OPS)}, got {ops!r}")
+        check_ops(ops)
         if init not in INITS:
             raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
         self.block_size, self.ops = block_size, ops
