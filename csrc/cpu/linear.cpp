@@ -3,11 +3,7 @@
 
 #include "common.h"
 #include "pymakemore/kernels.h"
-#include "simd.h"
-#include "vec_math.h"
-#if defined(__AVX512F__)
-#include "avx512_math.h"
-#endif
+#include "simd_math.h"
 
 namespace pymakemore {
 namespace {
@@ -23,21 +19,6 @@ constexpr int64_t kBwdVecs = 2;
 // Pieces of rows whose weight-gradient partials are summed in a fixed order.
 constexpr int64_t kMaxPieces = 64;
 constexpr int64_t kPartialBudget = int64_t(1) << 24;  // elements across all partials
-
-template <typename T>
-inline simd::vec_t<T> tanh_vec(simd::vec_t<T> v) {
-  alignas(64) T lanes[simd::Vec<T>::lanes];
-  simd::store(lanes, v);
-  for (T& e : lanes) e = vec::tanh(e);
-  return simd::load(lanes);
-}
-
-#if defined(__AVX512F__)
-template <>
-inline simd::vec_t<float> tanh_vec<float>(simd::vec_t<float> v) {
-  return static_cast<simd::vec_t<float>>(avx512::tanh(static_cast<__m512>(v)));
-}
-#endif
 
 // y[r0 .. r0+rows, c0 .. c0+cols) = act(x @ wt + b) for one tile of kFwdRows rows and NV
 // vectors of columns; the activation is applied in registers as the tile is written.
@@ -63,7 +44,7 @@ void forward_tile(const T* const* xr, const T* wt, const T* b, int64_t k, int64_
   for (int64_t r = 0; r < rows; ++r) {
     T* yr = y_tile + r * h;
     for (int64_t v = 0; v < NV; ++v) {
-      const V out = act == Activation::Tanh ? tanh_vec<T>(acc[r][v]) : acc[r][v];
+      const V out = act == Activation::Tanh ? simd::tanh<T>(acc[r][v]) : acc[r][v];
       const int64_t left = cols - v * L;  // >= 1: NV is ceil(cols / L)
       if (left >= L) {
         simd::store(yr + v * L, out);

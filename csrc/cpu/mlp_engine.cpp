@@ -1,9 +1,25 @@
-// Whole training steps of the makemore MLP in C++: the per-op kernels called back to back,
-// with no autograd, dispatcher or Python between them, the hidden layer's two halves on two
-// threads. All scratch is allocated once per call, not per step.
+// Whole training steps of the makemore MLP in C++ (minibatch draw, forward, backward, SGD
+// update) with no autograd, dispatcher or Python between them and nothing allocated per step.
+//
+// Layouts chosen for the small shapes (batch 32, 30 -> 200 -> 27): activations are kept
+// transposed, (features, batch), so that every product but the two weight gradients runs with
+// vectors along the batch and the weights as broadcast scalars; the two weight gradients run
+// with vectors along a weight row and are subtracted from the weights as they leave the
+// registers (no gradient buffers, no separate update pass). W1 is kept as (H, K) rows with b1
+// as one more column (against an input column of ones) and W2 transposed as (H, V) rows, both
+// padded to whole vectors, so each hidden unit owns one row of each.
+//
+// The hidden units are split in two halves, the same split on one thread or two (so both give
+// the same numbers). On two threads each thread owns a half's rows and the threads meet at two
+// barriers a step: once their partial logits are written, and once their partial gradients of
+// the embeddings are. Everything else a step needs (the minibatch, the loss and its gradient,
+// b2 and C with their updates) each thread computes for itself, identically, rather than wait
+// for one thread to do it.
+#include <algorithm>
 #include <atomic>
-#include <memory>
+#include <limits>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -12,6 +28,7 @@
 
 #include "common.h"
 #include "pymakemore/kernels.h"
+#include "simd_math.h"
 
 namespace pymakemore {
 namespace {
@@ -28,53 +45,354 @@ inline void cpu_relax() {
 #endif
 }
 
-// A second thread kept spinning for the length of one engine call, so that a step can hand it
-// half of its work for well under a microsecond (opening an OpenMP region costs several).
-class Pair {
+// Two threads wait here for each other, spinning: a step's barriers are microseconds apart,
+// far too close for a sleep and wake-up through the OS.
+class SpinBarrier {
  public:
-  Pair() : worker_([this] { serve(); }) {}
-  ~Pair() {
-    stop_.store(true, std::memory_order_release);
-    worker_.join();
-  }
-
-  // fn(0, n/2) here while the worker runs fn(n/2, n); returns when both are done.
-  void run(int64_t n, const RangeFn& fn) {
-    job_ = &fn;
-    begin_ = n / 2;
-    end_ = n;
-    const uint64_t ticket = posted_.load(std::memory_order_relaxed) + 1;
-    posted_.store(ticket, std::memory_order_release);
-    fn(0, n / 2);
-    while (finished_.load(std::memory_order_acquire) != ticket) cpu_relax();
+  explicit SpinBarrier(int threads) : threads_(threads) {}
+  // `round` counts this thread's calls from 1
+  void wait(int64_t round) {
+    if (threads_ < 2) return;
+    arrived_.fetch_add(1, std::memory_order_acq_rel);
+    while (arrived_.load(std::memory_order_acquire) < round * threads_) cpu_relax();
   }
 
  private:
-  void serve() {
-    uint64_t seen = 0;
-    while (true) {
-      uint64_t ticket;
-      while ((ticket = posted_.load(std::memory_order_acquire)) == seen) {
-        if (stop_.load(std::memory_order_acquire)) return;
-        cpu_relax();
+  const int threads_;
+  alignas(64) std::atomic<int64_t> arrived_{0};
+};
+
+using Vec = simd::vec_t<float>;
+constexpr int64_t L = simd::Vec<float>::lanes;
+constexpr int64_t kRows = 8;     // rows of a register tile
+constexpr int64_t kMaxVecs = 2;  // vectors per tile row: 16 accumulators, as AVX-512 can hold
+
+// Zero-initialised floats on 64-byte boundaries, so that the rows of the padded layouts
+// (whole vectors long) load and store without crossing cache lines.
+class Floats {
+ public:
+  explicit Floats(int64_t n) : storage_(static_cast<size_t>(cpu::ceil_div(n, L))) {}
+  float* get() { return reinterpret_cast<float*>(storage_.data()); }
+  const float* get() const { return reinterpret_cast<const float*>(storage_.data()); }
+  float& operator[](int64_t i) { return get()[i]; }
+  float operator[](int64_t i) const { return get()[i]; }
+
+ private:
+  std::vector<Vec> storage_;
+};
+
+// acc[i][v] = sum over r < n of a[i * a_row + r * a_red] * b[r * b_row + v * L], for kRows
+// rows i and NV vectors v: the scalars of a are broadcast, the vectors of b loaded. Not inlined:
+// on its own the loop keeps every accumulator in a register; inlined next to an epilogue that
+// needs many (tanh's constants), the compiler spills the accumulators instead.
+template <int64_t NV>
+__attribute__((noinline)) void tile(const float* a, int64_t a_row, int64_t a_red,
+                                    const float* b, int64_t b_row, int64_t n,
+                                    Vec (&acc)[kRows][NV]) {
+  Vec sum[kRows][NV];
+  for (int64_t i = 0; i < kRows; ++i)
+    for (int64_t v = 0; v < NV; ++v) sum[i][v] = Vec{};
+  for (int64_t r = 0; r < n; ++r) {
+    Vec bv[NV];
+    for (int64_t v = 0; v < NV; ++v) bv[v] = simd::load(b + r * b_row + v * L);
+    for (int64_t i = 0; i < kRows; ++i) {
+      const Vec s = simd::broadcast(a[i * a_row + r * a_red]);
+      for (int64_t v = 0; v < NV; ++v) sum[i][v] += s * bv[v];
+    }
+  }
+  for (int64_t i = 0; i < kRows; ++i)
+    for (int64_t v = 0; v < NV; ++v) acc[i][v] = sum[i][v];
+}
+
+// The product above for rows [0, rows) (a multiple of kRows) and vectors [0, vecs), tile by
+// tile; epilogue(row0, vec0, acc) consumes each tile's accumulators while they are in registers.
+template <typename Epilogue>
+inline void product(int64_t rows, int64_t vecs, const float* a, int64_t a_row, int64_t a_red,
+                    const float* b, int64_t b_row, int64_t n, const Epilogue& epilogue) {
+  for (int64_t i0 = 0; i0 < rows; i0 += kRows) {
+    for (int64_t v0 = 0; v0 < vecs; v0 += kMaxVecs) {
+      if (vecs - v0 >= 2) {
+        Vec acc[kRows][2];
+        tile(a + i0 * a_row, a_row, a_red, b + v0 * L, b_row, n, acc);
+        epilogue(i0, v0, acc);
+      } else {
+        Vec acc[kRows][1];
+        tile(a + i0 * a_row, a_row, a_red, b + v0 * L, b_row, n, acc);
+        epilogue(i0, v0, acc);
       }
-      (*job_)(begin_, end_);
-      seen = ticket;
-      finished_.store(ticket, std::memory_order_release);
+    }
+  }
+}
+
+template <typename Acc>
+constexpr int64_t vecs_of(const Acc&) {
+  return std::extent_v<Acc, 1>;
+}
+
+// The hidden units of one half: real units [first, first + count), kept in rows
+// [row0, row0 + rows) of the padded layouts (rows past count are zero and stay zero: their
+// activations, and so every gradient through them, are 0).
+struct Half {
+  int64_t first, count, row0, rows;
+};
+
+class MlpSteps {
+ public:
+  MlpSteps(const MlpShape& shape, const MlpParams& params, const int64_t* X, const int64_t* Y,
+           int64_t n_train, int threads)
+      : B(shape.batch), V(shape.vocab), T(shape.block), D(shape.n_embd), K(T * D),
+        H(shape.n_hidden), Bp(cpu::round_up(B, L)), Kp(cpu::round_up(K + 1, L)),
+        Vp(cpu::round_up(V, L)), X_(X), Y_(Y), n_train_(n_train), params_(params),
+        threads_(threads), barrier_(threads) {
+    const int64_t n0 = std::min(H, cpu::round_up(cpu::ceil_div(H, 2), kRows));
+    halves_[0] = {0, n0, 0, cpu::round_up(n0, kRows)};
+    halves_[1] = {n0, H - n0, halves_[0].rows, cpu::round_up(H - n0, kRows)};
+    const int64_t Hp = halves_[0].rows + halves_[1].rows;
+    W1p_ = Floats(Hp * Kp);
+    W2t_ = Floats(Hp * Vp);
+    hiddenT_ = Floats(Hp * Bp);
+    dzT_ = Floats(Hp * Bp);
+    for (int i = 0; i < 2; ++i) {
+      partial_logitsT_[i] = Floats(Vp * Bp);
+      partial_d_embT_[i] = Floats(Kp * Bp);
+    }
+    for (const Half& hf : halves_) {
+      for (int64_t j = 0; j < hf.count; ++j) {
+        const int64_t unit = hf.first + j, row = hf.row0 + j;
+        std::copy(params.W1 + unit * K, params.W1 + (unit + 1) * K, &W1p_[row * Kp]);
+        W1p_[row * Kp + K] = params.b1[unit];
+        for (int64_t v = 0; v < V; ++v) W2t_[row * Vp + v] = params.W2[v * H + unit];
+      }
+    }
+    for (int t = 0; t < threads; ++t) own_.emplace_back(*this);
+  }
+
+  // `steps` steps from first_step; thread 0 of the caller, thread 1 (if any) started here
+  void run(const float* lrs, int64_t steps, int64_t first_step, uint64_t seed,
+           const int64_t* batch_indices, float* losses) {
+    const auto work = [&](int t) { steps_on(t, lrs, steps, first_step, seed, batch_indices, losses); };
+    if (threads_ >= 2) {
+      std::thread second(work, 1);
+      work(0);
+      second.join();
+    } else {
+      work(0);
+    }
+    // the parameters back in the caller's layouts (every thread's C and b2 are the same)
+    std::copy(own_[0].C.begin(), own_[0].C.end(), params_.C);
+    std::copy(own_[0].b2.begin(), own_[0].b2.end(), params_.b2);
+    for (const Half& hf : halves_) {
+      for (int64_t j = 0; j < hf.count; ++j) {
+        const int64_t unit = hf.first + j, row = hf.row0 + j;
+        std::copy(&W1p_[row * Kp], &W1p_[row * Kp] + K, params_.W1 + unit * K);
+        params_.b1[unit] = W1p_[row * Kp + K];
+        for (int64_t v = 0; v < V; ++v) params_.W2[v * H + unit] = W2t_[row * Vp + v];
+      }
     }
   }
 
-  const RangeFn* job_ = nullptr;
-  int64_t begin_ = 0, end_ = 0;
-  alignas(64) std::atomic<uint64_t> posted_{0};    // written here, polled by the worker
-  alignas(64) std::atomic<uint64_t> finished_{0};  // written by the worker, polled here
-  std::atomic<bool> stop_{false};
-  std::thread worker_;  // last: starts once the fields above exist
-};
+ private:
+  // What each thread keeps to itself: its copies of C and b2, the minibatch, its
+  // embeddings, the loss's buffers.
+  struct Own {
+    explicit Own(const MlpSteps& m)
+        : C(m.params_.C, m.params_.C + m.V * m.D), b2(m.params_.b2, m.params_.b2 + m.V),
+          dC(m.V * m.D), emb(m.B * m.Kp), embT(m.Kp * m.Bp), logitsT(m.Vp * m.Bp),
+          dlogitsT(m.Vp * m.Bp), dlogits(m.B * m.Vp), max_logit(m.Bp), sum_exp(m.Bp),
+          scale(m.Bp), rows(m.B), next_rows(m.B), xb(m.B * m.T), yb(m.B) {
+      // the input column of ones, which the gathers leave alone
+      for (int64_t b = 0; b < m.B; ++b) emb[b * m.Kp + m.K] = embT[m.K * m.Bp + b] = 1.0f;
+    }
+    std::vector<float> C, b2, dC;
+    Floats emb, embT, logitsT, dlogitsT, dlogits;  // emb (B, Kp), the others transposed
+    std::vector<float> max_logit, sum_exp, scale;
+    std::vector<int64_t> rows, next_rows, xb, yb;
+  };
 
-void sgd(float* p, const float* g, int64_t n, float lr) {
-  for (int64_t i = 0; i < n; ++i) p[i] -= lr * g[i];
-}
+  void steps_on(int t, const float* lrs, int64_t steps, int64_t first_step, uint64_t seed,
+                const int64_t* batch_indices, float* losses) {
+    Own& own = own_[t];
+    // this thread's halves: both on one thread, half t on two
+    const int first_half = threads_ >= 2 ? t : 0, end_half = threads_ >= 2 ? t + 1 : 2;
+    // the minibatch rows of a step are drawn one step ahead and their examples prefetched:
+    // the training set is larger than the caches, and 32 scattered reads would stall the step
+    const auto draw = [&](int64_t s, std::vector<int64_t>& out) {
+      if (s >= steps) return;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t row = out[b] =
+            batch_indices ? batch_indices[s * B + b] : mlp_batch_index(seed, first_step + s, b, n_train_);
+        __builtin_prefetch(X_ + row * T);
+        __builtin_prefetch(Y_ + row);
+      }
+    };
+    draw(0, own.next_rows);
+    for (int64_t s = 0; s < steps; ++s) {
+      const float lr = lrs[s];
+      own.rows.swap(own.next_rows);
+      draw(s + 1, own.next_rows);
+      gather(own);
+      for (int i = first_half; i < end_half; ++i) forward(own, i);
+      barrier_.wait(2 * s + 1);
+      const float loss = loss_and_gradient(own, lr);
+      if (t == 0) losses[s] = loss;
+      for (int i = first_half; i < end_half; ++i) backward(own, i, lr);
+      barrier_.wait(2 * s + 2);
+      update_embeddings(own, lr);
+    }
+  }
+
+  void gather(Own& own) const {
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t row = own.rows[b];
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t id = own.xb[b * T + t] = X_[row * T + t];
+        const float* src = own.C.data() + id * D;
+        for (int64_t d = 0; d < D; ++d) {
+          own.emb[b * Kp + t * D + d] = src[d];
+          own.embT[(t * D + d) * Bp + b] = src[d];
+        }
+      }
+      own.yb[b] = Y_[row];
+    }
+  }
+
+  // hidden = tanh(W1 emb + b1) for the half's units, then their share of the logits
+  void forward(Own& own, int i) {
+    const Half& hf = halves_[i];
+    float* h = &hiddenT_[hf.row0 * Bp];
+    product(hf.rows, Bp / L, &W1p_[hf.row0 * Kp], Kp, 1, own.embT.get(), Bp, K + 1,
+            [&](int64_t r0, int64_t v0, const auto& acc) {
+              for (int64_t r = 0; r < kRows; ++r)
+                for (int64_t v = 0; v < vecs_of(acc); ++v)
+                  simd::store(h + (r0 + r) * Bp + (v0 + v) * L, simd::tanh<float>(acc[r][v]));
+            });
+    float* out = partial_logitsT_[i].get();
+    product(Vp, Bp / L, &W2t_[hf.row0 * Vp], 1, Vp, h, Bp, hf.rows,
+            [&](int64_t r0, int64_t v0, const auto& acc) {
+              for (int64_t r = 0; r < kRows; ++r)
+                for (int64_t v = 0; v < vecs_of(acc); ++v)
+                  simd::store(out + (r0 + r) * Bp + (v0 + v) * L, acc[r][v]);
+            });
+  }
+
+  // Cross entropy with each example a lane: max-subtracted log-sum-exp, the mean loss, and
+  // dlogits = (softmax - one_hot) / B (zero in the padding lanes) in both layouts; b2's update.
+  float loss_and_gradient(Own& own, float lr) {
+    float* max_logit = own.max_logit.data();
+    float* sum_exp = own.sum_exp.data();
+    std::fill(max_logit, max_logit + Bp, -std::numeric_limits<float>::infinity());
+    std::fill(sum_exp, sum_exp + Bp, 0.0f);
+    for (int64_t v = 0; v < V; ++v) {
+      float* l = &own.logitsT[v * Bp];
+      const float* p0 = &partial_logitsT_[0][v * Bp];
+      const float* p1 = &partial_logitsT_[1][v * Bp];
+      for (int64_t b = 0; b < Bp; ++b) {
+        l[b] = p0[b] + p1[b] + own.b2[v];
+        max_logit[b] = std::max(max_logit[b], l[b]);
+      }
+    }
+    for (int64_t v = 0; v < V; ++v) {
+      for (int64_t c = 0; c < Bp; c += L) {
+        const Vec e = simd::exp<float>(simd::load(&own.logitsT[v * Bp + c]) - simd::load(max_logit + c));
+        simd::store(&own.dlogitsT[v * Bp + c], e);
+        simd::store(sum_exp + c, simd::load(sum_exp + c) + e);
+      }
+    }
+    double loss = 0.0;
+    const float inv_batch = 1.0f / static_cast<float>(B);
+    for (int64_t b = 0; b < B; ++b) {
+      loss += max_logit[b] + vec::log(sum_exp[b]) - own.logitsT[own.yb[b] * Bp + b];
+      own.scale[b] = inv_batch / sum_exp[b];
+    }
+    std::fill(own.scale.begin() + B, own.scale.end(), 0.0f);
+    for (int64_t v = 0; v < V; ++v)
+      for (int64_t b = 0; b < Bp; ++b) own.dlogitsT[v * Bp + b] *= own.scale[b];
+    for (int64_t b = 0; b < B; ++b) own.dlogitsT[own.yb[b] * Bp + b] -= inv_batch;
+    for (int64_t v = 0; v < V; ++v) {
+      float db2 = 0.0f;
+      for (int64_t b = 0; b < B; ++b) {
+        own.dlogits[b * Vp + v] = own.dlogitsT[v * Bp + b];
+        db2 += own.dlogitsT[v * Bp + b];
+      }
+      own.b2[v] -= lr * db2;
+    }
+    return static_cast<float>(loss / static_cast<double>(B));
+  }
+
+  // the half's gradients and updates; every use of a row's old weights comes before its update
+  void backward(Own& own, int i, float lr) {
+    const Half& hf = halves_[i];
+    const float* h = &hiddenT_[hf.row0 * Bp];
+    float* dz = &dzT_[hf.row0 * Bp];
+    float* w1 = &W1p_[hf.row0 * Kp];
+    float* w2 = &W2t_[hf.row0 * Vp];
+    const Vec one = simd::broadcast(1.0f), step = simd::broadcast(lr);
+    // dz = (W2^T dlogits) * (1 - h^2)
+    product(hf.rows, Bp / L, w2, Vp, 1, own.dlogitsT.get(), Bp, V,
+            [&](int64_t r0, int64_t v0, const auto& acc) {
+              for (int64_t r = 0; r < kRows; ++r)
+                for (int64_t v = 0; v < vecs_of(acc); ++v) {
+                  const int64_t at = (r0 + r) * Bp + (v0 + v) * L;
+                  const Vec y = simd::load(h + at);
+                  simd::store(dz + at, acc[r][v] * (one - y * y));
+                }
+            });
+    // W2 -= lr * dlogits^T h, row by row of W2^T
+    product(hf.rows, Vp / L, h, Bp, 1, own.dlogits.get(), Vp, B,
+            [&](int64_t r0, int64_t v0, const auto& acc) {
+              for (int64_t r = 0; r < kRows; ++r)
+                for (int64_t v = 0; v < vecs_of(acc); ++v) {
+                  float* w = w2 + (r0 + r) * Vp + (v0 + v) * L;
+                  simd::store(w, simd::load(w) - step * acc[r][v]);
+                }
+            });
+    // the half's share of d_emb = W1^T dz
+    float* d_emb = partial_d_embT_[i].get();
+    product(cpu::round_up(K, kRows), Bp / L, w1, 1, Kp, dz, Bp, hf.rows,
+            [&](int64_t r0, int64_t v0, const auto& acc) {
+              for (int64_t r = 0; r < kRows; ++r)
+                for (int64_t v = 0; v < vecs_of(acc); ++v)
+                  simd::store(d_emb + (r0 + r) * Bp + (v0 + v) * L, acc[r][v]);
+            });
+    // [W1 | b1] -= lr * dz [emb | 1]
+    product(hf.rows, Kp / L, dz, Bp, 1, own.emb.get(), Kp, B,
+            [&](int64_t r0, int64_t v0, const auto& acc) {
+              for (int64_t r = 0; r < kRows; ++r)
+                for (int64_t v = 0; v < vecs_of(acc); ++v) {
+                  float* w = w1 + (r0 + r) * Kp + (v0 + v) * L;
+                  simd::store(w, simd::load(w) - step * acc[r][v]);
+                }
+            });
+  }
+
+  // C -= lr * dC, dC the two halves' embedding gradients added up per character
+  void update_embeddings(Own& own, float lr) const {
+    std::fill(own.dC.begin(), own.dC.end(), 0.0f);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t) {
+        float* g = &own.dC[own.xb[b * T + t] * D];
+        for (int64_t d = 0; d < D; ++d) {
+          const int64_t at = (t * D + d) * Bp + b;
+          g[d] += partial_d_embT_[0][at] + partial_d_embT_[1][at];
+        }
+      }
+    for (int64_t e = 0; e < V * D; ++e) own.C[e] -= lr * own.dC[e];
+  }
+
+  const int64_t B, V, T, D, K, H, Bp, Kp, Vp;  // Bp, Kp, Vp: padded to whole vectors
+  const int64_t* X_;
+  const int64_t* Y_;
+  const int64_t n_train_;
+  MlpParams params_;
+  const int threads_;
+  Half halves_[2];
+  // shared: the weights and activations by rows of hidden units, the halves' partial sums
+  Floats W1p_{0}, W2t_{0}, hiddenT_{0}, dzT_{0};
+  Floats partial_logitsT_[2] = {Floats(0), Floats(0)};
+  Floats partial_d_embT_[2] = {Floats(0), Floats(0)};
+  std::vector<Own> own_;
+  SpinBarrier barrier_;
+};
 
 }  // namespace
 
@@ -90,103 +408,13 @@ int64_t mlp_train_steps(const MlpShape& shape, MlpParams params, const int64_t* 
                         const int64_t* Y, int64_t n_train, const float* lrs, int64_t steps,
                         int64_t first_step, uint64_t seed, const int64_t* batch_indices,
                         float* losses, int threads) {
-  const int64_t B = shape.batch, V = shape.vocab, T = shape.block, D = shape.n_embd;
-  const int64_t K = T * D, H = shape.n_hidden;
   // every character id used below is checked once, up front
-  for (int64_t i = 0; i < n_train * T; ++i)
-    if (X[i] < 0 || X[i] >= V) return i;
+  for (int64_t i = 0; i < n_train * shape.block; ++i)
+    if (X[i] < 0 || X[i] >= shape.vocab) return i;
   for (int64_t i = 0; i < n_train; ++i)
-    if (Y[i] < 0 || Y[i] >= V) return n_train * T + i;
-
-  // The hidden units are split in two halves, always (so one thread or two give the same
-  // numbers). Each half owns its rows of W1 and b1 and its columns of W2 (kept here as a
-  // contiguous copy): the heavy products of a step then need no data from the other half
-  // but the (B, K) embeddings in and two small partial sums out.
-  struct Half {
-    int64_t h0, hn;
-    std::vector<float> W2, hidden, logits, d_hidden, dW2, dW1, db1, d_emb;
-  };
-  Half halves[2];
-  // the first half a multiple of 16 (one 64-byte vector of floats): no padded lanes in it
-  const int64_t split = H / 2 >= 16 ? H / 2 / 16 * 16 : H / 2;
-  for (int i = 0; i < 2; ++i) {
-    Half& hf = halves[i];
-    hf.h0 = i == 0 ? 0 : split;
-    hf.hn = i == 0 ? split : H - split;
-    hf.W2.resize(V * hf.hn);
-    for (int64_t v = 0; v < V; ++v)
-      std::copy(params.W2 + v * H + hf.h0, params.W2 + v * H + hf.h0 + hf.hn,
-                hf.W2.begin() + v * hf.hn);
-    hf.hidden.resize(B * hf.hn);
-    hf.logits.resize(B * V);
-    hf.d_hidden.resize(B * hf.hn);
-    hf.dW2.resize(V * hf.hn);
-    hf.dW1.resize(hf.hn * K);
-    hf.db1.resize(hf.hn);
-    hf.d_emb.resize(B * K);
-  }
-
-  std::vector<int64_t> xb(B * T), yb(B);
-  std::vector<float> emb(B * K), logits(B * V), d_logits(B * V), d_emb(B * K), dC(V * D),
-      db2(V);
-  std::vector<double> lse(B);
-  std::unique_ptr<Pair> pair = threads >= 2 ? std::make_unique<Pair>() : nullptr;
-  auto both_halves = [&](const auto& work) {
-    const auto range = [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) work(halves[i], i == 0);
-    };
-    if (pair)
-      pair->run(2, range);
-    else
-      range(0, 2);
-  };
-  CrossEntropyOptions mean_loss;  // mean over the batch, no ignore, no smoothing
-  const float one = 1.0f;
-  for (int64_t s = 0; s < steps; ++s) {
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t row = batch_indices ? batch_indices[s * B + b]
-                                        : mlp_batch_index(seed, first_step + s, b, n_train);
-      for (int64_t t = 0; t < T; ++t) xb[b * T + t] = X[row * T + t];
-      yb[b] = Y[row];
-    }
-    embedding_forward<float, int64_t>(xb.data(), B * T, params.C, V, D, emb.data(), serial_for);
-    // hidden = tanh(emb W1^T + b1) and the half's share of the logits
-    both_halves([&](Half& hf, bool) {
-      linear_forward<float>(emb.data(), params.W1 + hf.h0 * K, params.b1 + hf.h0, B, K, hf.hn,
-                            Activation::Tanh, hf.hidden.data(), serial_for);
-      linear_forward<float>(hf.hidden.data(), hf.W2.data(), nullptr, B, hf.hn, V,
-                            Activation::Identity, hf.logits.data(), serial_for);
-    });
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t v = 0; v < V; ++v)
-        logits[b * V + v] = halves[0].logits[b * V + v] + halves[1].logits[b * V + v] + params.b2[v];
-    cross_entropy_forward<float, int64_t>(logits.data(), yb.data(), nullptr, B, V, mean_loss,
-                                          losses + s, lse.data(), serial_for);
-    cross_entropy_backward<float, int64_t>(&one, logits.data(), yb.data(), nullptr, lse.data(),
-                                           B, V, mean_loss, d_logits.data(), serial_for);
-    // each half: its gradients, then its own update (after every use of its old weights)
-    const float lr = lrs[s];
-    both_halves([&](Half& hf, bool first) {
-      linear_backward<float>(d_logits.data(), nullptr, hf.hidden.data(), hf.W2.data(), B, hf.hn,
-                             V, Activation::Identity, hf.d_hidden.data(), hf.dW2.data(),
-                             first ? db2.data() : nullptr, serial_for);
-      linear_backward<float>(hf.d_hidden.data(), hf.hidden.data(), emb.data(),
-                             params.W1 + hf.h0 * K, B, K, hf.hn, Activation::Tanh,
-                             hf.d_emb.data(), hf.dW1.data(), hf.db1.data(), serial_for);
-      sgd(params.W1 + hf.h0 * K, hf.dW1.data(), hf.hn * K, lr);
-      sgd(params.b1 + hf.h0, hf.db1.data(), hf.hn, lr);
-      sgd(hf.W2.data(), hf.dW2.data(), V * hf.hn, lr);
-    });
-    for (int64_t e = 0; e < B * K; ++e) d_emb[e] = halves[0].d_emb[e] + halves[1].d_emb[e];
-    embedding_backward<float, int64_t>(d_emb.data(), xb.data(), B * T, V, D, -1, false,
-                                       dC.data(), serial_for);
-    sgd(params.C, dC.data(), V * D, lr);
-    sgd(params.b2, db2.data(), V, lr);
-  }
-  for (const Half& hf : halves)
-    for (int64_t v = 0; v < V; ++v)
-      std::copy(hf.W2.begin() + v * hf.hn, hf.W2.begin() + (v + 1) * hf.hn,
-                params.W2 + v * H + hf.h0);
+    if (Y[i] < 0 || Y[i] >= shape.vocab) return n_train * shape.block + i;
+  MlpSteps engine(shape, params, X, Y, n_train, std::min(threads, 2));
+  engine.run(lrs, steps, first_step, seed, batch_indices, losses);
   return kAllValid;
 }
 
