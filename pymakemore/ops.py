@@ -155,8 +155,10 @@ def cross_entropy(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
 ) -> Tensor:
-    """F.cross_entropy with class-index targets, fused: one log-sum-exp per row is saved and
-    the softmax is never stored; backward recomputes softmax - onehot.
+    """F.cross_entropy with class-index targets, fused: the softmax is never stored. When the
+    logits need a gradient and the loss is one value (mean, sum), the forward also writes that
+    gradient in the same pass over the logits, and the backward only scales it; otherwise one
+    log-sum-exp per row is saved and the backward recomputes softmax - onehot.
 
     Same arguments as F.cross_entropy. Input (N, C) with target (N,), input (C,) with target
     (), or input (N, C, d1, ...) with target (N, d1, ...); targets int64 or int32.
@@ -202,6 +204,21 @@ def _cross_entropy_fake(input, target, weight=None, reduction="mean", ignore_ind
     n = input.shape[0]
     loss = input.new_empty((n,) if reduction == "none" else ())
     return loss, input.new_empty((n,), dtype=torch.float64)  # lse: float64 for every dtype
+
+
+@torch.library.register_fake("pymakemore::cross_entropy_with_grad")
+def _cross_entropy_with_grad_fake(input, target, weight=None, reduction="mean",
+                                  ignore_index=-100, label_smoothing=0.0):
+    torch._check(reduction != "none", lambda: (
+        "cross_entropy_with_grad: needs reduction 'mean' or 'sum'"))
+    loss, lse = _cross_entropy_fake(input, target, weight, reduction, ignore_index,
+                                    label_smoothing)
+    return loss, lse, torch.empty_like(input)
+
+
+@torch.library.register_fake("pymakemore::scale_grad_")
+def _scale_grad_fake(grad, grad_loss):
+    _check_same_device("scale_grad_", grad, grad_loss)
 
 
 @torch.library.register_fake("pymakemore::cross_entropy_backward")

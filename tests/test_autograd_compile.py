@@ -76,6 +76,8 @@ def _opcheck_cases(device):
         (OPS.cross_entropy, (x, t.int(), torch.rand(5, device=device), "none", -100, 0.0)),
         (OPS.cross_entropy_backward, (torch.tensor(1.0, device=device), x.detach(), t, None,
                                       lse, "mean", -100, 0.0)),
+        (OPS.cross_entropy_with_grad, (x.detach(), t, None, "sum", -100, 0.1)),
+        (OPS.scale_grad_, (torch.randn(6, 5, device=device), torch.tensor(0.5, device=device))),
     ]
 
 
@@ -85,7 +87,7 @@ def test_opcheck_every_op(device):
     for op, args in _opcheck_cases(device):
         torch.library.opcheck(op, args)
         seen.add(op._name if hasattr(op, "_name") else str(op))
-    assert len(seen) == 8, seen
+    assert len(seen) == 10, seen
 
 
 class TinyMLP(torch.nn.Module):

@@ -5,6 +5,8 @@ import torch.nn.functional as F
 from conftest import DEVICES, HAS_CUDA, assert_close, dtypes_for, run_cuda_failure
 from pymakemore import ops, reference
 
+OPS = torch.ops.pymakemore
+
 SHAPES = [(1, 1), (32, 27), (7, 3), (0, 27), (5, 1), (3, 50257), (1000, 2), (129, 129)]
 REDUCTIONS = ["mean", "sum", "none"]
 
@@ -260,3 +262,50 @@ def test_large_vocabulary_parity(device):
         loss_f, gx_f = _run(F.cross_entropy, x, t, reduction=reduction, label_smoothing=0.1)
         assert_close(loss, loss_f, scale=8)
         assert_close(gx, gx_f)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_gradient_from_the_forward_scaled_and_retained(device, reduction):
+    """With a one-value loss the forward writes the gradient and the backward scales it: any
+    grad_loss, a loss used twice, and a second backward through a retained graph (which
+    recomputes it) must all give F.cross_entropy's gradients."""
+    x = torch.randn(40, 27, device=device, dtype=torch.float64)
+    t = _targets(40, 27, device, ignore=-100)
+    kw = dict(reduction=reduction, label_smoothing=0.1)
+    ours, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    loss, loss_f = ops.cross_entropy(ours, t, **kw), F.cross_entropy(ref, t, **kw)
+    (2.5 * loss).backward(retain_graph=True)
+    (2.5 * loss_f).backward(retain_graph=True)
+    torch.testing.assert_close(ours.grad, ref.grad)
+    (-loss).backward()  # the retained graph again: recomputed from the saved lse
+    (-loss_f).backward()
+    torch.testing.assert_close(ours.grad, ref.grad)
+    # one loss feeding two terms: both backward calls through the same node add up
+    ours.grad = ref.grad = None
+    loss = ops.cross_entropy(ours, t, **kw)
+    (loss + loss * 3).backward()
+    (lambda l: l + l * 3)(F.cross_entropy(ref, t, **kw)).backward()
+    torch.testing.assert_close(ours.grad, ref.grad)
+
+
+def test_gradient_op_pair_matches_the_backward_op():
+    x = torch.randn(9, 6, dtype=torch.float64)
+    t = torch.tensor([0, 5, -100, 2, 2, 1, 3, 4, 0])
+    w = torch.rand(6, dtype=torch.float64) + 0.5
+    for reduction in ["mean", "sum"]:
+        loss, lse, grad = OPS.cross_entropy_with_grad(x, t, w, reduction, -100, 0.2)
+        loss2, lse2 = OPS.cross_entropy(x, t, w, reduction, -100, 0.2)
+        assert torch.equal(loss, loss2) and torch.equal(lse, lse2)
+        for scale in [1.0, -0.5]:
+            g = torch.tensor(scale, dtype=torch.float64)
+            scaled = grad.clone()
+            OPS.scale_grad_(scaled, g)
+            want = OPS.cross_entropy_backward(g, x, t, w, lse, reduction, -100, 0.2)
+            torch.testing.assert_close(scaled, want, rtol=1e-15, atol=1e-15)
+    with pytest.raises(RuntimeError, match="needs reduction 'mean' or 'sum'"):
+        OPS.cross_entropy_with_grad(x, t, None, "none", -100, 0.0)
+    with pytest.raises(RuntimeError, match="grad_loss must hold one value"):
+        OPS.scale_grad_(grad, torch.ones(2, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="same dtype"):
+        OPS.scale_grad_(grad, torch.tensor(2.0))

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -85,14 +86,44 @@ double mean_divisor(const Index* target, const T* class_weight, int64_t n,
   return total;
 }
 
+// What every row's gradient shares: d loss_i / d x_j = scale ((1-eps) w_t (p_j - [j==t]) +
+// eps/c (W p_j - w_j)), W = sum_j w_j.
+template <typename T>
+struct GradTerms {
+  GradTerms(const T* class_weight, int64_t c, const CrossEntropyOptions& opt)
+      : eps(static_cast<T>(opt.label_smoothing)),
+        spread(eps / static_cast<T>(std::max<int64_t>(c, 1))),
+        weight_total(class_weight ? sum_of(class_weight, c) : T(c)) {}
+  T eps, spread, weight_total;
+};
+
+// Row i's gradient for a valid target ti, scaled by `scale`.
+template <typename T>
+void row_gradient(const T* x, int64_t ti, const T* class_weight, double lse, int64_t c, T scale,
+                  const GradTerms<T>& terms, T* g) {
+  const T wt = class_weight ? class_weight[ti] : T(1);
+  // lse split into hi + lo: x - hi is exact for the x that matter (x near lse), so
+  // p = exp((x - hi) - lo) keeps full precision even for logits around 1e4.
+  const T hi = static_cast<T>(lse);
+  const T lo = static_cast<T>(lse - static_cast<double>(hi));
+  const T p_coef = scale * ((T(1) - terms.eps) * wt + terms.spread * terms.weight_total);
+  rows::softmax_grad(x, c, hi, lo, p_coef, scale * terms.spread, class_weight, g);
+  g[ti] -= scale * (T(1) - terms.eps) * wt;
+}
+
 }  // namespace
 
 template <typename T, typename Index>
 int64_t cross_entropy_forward(const T* logits, const Index* target, const T* class_weight,
                               int64_t n, int64_t c, const CrossEntropyOptions& opt, T* loss,
-                              double* lse, const ParallelFor& pfor) {
+                              double* lse, T* grad_logits, const ParallelFor& pfor) {
   FirstInvalid invalid;
   const double eps = opt.label_smoothing;
+  const GradTerms<T> terms(class_weight, c, opt);
+  // the scale a backward call with grad_loss = 1 would use (see cross_entropy_backward)
+  const T grad_scale = grad_logits && opt.reduction == Reduction::Mean
+                           ? static_cast<T>(1.0 / mean_divisor(target, class_weight, n, opt))
+                           : T(1);
   const double weight_total = class_weight ? static_cast<double>(sum_of(class_weight, c))
                                            : static_cast<double>(c);
   const int64_t pieces = cpu::ceil_div(n, kSumPiece);
@@ -113,12 +144,16 @@ int64_t cross_entropy_forward(const T* logits, const Index* target, const T* cla
           const double max = stats.max[r], log_sum = stats.log_sum[r];
           lse[i] = max + log_sum;
           double row_loss = 0.0;
+          if (grad_logits && (ignored(t, opt) || !valid_class(t, c)))
+            std::fill(grad_logits + i * c, grad_logits + (i + 1) * c, T(0));
           if (!ignored(t, opt)) {
             if (!valid_class(t, c)) {
               invalid.report(i);
               continue;
             }
             const int64_t ti = static_cast<int64_t>(t);
+            if (grad_logits)
+              row_gradient(x, ti, class_weight, lse[i], c, grad_scale, terms, grad_logits + i * c);
             const double wt = class_weight ? static_cast<double>(class_weight[ti]) : 1.0;
             // -log p_t = (max - x_t) + log_sum: no rounding at the logits' magnitude
             row_loss = (1.0 - eps) * wt * ((max - static_cast<double>(x[ti])) + log_sum);
@@ -161,9 +196,7 @@ int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index*
                                const CrossEntropyOptions& opt, T* grad_logits,
                                const ParallelFor& pfor) {
   FirstInvalid invalid;
-  const T eps = static_cast<T>(opt.label_smoothing);
-  const T spread = eps / static_cast<T>(std::max<int64_t>(c, 1));
-  const T weight_total = class_weight ? sum_of(class_weight, c) : T(c);
+  const GradTerms<T> terms(class_weight, c, opt);
   // Mean and Sum scale every row by one value; None reads a value per row below.
   T scale_all = opt.reduction == Reduction::None ? T(0) : grad_loss[0];
   if (opt.reduction == Reduction::Mean) {
@@ -181,17 +214,9 @@ int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index*
         std::fill(g, g + c, T(0));  // exactly zero, even next to NaN logits
         continue;
       }
-      const int64_t ti = static_cast<int64_t>(t);
       const T scale = opt.reduction == Reduction::None ? grad_loss[i] : scale_all;
-      const T wt = class_weight ? class_weight[ti] : T(1);
-      // lse split into hi + lo: x - hi is exact for the x that matter (x near lse), so
-      // p = exp((x - hi) - lo) keeps full precision even for logits around 1e4.
-      const T hi = static_cast<T>(lse[i]);
-      const T lo = static_cast<T>(lse[i] - static_cast<double>(hi));
-      // d loss_i / d x_j = (1-eps) w_t (p_j - [j==t]) + eps/c (W p_j - w_j), W = sum_j w_j
-      const T p_coef = scale * ((T(1) - eps) * wt + spread * weight_total);
-      rows::softmax_grad(logits + i * c, c, hi, lo, p_coef, scale * spread, class_weight, g);
-      g[ti] -= scale * (T(1) - eps) * wt;
+      row_gradient(logits + i * c, static_cast<int64_t>(t), class_weight, lse[i], c, scale, terms,
+                   g);
     }
   });
   return invalid.result();
@@ -200,8 +225,7 @@ int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index*
 #define PYMAKEMORE_CROSS_ENTROPY(T, Index)                                                     \
   template int64_t cross_entropy_forward<T, Index>(const T*, const Index*, const T*, int64_t,   \
                                                    int64_t, const CrossEntropyOptions&, T*,     \
-                                                   double*,                                     \
-                                                   const ParallelFor&);                         \
+                                                   double*, T*, const ParallelFor&);            \
   template int64_t cross_entropy_backward<T, Index>(const T*, const T*, const Index*, const T*, \
                                                     const double*, int64_t, int64_t,            \
                                                     const CrossEntropyOptions&, T*,             \

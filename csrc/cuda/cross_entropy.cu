@@ -60,13 +60,38 @@ struct GroupReduce {
   }
 };
 
-// One group of G threads per row. Row loss (double) to row_loss; lse to lse.
+// Row i's gradient for a valid target ti, by the G lanes of its group:
+// g_j = scale * ((1-eps) w_t (p_j - [j==t]) + eps/c (W p_j - w_j)), W = weight_total.
+template <typename T, int G>
+__device__ __forceinline__ void row_gradient(const T* __restrict__ x, int64_t ti,
+                                             const T* __restrict__ w, double lse, int64_t c,
+                                             float scale, float eps, float weight_total, int lane,
+                                             T* __restrict__ g) {
+  const float spread = eps / float(c > 0 ? c : 1);
+  const float wt = w ? to_acc(w[ti]) : 1.0f;
+  const float p_coef = scale * ((1.0f - eps) * wt + spread * weight_total);
+  const float w_coef = scale * spread;
+  // lse as hi + lo: x - hi is exact for the x that matter, so p keeps full precision
+  const float hi = float(lse);
+  const float lo = float(lse - double(hi));
+  for (int64_t j = lane; j < c; j += G) {
+    const float p = expf((to_acc(x[j]) - hi) - lo);
+    float v = p_coef * p - w_coef * (w ? to_acc(w[j]) : 1.0f);
+    if (j == ti) v -= scale * (1.0f - eps) * wt;
+    store(g + j, v);
+  }
+}
+
+// One group of G threads per row. Row loss (double) to row_loss; lse to lse; if grad is not
+// null, the row's gradient for grad_loss = 1 as well (totals[1]: the mean's divisor, when mean),
+// while the row is fresh in the caches.
 template <typename T, typename Index, int G>
 __global__ void __launch_bounds__(kThreads)
 forward_rows(const T* __restrict__ logits, const Index* __restrict__ target,
              const T* __restrict__ w, const double* __restrict__ w_total, int64_t n, int64_t c,
              int64_t ignore_index, double eps, double* __restrict__ row_loss,
-             double* __restrict__ lse) {
+             double* __restrict__ lse, T* __restrict__ grad, const double* __restrict__ totals,
+             bool mean) {
   __shared__ float shared[3 * kThreads];
   const int lane = threadIdx.x % G;
   const int64_t groups_per_block = kThreads / G;
@@ -89,12 +114,24 @@ forward_rows(const T* __restrict__ logits, const Index* __restrict__ target,
       }
     }
     GroupReduce<G>::run(m, s, gap_part, shared);
-    if (!active || lane != 0) continue;
+    if (!active) continue;
     const bool bad_row = isinf(m) || isnan(m) || isnan(s);
     const double max = bad_row ? NAN : double(m);
     const double log_sum = bad_row ? NAN : log(double(s));
-    lse[i] = max + log_sum;
     const Index t = target[i];
+    if (grad) {  // every lane; an out-of-range target stops the kernel from lane 0 below
+      const int64_t ti = static_cast<int64_t>(t);
+      T* g = grad + i * c;
+      if (is_ignored(t, ignore_index) || ti < 0 || ti >= c) {
+        for (int64_t j = lane; j < c; j += G) store(g + j, 0.0f);
+      } else {
+        const float scale = mean ? float(1.0 / totals[1]) : 1.0f;
+        const float weight_total = w ? float(*w_total) : float(c);
+        row_gradient<T, G>(x, ti, w, max + log_sum, c, scale, float(eps), weight_total, lane, g);
+      }
+    }
+    if (lane != 0) continue;
+    lse[i] = max + log_sum;
     double loss = 0.0;
     if (!is_ignored(t, ignore_index)) {
       const int64_t ti = static_cast<int64_t>(t);
@@ -158,7 +195,7 @@ __global__ void copy_rows(const double* __restrict__ row_loss, int64_t n, T* __r
     store(loss + i, row_loss[i]);
 }
 
-// One group of G threads per row: g_j = scale * ((1-eps) w_t (p_j - [j==t]) + eps/c (W p_j - w_j)).
+// One group of G threads per row: the row's gradient scaled by grad_loss (and the mean).
 template <typename T, typename Index, int G>
 __global__ void __launch_bounds__(kThreads)
 backward_rows(const T* __restrict__ grad_loss, bool per_row, const double* __restrict__ totals,
@@ -168,7 +205,6 @@ backward_rows(const T* __restrict__ grad_loss, bool per_row, const double* __res
               float eps, T* __restrict__ grad) {
   const int lane = threadIdx.x % G;
   const int64_t groups_per_block = kThreads / G;
-  const float spread = eps / float(c > 0 ? c : 1);
   const float weight_total = w ? float(*w_total) : float(c);
   for (int64_t i = blockIdx.x * groups_per_block + threadIdx.x / G; i < n;
        i += int64_t(gridDim.x) * groups_per_block) {
@@ -182,20 +218,18 @@ backward_rows(const T* __restrict__ grad_loss, bool per_row, const double* __res
     if (ti < 0 || ti >= c) fail_index("cross_entropy_backward", "target", ti, i, c);
     float scale = to_acc(grad_loss[per_row ? i : 0]);
     if (mean) scale = float(double(scale) / totals[1]);
-    const float wt = w ? to_acc(w[ti]) : 1.0f;
-    const float p_coef = scale * ((1.0f - eps) * wt + spread * weight_total);
-    const float w_coef = scale * spread;
-    // lse as hi + lo: x - hi is exact for the x that matter, so p keeps full precision
-    const float hi = float(lse[i]);
-    const float lo = float(lse[i] - double(hi));
-    const T* x = logits + i * c;
-    for (int64_t j = lane; j < c; j += G) {
-      const float p = expf((to_acc(x[j]) - hi) - lo);
-      float v = p_coef * p - w_coef * (w ? to_acc(w[j]) : 1.0f);
-      if (j == ti) v -= scale * (1.0f - eps) * wt;
-      store(g + j, v);
-    }
+    row_gradient<T, G>(logits + i * c, ti, w, lse[i], c, scale, eps, weight_total, lane, g);
   }
+}
+
+// x *= factor (one value on the device), skipped by every block when factor is 1.
+template <typename T>
+__global__ void scale_unless_one(T* __restrict__ x, int64_t n, const T* __restrict__ factor) {
+  const auto f = to_acc(*factor);
+  if (f == decltype(f)(1)) return;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    store(x + i, to_acc(x[i]) * f);
 }
 
 // W = sum of the class weights, left on the device (no host read).
@@ -227,19 +261,25 @@ struct Workspace {
 
 template <typename T, typename Index>
 void forward_impl(const T* logits, const Index* target, const T* w, int64_t n, int64_t c,
-                  const CrossEntropyOptions& opt, T* loss, double* lse, void* workspace,
+                  const CrossEntropyOptions& opt, T* loss, double* lse, T* grad, void* workspace,
                   cudaStream_t stream) {
   Workspace ws(workspace, n);
+  const bool mean = opt.reduction == Reduction::Mean;
   if (w) class_weight_total<T><<<1, kReduceThreads, 0, stream>>>(w, c, ws.totals + 2);
+  if (grad && mean)  // the divisor, which the gradient needs before the rows are read
+    reduce_rows<T, Index><<<1, kReduceThreads, 0, stream>>>(nullptr, target, w, n, c,
+                                                            opt.ignore_index, ws.totals);
   if (n > 0) {
     const int64_t ignore = opt.ignore_index;
     const double eps = opt.label_smoothing;
     if (c <= 1024)
       forward_rows<T, Index, 32><<<blocks_for(n, kThreads / 32), kThreads, 0, stream>>>(
-          logits, target, w, ws.totals + 2, n, c, ignore, eps, ws.row_loss, lse);
+          logits, target, w, ws.totals + 2, n, c, ignore, eps, ws.row_loss, lse, grad,
+          ws.totals, mean);
     else
       forward_rows<T, Index, kThreads><<<blocks_for(n, 1), kThreads, 0, stream>>>(
-          logits, target, w, ws.totals + 2, n, c, ignore, eps, ws.row_loss, lse);
+          logits, target, w, ws.totals + 2, n, c, ignore, eps, ws.row_loss, lse, grad,
+          ws.totals, mean);
   }
   if (opt.reduction == Reduction::None) {
     if (n > 0) copy_rows<T><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(ws.row_loss, n, loss);
@@ -282,14 +322,15 @@ size_t cross_entropy_workspace_bytes(int64_t n) {
 void cross_entropy_forward(Dtype dtype, IndexDtype index_dtype, const void* logits,
                            const void* target, const void* class_weight, int64_t n, int64_t c,
                            const CrossEntropyOptions& opt, void* loss, double* lse,
-                           void* workspace, cudaStream_t stream) {
+                           void* grad_logits, void* workspace, cudaStream_t stream) {
   with_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     with_index(index_dtype, [&](auto index_tag) {
       using Index = decltype(index_tag);
       forward_impl<T, Index>(static_cast<const T*>(logits), static_cast<const Index*>(target),
                              static_cast<const T*>(class_weight), n, c, opt,
-                             static_cast<T*>(loss), lse, workspace, stream);
+                             static_cast<T*>(loss), lse, static_cast<T*>(grad_logits),
+                             workspace, stream);
     });
   });
 }
@@ -308,6 +349,15 @@ void cross_entropy_backward(Dtype dtype, IndexDtype index_dtype, const void* gra
                               static_cast<const T*>(class_weight), lse, n, c, opt,
                               static_cast<T*>(grad_logits), workspace, stream);
     });
+  });
+}
+
+void scale_grad(Dtype dtype, void* grad, int64_t n, const void* factor, cudaStream_t stream) {
+  if (n == 0) return;
+  with_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    scale_unless_one<T><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+        static_cast<T*>(grad), n, static_cast<const T*>(factor));
   });
 }
 

@@ -113,18 +113,38 @@ using CrossEntropySignature = std::tuple<at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&, c10::string_view,
     int64_t, double);
 
+// When the logits need a gradient and the loss is one value, the forward computes that gradient
+// in its own pass over the logits (for grad_loss = 1) and the backward only scales it, in place
+// and on the device, when grad_loss is not 1: the logits are read once instead of twice. A
+// second backward through a retained graph recomputes it from the saved logits and lse.
 struct CrossEntropyFunction : torch::autograd::Function<CrossEntropyFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& input,
                                const at::Tensor& target, const c10::optional<at::Tensor>& weight,
                                c10::string_view reduction, int64_t ignore_index,
                                double label_smoothing) {
     static const auto fwd = op<CrossEntropySignature>("pymakemore::cross_entropy");
+    static const auto fwd_with_grad =
+        op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+            const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
+            c10::string_view, int64_t, double)>("pymakemore::cross_entropy_with_grad");
     TORCH_CHECK(!requires_grad(weight), "cross_entropy: no gradient is computed for the class "
                 "weights; pass weight.detach() or use torch.nn.functional.cross_entropy");
+    const Reduction red = checks::parse_reduction(std::string(reduction));
+    const bool grad_now =
+        at::GradMode::is_enabled() && input.requires_grad() && red != Reduction::None;
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [loss, lse] = fwd.call(input, target, weight, reduction, ignore_index, label_smoothing);
+    at::Tensor loss, lse;
+    if (grad_now) {
+      at::Tensor grad;
+      std::tie(loss, lse, grad) =
+          fwd_with_grad.call(input, target, weight, reduction, ignore_index, label_smoothing);
+      ctx->saved_data["grad"] = grad;
+    } else {
+      std::tie(loss, lse) =
+          fwd.call(input, target, weight, reduction, ignore_index, label_smoothing);
+    }
     ctx->save_for_backward({input, target, weight ? *weight : at::Tensor(), lse});
-    ctx->saved_data["reduction"] = static_cast<int64_t>(checks::parse_reduction(std::string(reduction)));
+    ctx->saved_data["reduction"] = static_cast<int64_t>(red);
     ctx->saved_data["ignore_index"] = ignore_index;
     ctx->saved_data["label_smoothing"] = label_smoothing;
     ctx->mark_non_differentiable({lse});
@@ -136,6 +156,15 @@ struct CrossEntropyFunction : torch::autograd::Function<CrossEntropyFunction> {
         op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                       const c10::optional<at::Tensor>&, const at::Tensor&, c10::string_view,
                       int64_t, double)>("pymakemore::cross_entropy_backward");
+    static const auto scale = op<void(at::Tensor&, const at::Tensor&)>("pymakemore::scale_grad_");
+    const auto precomputed = ctx->saved_data.find("grad");
+    if (precomputed != ctx->saved_data.end()) {
+      // handed over, not kept: the caller may then own the only reference (no copy is made)
+      at::Tensor grad_input = precomputed->second.toTensor();
+      ctx->saved_data.erase(precomputed);
+      scale.call(grad_input, grads[0]);
+      return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    }
     const variable_list saved = ctx->get_saved_variables();
     const c10::optional<at::Tensor> weight =
         saved[2].defined() ? c10::optional<at::Tensor>(saved[2]) : c10::nullopt;

@@ -183,6 +183,22 @@ inline CrossEntropyOptions cross_entropy_forward_args(const at::Tensor& input,
   return cross_entropy_options(std::string(reduction), ignore_index, label_smoothing);
 }
 
+// cross_entropy_with_grad: its gradient is for one scalar grad_loss, so the loss is one value.
+inline void reduced_for_gradient(const char* op, const CrossEntropyOptions& opt) {
+  TORCH_CHECK(opt.reduction != Reduction::None, op,
+              ": needs reduction 'mean' or 'sum' (with 'none' each row has its own grad_loss; "
+              "use cross_entropy and cross_entropy_backward)");
+}
+
+// scale_grad_(grad, grad_loss): grad contiguous, grad_loss one value of its dtype and device.
+inline void scale_grad_args(const at::Tensor& grad, const at::Tensor& grad_loss) {
+  TORCH_CHECK(grad_loss.numel() == 1, "scale_grad_: grad_loss must hold one value, but got ",
+              grad_loss.numel());
+  TORCH_CHECK(grad.is_contiguous(), "scale_grad_: expected a contiguous grad");
+  same_dtype("scale_grad_", grad, "grad", grad_loss, "grad_loss");
+  same_device("scale_grad_", {&grad, &grad_loss});
+}
+
 // The backward's own arguments beside those of the forward; returns the options.
 inline CrossEntropyOptions cross_entropy_backward_args(const at::Tensor& grad_loss,
                                                        const at::Tensor& input,

@@ -191,20 +191,22 @@ LinearGrads linear_backward_cpu(
 }
 
 // ---- cross_entropy --------------------------------------------------------------------------
-std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& input,
-                                                     const at::Tensor& target,
-                                                     const c10::optional<at::Tensor>& weight,
-                                                     c10::string_view reduction,
-                                                     int64_t ignore_index,
-                                                     double label_smoothing) {
+// (loss, lse) and, with_grad, the gradient for grad_loss = 1 from the same pass.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_impl(
+    const char* op, const at::Tensor& input, const at::Tensor& target,
+    const c10::optional<at::Tensor>& weight, c10::string_view reduction, int64_t ignore_index,
+    double label_smoothing, bool with_grad) {
   const CrossEntropyOptions opt = checks::cross_entropy_forward_args(
       input, target, weight, reduction, ignore_index, label_smoothing);
-  all_on_cpu("cross_entropy", {&input, &target});
-  if (weight) all_on_cpu("cross_entropy", {&*weight});
+  if (with_grad) checks::reduced_for_gradient(op, opt);
+  all_on_cpu(op, {&input, &target});
+  if (weight) all_on_cpu(op, {&*weight});
   if (reduced(input)) {
-    auto [loss, lse] = cross_entropy_cpu(upcast(input), target, upcast(weight), reduction,
-                                         ignore_index, label_smoothing);
-    return {loss.to(input.scalar_type()), lse};
+    auto [loss, lse, grad] = cross_entropy_impl(op, upcast(input), target, upcast(weight),
+                                                reduction, ignore_index, label_smoothing,
+                                                with_grad);
+    return {loss.to(input.scalar_type()), lse,
+            with_grad ? grad.to(input.scalar_type()) : grad};
   }
   const at::Tensor x = input.contiguous();
   const at::Tensor t = target.contiguous();
@@ -213,17 +215,44 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& input,
   at::Tensor loss = opt.reduction == Reduction::None ? at::empty({n}, x.options())
                                                      : at::empty({}, x.options());
   at::Tensor lse = at::empty({n}, x.options().dtype(checks::kLseDtype));
+  at::Tensor grad = with_grad ? new_output_like(x) : at::Tensor();
   int64_t bad = kAllValid;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cross_entropy_cpu", [&] {
     with_index_type(t.scalar_type(), [&](auto index_tag) {
       using Index = decltype(index_tag);
       bad = cross_entropy_forward<scalar_t, Index>(
           x.data_ptr<scalar_t>(), t.data_ptr<Index>(), ptr_or_null<scalar_t>(w), n, c, opt,
-          loss.data_ptr<scalar_t>(), lse.data_ptr<double>(), torch_parallel_for());
+          loss.data_ptr<scalar_t>(), lse.data_ptr<double>(),
+          with_grad ? grad.data_ptr<scalar_t>() : nullptr, torch_parallel_for());
     });
   });
   if (bad != kAllValid) checks::bad_target(checks::index_at(t, bad), bad, c, ignore_index);
+  return {loss, lse, grad};
+}
+
+std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& input,
+                                                     const at::Tensor& target,
+                                                     const c10::optional<at::Tensor>& weight,
+                                                     c10::string_view reduction,
+                                                     int64_t ignore_index,
+                                                     double label_smoothing) {
+  auto [loss, lse, grad] = cross_entropy_impl("cross_entropy", input, target, weight, reduction,
+                                              ignore_index, label_smoothing, false);
   return {loss, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_with_grad_cpu(
+    const at::Tensor& input, const at::Tensor& target, const c10::optional<at::Tensor>& weight,
+    c10::string_view reduction, int64_t ignore_index, double label_smoothing) {
+  return cross_entropy_impl("cross_entropy_with_grad", input, target, weight, reduction,
+                            ignore_index, label_smoothing, true);
+}
+
+// grad *= grad_loss, skipped when grad_loss is 1 (on the CPU its value is at hand).
+void scale_grad_cpu(at::Tensor& grad, const at::Tensor& grad_loss) {
+  checks::scale_grad_args(grad, grad_loss);
+  all_on_cpu("scale_grad_", {&grad, &grad_loss});
+  if (grad_loss.item<double>() != 1.0) grad.mul_(grad_loss);
 }
 
 at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& input,
@@ -326,7 +355,9 @@ TORCH_LIBRARY_IMPL(pymakemore, CPU, m) {
   m.impl("embedding_backward", &embedding_backward_cpu);
   LinearOps<linear_forward_cpu, linear_backward_cpu>::register_into(m);
   m.impl("cross_entropy", &cross_entropy_cpu);
+  m.impl("cross_entropy_with_grad", &cross_entropy_with_grad_cpu);
   m.impl("cross_entropy_backward", &cross_entropy_backward_cpu);
+  m.impl("scale_grad_", &scale_grad_cpu);
 }
 
 }  // namespace pymakemore

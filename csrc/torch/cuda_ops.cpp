@@ -125,16 +125,16 @@ LinearGrads linear_backward_cuda(
 }
 
 // ---- cross_entropy --------------------------------------------------------------------------
-std::tuple<at::Tensor, at::Tensor> cross_entropy_cuda(const at::Tensor& input,
-                                                      const at::Tensor& target,
-                                                      const c10::optional<at::Tensor>& weight,
-                                                      c10::string_view reduction,
-                                                      int64_t ignore_index,
-                                                      double label_smoothing) {
+// (loss, lse) and, with_grad, the gradient for grad_loss = 1 from the same pass.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_impl(
+    const char* op, const at::Tensor& input, const at::Tensor& target,
+    const c10::optional<at::Tensor>& weight, c10::string_view reduction, int64_t ignore_index,
+    double label_smoothing, bool with_grad) {
   const CrossEntropyOptions opt = checks::cross_entropy_forward_args(
       input, target, weight, reduction, ignore_index, label_smoothing);
-  all_on_cuda("cross_entropy", {&input, &target});
-  if (weight) all_on_cuda("cross_entropy", {&*weight});
+  if (with_grad) checks::reduced_for_gradient(op, opt);
+  all_on_cuda(op, {&input, &target});
+  if (weight) all_on_cuda(op, {&*weight});
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor x = input.contiguous();
   const at::Tensor t = target.contiguous();
@@ -143,11 +143,40 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_cuda(const at::Tensor& input,
   at::Tensor loss = opt.reduction == Reduction::None ? at::empty({n}, x.options())
                                                      : at::empty({}, x.options());
   at::Tensor lse = at::empty({n}, x.options().dtype(checks::kLseDtype));
+  at::Tensor grad = with_grad ? at::empty_like(x) : at::Tensor();
   at::Tensor ws = workspace(cuda::cross_entropy_workspace_bytes(n), x);
   cuda::cross_entropy_forward(dtype_of(x), index_dtype_of(t), x.data_ptr(), t.data_ptr(),
                               ptr_or_null(w), n, c, opt, loss.data_ptr(),
-                              lse.data_ptr<double>(), ws.data_ptr(), stream());
+                              lse.data_ptr<double>(), with_grad ? grad.data_ptr() : nullptr,
+                              ws.data_ptr(), stream());
+  return {loss, lse, grad};
+}
+
+std::tuple<at::Tensor, at::Tensor> cross_entropy_cuda(const at::Tensor& input,
+                                                      const at::Tensor& target,
+                                                      const c10::optional<at::Tensor>& weight,
+                                                      c10::string_view reduction,
+                                                      int64_t ignore_index,
+                                                      double label_smoothing) {
+  auto [loss, lse, grad] = cross_entropy_impl("cross_entropy", input, target, weight, reduction,
+                                              ignore_index, label_smoothing, false);
   return {loss, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_with_grad_cuda(
+    const at::Tensor& input, const at::Tensor& target, const c10::optional<at::Tensor>& weight,
+    c10::string_view reduction, int64_t ignore_index, double label_smoothing) {
+  return cross_entropy_impl("cross_entropy_with_grad", input, target, weight, reduction,
+                            ignore_index, label_smoothing, true);
+}
+
+// grad *= grad_loss; whether grad_loss is 1 is decided on the device (no host read).
+void scale_grad_cuda(at::Tensor& grad, const at::Tensor& grad_loss) {
+  checks::scale_grad_args(grad, grad_loss);
+  all_on_cuda("scale_grad_", {&grad, &grad_loss});
+  const c10::cuda::CUDAGuard guard(grad.device());
+  const at::Tensor factor = grad_loss.contiguous();
+  cuda::scale_grad(dtype_of(grad), grad.data_ptr(), grad.numel(), factor.data_ptr(), stream());
 }
 
 at::Tensor cross_entropy_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& input,
@@ -210,7 +239,9 @@ TORCH_LIBRARY_IMPL(pymakemore, CUDA, m) {
   m.impl("embedding_backward", &embedding_backward_cuda);
   LinearOps<linear_forward_cuda, linear_backward_cuda>::register_into(m);
   m.impl("cross_entropy", &cross_entropy_cuda);
+  m.impl("cross_entropy_with_grad", &cross_entropy_with_grad_cuda);
   m.impl("cross_entropy_backward", &cross_entropy_backward_cuda);
+  m.impl("scale_grad_", &scale_grad_cuda);
 }
 
 }  // namespace pymakemore

@@ -21,6 +21,15 @@ TORCH_LIBRARY(pymakemore, m) {
         "int ignore_index=-100, float label_smoothing=0.0) -> (Tensor, Tensor)");
   m.def("cross_entropy_backward(Tensor grad_loss, Tensor input, Tensor target, Tensor? weight, "
         "Tensor lse, str reduction, int ignore_index, float label_smoothing) -> Tensor");
+  // (loss, lse, grad_input): the loss and, from the same pass over the logits, its gradient for
+  // grad_loss = 1 (reduction "mean" or "sum"). The autograd of cross_entropy uses it when the
+  // logits need a gradient, then scale_grad_ in the backward.
+  m.def("cross_entropy_with_grad(Tensor input, Tensor target, Tensor? weight=None, "
+        "str reduction=\"mean\", int ignore_index=-100, float label_smoothing=0.0) "
+        "-> (Tensor, Tensor, Tensor)");
+  // grad *= grad_loss (one value), in place; nothing is written when grad_loss is 1, and on
+  // CUDA that is decided on the device (no host read).
+  m.def("scale_grad_(Tensor(a!) grad, Tensor grad_loss) -> ()");
   // The makemore MLP's whole SGD steps (engine "fused"): updates C, W1, b1, W2, b2 in place,
   // returns the steps' losses. lrs: one rate per step. batch_indices (steps, batch_size): rows
   // of X to use instead of the counter-based draws of mlp_batch_indices.

@@ -259,7 +259,8 @@ void test_cross_entropy() {
           std::vector<float> loss(red == Reduction::None ? n : 1);
           std::vector<double> lse(n);
           check(cross_entropy_forward<float, int64_t>(x.data(), t.data(), wp, n, c, opt,
-                                                      loss.data(), lse.data(), threads_for(2)) ==
+                                                      loss.data(), lse.data(), nullptr,
+                                                      threads_for(2)) ==
                     kAllValid,
                 "cross entropy valid");
           // naive loss and gradient in double
@@ -311,6 +312,21 @@ void test_cross_entropy() {
                                                  opt, grad2.data(), threads_for(3));
           check_close(grad, grad_ref, 1e-6, "cross entropy grad" + tag);
           check(grad == grad2, "cross entropy grad identical across threads" + tag);
+          if (red != Reduction::None) {
+            // the forward's own gradient: the backward's numbers for grad_loss = 1
+            std::vector<float> fused(n * c, 7.0f), unit_grad(n * c), loss2(1);
+            std::vector<double> lse2(n);
+            check(cross_entropy_forward<float, int64_t>(x.data(), t.data(), wp, n, c, opt,
+                                                        loss2.data(), lse2.data(), fused.data(),
+                                                        threads_for(2)) == kAllValid,
+                  "cross entropy with gradient valid" + tag);
+            const float unit = 1.0f;
+            cross_entropy_backward<float, int64_t>(&unit, x.data(), t.data(), wp, lse.data(), n,
+                                                   c, opt, unit_grad.data(), serial_for);
+            const bool same_loss = loss2 == loss || (std::isnan(loss[0]) && std::isnan(loss2[0]));
+            check(same_loss && lse2 == lse && fused == unit_grad,
+                  "forward's gradient equals the backward's" + tag);
+          }
         }
       }
     }
@@ -320,11 +336,11 @@ void test_cross_entropy() {
   std::vector<double> lse(3);
   std::vector<int32_t> bad = {1, 4, -7};
   check(cross_entropy_forward<float, int32_t>(x.data(), bad.data(), nullptr, 3, 4, {}, loss.data(),
-                                              lse.data(), serial_for) == 1,
+                                              lse.data(), nullptr, serial_for) == 1,
         "cross entropy reports the first bad target");
   std::vector<int32_t> ignored = {-100, -100, -100};
   cross_entropy_forward<float, int32_t>(x.data(), ignored.data(), nullptr, 3, 4, {}, loss.data(),
-                                        lse.data(), serial_for);
+                                        lse.data(), nullptr, serial_for);
   check(std::isnan(loss[0]), "all-ignored mean loss is NaN (as torch)");
   const float one = 1.0f;
   cross_entropy_backward<float, int32_t>(&one, x.data(), ignored.data(), nullptr, lse.data(), 3,

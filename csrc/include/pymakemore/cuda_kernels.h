@@ -44,17 +44,20 @@ void linear_backward(Dtype dtype, const void* gy, const void* y, const void* x, 
 
 // ---- cross entropy --------------------------------------------------------------------------
 size_t cross_entropy_workspace_bytes(int64_t n);
-// loss: n values (Reduction::None) or one; lse: n doubles.
+// loss: n values (Reduction::None) or one; lse: n doubles. grad_logits, if not null (Mean or
+// Sum only): the gradient for grad_loss = 1, from the same pass over each row.
 void cross_entropy_forward(Dtype dtype, IndexDtype index_dtype, const void* logits,
                            const void* target, const void* class_weight, int64_t n, int64_t c,
                            const CrossEntropyOptions& opt, void* loss, double* lse,
-                           void* workspace, cudaStream_t stream);
+                           void* grad_logits, void* workspace, cudaStream_t stream);
 // grad_loss: n values (Reduction::None) or one, on the device.
 void cross_entropy_backward(Dtype dtype, IndexDtype index_dtype, const void* grad_loss,
                             const void* logits, const void* target, const void* class_weight,
                             const double* lse, int64_t n, int64_t c,
                             const CrossEntropyOptions& opt, void* grad_logits, void* workspace,
                             cudaStream_t stream);
+// grad (n values) *= factor (one value on the device); nothing is written when it is 1.
+void scale_grad(Dtype dtype, void* grad, int64_t n, const void* factor, cudaStream_t stream);
 
 // ---- the MLP's whole training steps (engine "fused"): one persistent block ---------------------
 // Same parameters, draws and results contract as pymakemore::mlp_train_steps on the CPU; all

@@ -77,10 +77,12 @@ struct CrossEntropyOptions {
 // Writes lse[i] (log-sum-exp of row i, max-subtracted; double whatever T, so that logits of
 // large magnitude keep their precision) and the loss: n values into `loss` for
 // Reduction::None (0 for ignored rows), else one value. class_weight (c) may be null.
+// grad_logits, if not null (Reduction::Mean or Sum only): the gradient for grad_loss = 1 as
+// well, each row written while it is still in cache (cross_entropy_backward's numbers).
 template <typename T, typename Index>
 int64_t cross_entropy_forward(const T* logits, const Index* target, const T* class_weight,
                               int64_t n, int64_t c, const CrossEntropyOptions& opt, T* loss,
-                              double* lse, const ParallelFor& pfor);
+                              double* lse, T* grad_logits, const ParallelFor& pfor);
 
 // grad_logits = g_i * d(loss_i)/d(logits), with softmax recomputed from lse. grad_loss holds one
 // value (Mean, Sum) or n values (None).
