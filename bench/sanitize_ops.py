@@ -33,6 +33,9 @@ def main():
                 for reduction in ("mean", "sum", "none"):
                     loss = ops.cross_entropy(logits, t, weight=cw, reduction=reduction,
                                              label_smoothing=0.1)
+                    # mean, sum: the forward's gradient, scaled on the device; then the
+                    # retained graph again, through the backward op
+                    (loss.sum() * 0.5).backward(retain_graph=True)
                     loss.sum().backward()
                 F.cross_entropy(logits.float(), t.long())  # a torch op beside ours
     from pymakemore import engines
