@@ -107,7 +107,7 @@ def bigram_counts(counts: torch.Tensor, labels: Sequence[str], path: Path) -> No
     counts = counts.cpu()
     v = counts.shape[0]
     fig, ax = plt.subplots(figsize=(max(8, v * 0.6), max(8, v * 0.6)))
-    ax.imshow(counts, cmap="Blues")
+    ax.imshow(counts.numpy(), cmap="Blues")  # an array: matplotlib warns on tensors
     for i in range(v):
         for j in range(v):
             ax.text(j, i, labels[i] + labels[j], ha="center", va="bottom", color="gray",
