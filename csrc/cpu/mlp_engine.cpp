@@ -129,6 +129,26 @@ constexpr int64_t vecs_of(const Acc&) {
   return std::extent_v<Acc, 1>;
 }
 
+// Epilogues: a tile written to rows of out, or (a weight update straight from the registers)
+// subtracted, times step, from rows of w; rows `stride` floats apart.
+inline auto store_rows(float* out, int64_t stride) {
+  return [=](int64_t r0, int64_t v0, const auto& acc) {
+    for (int64_t r = 0; r < kRows; ++r)
+      for (int64_t v = 0; v < vecs_of(acc); ++v)
+        simd::store(out + (r0 + r) * stride + (v0 + v) * L, acc[r][v]);
+  };
+}
+
+inline auto subtract_from_rows(float* w, int64_t stride, Vec step) {
+  return [=](int64_t r0, int64_t v0, const auto& acc) {
+    for (int64_t r = 0; r < kRows; ++r)
+      for (int64_t v = 0; v < vecs_of(acc); ++v) {
+        float* p = w + (r0 + r) * stride + (v0 + v) * L;
+        simd::store(p, simd::load(p) - step * acc[r][v]);
+      }
+  };
+}
+
 // The hidden units of one half: real units [first, first + count), kept in rows
 // [row0, row0 + rows) of the padded layouts (rows past count are zero and stay zero: their
 // activations, and so every gradient through them, are 0).
@@ -266,13 +286,8 @@ class MlpSteps {
                 for (int64_t v = 0; v < vecs_of(acc); ++v)
                   simd::store(h + (r0 + r) * Bp + (v0 + v) * L, simd::tanh<float>(acc[r][v]));
             });
-    float* out = partial_logitsT_[i].get();
     product(Vp, Bp / L, &W2t_[hf.row0 * Vp], 1, Vp, h, Bp, hf.rows,
-            [&](int64_t r0, int64_t v0, const auto& acc) {
-              for (int64_t r = 0; r < kRows; ++r)
-                for (int64_t v = 0; v < vecs_of(acc); ++v)
-                  simd::store(out + (r0 + r) * Bp + (v0 + v) * L, acc[r][v]);
-            });
+            store_rows(partial_logitsT_[i].get(), Bp));
   }
 
   // Cross entropy with each example a lane: max-subtracted log-sum-exp, the mean loss, and
@@ -338,31 +353,12 @@ class MlpSteps {
                 }
             });
     // W2 -= lr * dlogits^T h, row by row of W2^T
-    product(hf.rows, Vp / L, h, Bp, 1, own.dlogits.get(), Vp, B,
-            [&](int64_t r0, int64_t v0, const auto& acc) {
-              for (int64_t r = 0; r < kRows; ++r)
-                for (int64_t v = 0; v < vecs_of(acc); ++v) {
-                  float* w = w2 + (r0 + r) * Vp + (v0 + v) * L;
-                  simd::store(w, simd::load(w) - step * acc[r][v]);
-                }
-            });
+    product(hf.rows, Vp / L, h, Bp, 1, own.dlogits.get(), Vp, B, subtract_from_rows(w2, Vp, step));
     // the half's share of d_emb = W1^T dz
-    float* d_emb = partial_d_embT_[i].get();
     product(cpu::round_up(K, kRows), Bp / L, w1, 1, Kp, dz, Bp, hf.rows,
-            [&](int64_t r0, int64_t v0, const auto& acc) {
-              for (int64_t r = 0; r < kRows; ++r)
-                for (int64_t v = 0; v < vecs_of(acc); ++v)
-                  simd::store(d_emb + (r0 + r) * Bp + (v0 + v) * L, acc[r][v]);
-            });
+            store_rows(partial_d_embT_[i].get(), Bp));
     // [W1 | b1] -= lr * dz [emb | 1]
-    product(hf.rows, Kp / L, dz, Bp, 1, own.emb.get(), Kp, B,
-            [&](int64_t r0, int64_t v0, const auto& acc) {
-              for (int64_t r = 0; r < kRows; ++r)
-                for (int64_t v = 0; v < vecs_of(acc); ++v) {
-                  float* w = w1 + (r0 + r) * Kp + (v0 + v) * L;
-                  simd::store(w, simd::load(w) - step * acc[r][v]);
-                }
-            });
+    product(hf.rows, Kp / L, dz, Bp, 1, own.emb.get(), Kp, B, subtract_from_rows(w1, Kp, step));
   }
 
   // C -= lr * dC, dC the two halves' embedding gradients added up per character

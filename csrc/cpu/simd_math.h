@@ -10,20 +10,23 @@
 
 namespace pymakemore::simd {
 
-template <typename T>
-inline vec_t<T> tanh(vec_t<T> v) {
+// f applied to each lane
+template <typename T, typename F>
+inline vec_t<T> lanewise(vec_t<T> v, F f) {
   alignas(64) T lanes[Vec<T>::lanes];
   store(lanes, v);
-  for (T& e : lanes) e = vec::tanh(e);
+  for (T& e : lanes) e = f(e);
   return load(lanes);
 }
 
 template <typename T>
+inline vec_t<T> tanh(vec_t<T> v) {
+  return lanewise<T>(v, [](T e) { return vec::tanh(e); });
+}
+
+template <typename T>
 inline vec_t<T> exp(vec_t<T> v) {
-  alignas(64) T lanes[Vec<T>::lanes];
-  store(lanes, v);
-  for (T& e : lanes) e = vec::exp(e);
-  return load(lanes);
+  return lanewise<T>(v, [](T e) { return vec::exp(e); });
 }
 
 #if defined(__AVX512F__)

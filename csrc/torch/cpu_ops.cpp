@@ -10,6 +10,7 @@
 #endif
 
 #include "checks.h"
+#include "cross_entropy_ops.h"
 #include "linear_ops.h"
 #include "pymakemore/kernels.h"
 
@@ -192,7 +193,7 @@ LinearGrads linear_backward_cpu(
 
 // ---- cross_entropy --------------------------------------------------------------------------
 // (loss, lse) and, with_grad, the gradient for grad_loss = 1 from the same pass.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_impl(
+CrossEntropyOutputs cross_entropy_cpu(
     const char* op, const at::Tensor& input, const at::Tensor& target,
     const c10::optional<at::Tensor>& weight, c10::string_view reduction, int64_t ignore_index,
     double label_smoothing, bool with_grad) {
@@ -202,7 +203,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_impl(
   all_on_cpu(op, {&input, &target});
   if (weight) all_on_cpu(op, {&*weight});
   if (reduced(input)) {
-    auto [loss, lse, grad] = cross_entropy_impl(op, upcast(input), target, upcast(weight),
+    auto [loss, lse, grad] = cross_entropy_cpu(op, upcast(input), target, upcast(weight),
                                                 reduction, ignore_index, label_smoothing,
                                                 with_grad);
     return {loss.to(input.scalar_type()), lse,
@@ -228,24 +229,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_impl(
   });
   if (bad != kAllValid) checks::bad_target(checks::index_at(t, bad), bad, c, ignore_index);
   return {loss, lse, grad};
-}
-
-std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& input,
-                                                     const at::Tensor& target,
-                                                     const c10::optional<at::Tensor>& weight,
-                                                     c10::string_view reduction,
-                                                     int64_t ignore_index,
-                                                     double label_smoothing) {
-  auto [loss, lse, grad] = cross_entropy_impl("cross_entropy", input, target, weight, reduction,
-                                              ignore_index, label_smoothing, false);
-  return {loss, lse};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_with_grad_cpu(
-    const at::Tensor& input, const at::Tensor& target, const c10::optional<at::Tensor>& weight,
-    c10::string_view reduction, int64_t ignore_index, double label_smoothing) {
-  return cross_entropy_impl("cross_entropy_with_grad", input, target, weight, reduction,
-                            ignore_index, label_smoothing, true);
 }
 
 // grad *= grad_loss, skipped when grad_loss is 1 (on the CPU its value is at hand).
@@ -354,8 +337,7 @@ TORCH_LIBRARY_IMPL(pymakemore, CPU, m) {
   m.impl("embedding", &embedding_cpu);
   m.impl("embedding_backward", &embedding_backward_cpu);
   LinearOps<linear_forward_cpu, linear_backward_cpu>::register_into(m);
-  m.impl("cross_entropy", &cross_entropy_cpu);
-  m.impl("cross_entropy_with_grad", &cross_entropy_with_grad_cpu);
+  CrossEntropyOps<cross_entropy_cpu>::register_into(m);
   m.impl("cross_entropy_backward", &cross_entropy_backward_cpu);
   m.impl("scale_grad_", &scale_grad_cpu);
 }

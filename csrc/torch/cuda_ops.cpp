@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "checks.h"
+#include "cross_entropy_ops.h"
 #include "linear_ops.h"
 #include "pymakemore/cuda_kernels.h"
 
@@ -126,7 +127,7 @@ LinearGrads linear_backward_cuda(
 
 // ---- cross_entropy --------------------------------------------------------------------------
 // (loss, lse) and, with_grad, the gradient for grad_loss = 1 from the same pass.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_impl(
+CrossEntropyOutputs cross_entropy_cuda(
     const char* op, const at::Tensor& input, const at::Tensor& target,
     const c10::optional<at::Tensor>& weight, c10::string_view reduction, int64_t ignore_index,
     double label_smoothing, bool with_grad) {
@@ -150,24 +151,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_impl(
                               lse.data_ptr<double>(), with_grad ? grad.data_ptr() : nullptr,
                               ws.data_ptr(), stream());
   return {loss, lse, grad};
-}
-
-std::tuple<at::Tensor, at::Tensor> cross_entropy_cuda(const at::Tensor& input,
-                                                      const at::Tensor& target,
-                                                      const c10::optional<at::Tensor>& weight,
-                                                      c10::string_view reduction,
-                                                      int64_t ignore_index,
-                                                      double label_smoothing) {
-  auto [loss, lse, grad] = cross_entropy_impl("cross_entropy", input, target, weight, reduction,
-                                              ignore_index, label_smoothing, false);
-  return {loss, lse};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_with_grad_cuda(
-    const at::Tensor& input, const at::Tensor& target, const c10::optional<at::Tensor>& weight,
-    c10::string_view reduction, int64_t ignore_index, double label_smoothing) {
-  return cross_entropy_impl("cross_entropy_with_grad", input, target, weight, reduction,
-                            ignore_index, label_smoothing, true);
 }
 
 // grad *= grad_loss; whether grad_loss is 1 is decided on the device (no host read).
@@ -238,8 +221,7 @@ TORCH_LIBRARY_IMPL(pymakemore, CUDA, m) {
   m.impl("embedding", &embedding_cuda);
   m.impl("embedding_backward", &embedding_backward_cuda);
   LinearOps<linear_forward_cuda, linear_backward_cuda>::register_into(m);
-  m.impl("cross_entropy", &cross_entropy_cuda);
-  m.impl("cross_entropy_with_grad", &cross_entropy_with_grad_cuda);
+  CrossEntropyOps<cross_entropy_cuda>::register_into(m);
   m.impl("cross_entropy_backward", &cross_entropy_backward_cuda);
   m.impl("scale_grad_", &scale_grad_cuda);
 }
