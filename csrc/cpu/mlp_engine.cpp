@@ -190,7 +190,9 @@ class MlpSteps {
   // `steps` steps from first_step; thread 0 of the caller, thread 1 (if any) started here
   void run(const float* lrs, int64_t steps, int64_t first_step, uint64_t seed,
            const int64_t* batch_indices, float* losses) {
-    const auto work = [&](int t) { steps_on(t, lrs, steps, first_step, seed, batch_indices, losses); };
+    const auto work = [&](int t) {
+      steps_on(t, lrs, steps, first_step, seed, batch_indices, losses);
+    };
     if (threads_ >= 2) {
       std::thread second(work, 1);
       work(0);
@@ -239,8 +241,9 @@ class MlpSteps {
     const auto draw = [&](int64_t s, std::vector<int64_t>& out) {
       if (s >= steps) return;
       for (int64_t b = 0; b < B; ++b) {
-        const int64_t row = out[b] =
-            batch_indices ? batch_indices[s * B + b] : mlp_batch_index(seed, first_step + s, b, n_train_);
+        const int64_t row = out[b] = batch_indices
+                                         ? batch_indices[s * B + b]
+                                         : mlp_batch_index(seed, first_step + s, b, n_train_);
         __builtin_prefetch(X_ + row * T);
         __builtin_prefetch(Y_ + row);
       }
@@ -308,7 +311,8 @@ class MlpSteps {
     }
     for (int64_t v = 0; v < V; ++v) {
       for (int64_t c = 0; c < Bp; c += L) {
-        const Vec e = simd::exp<float>(simd::load(&own.logitsT[v * Bp + c]) - simd::load(max_logit + c));
+        const Vec shifted = simd::load(&own.logitsT[v * Bp + c]) - simd::load(max_logit + c);
+        const Vec e = simd::exp<float>(shifted);
         simd::store(&own.dlogitsT[v * Bp + c], e);
         simd::store(sum_exp + c, simd::load(sum_exp + c) + e);
       }
