@@ -222,6 +222,13 @@ def test_backward_op_checks_targets():
     with pytest.raises(IndexError, match="target 7 at position 1"):
         torch.ops.pymakemore.cross_entropy_backward(torch.tensor(1.0), x, torch.tensor([0, 7, 1]),
                                                     None, lse, "mean", -100, 0.0)
+    # with class weights, a far-out target is reported, not read through (mean's divisor)
+    far = torch.tensor([0, 10**12, 1])
+    with pytest.raises(IndexError, match=f"target {10**12} at position 1"):
+        torch.ops.pymakemore.cross_entropy_backward(torch.tensor(1.0), x, far, torch.ones(4),
+                                                    lse, "mean", -100, 0.0)
+    with pytest.raises(IndexError, match=f"target {10**12} at position 1"):
+        ops.cross_entropy(x.requires_grad_(), far, weight=torch.ones(4))
 
 
 @pytest.mark.parametrize("x,t,kw,error,match", [

@@ -74,13 +74,14 @@ bool valid_class(Index t, int64_t c) {
 }
 
 // Sum of the target classes' weights over non-ignored rows: the divisor of Reduction::Mean.
+// Out-of-range targets are skipped (never read through): the callers report them.
 template <typename T, typename Index>
-double mean_divisor(const Index* target, const T* class_weight, int64_t n,
+double mean_divisor(const Index* target, const T* class_weight, int64_t n, int64_t c,
                     const CrossEntropyOptions& opt) {
   double total = 0.0;
   for (int64_t i = 0; i < n; ++i) {
     const Index t = target[i];
-    if (ignored(t, opt)) continue;
+    if (ignored(t, opt) || !valid_class(t, c)) continue;
     total += class_weight ? static_cast<double>(class_weight[static_cast<int64_t>(t)]) : 1.0;
   }
   return total;
@@ -120,10 +121,10 @@ int64_t cross_entropy_forward(const T* logits, const Index* target, const T* cla
   FirstInvalid invalid;
   const double eps = opt.label_smoothing;
   const GradTerms<T> terms(class_weight, c, opt);
+  const double divisor =
+      opt.reduction == Reduction::Mean ? mean_divisor(target, class_weight, n, c, opt) : 1.0;
   // the scale a backward call with grad_loss = 1 would use (see cross_entropy_backward)
-  const T grad_scale = grad_logits && opt.reduction == Reduction::Mean
-                           ? static_cast<T>(1.0 / mean_divisor(target, class_weight, n, opt))
-                           : T(1);
+  const T grad_scale = static_cast<T>(1.0 / divisor);
   const double weight_total = class_weight ? static_cast<double>(sum_of(class_weight, c))
                                            : static_cast<double>(c);
   const int64_t pieces = cpu::ceil_div(n, kSumPiece);
@@ -183,7 +184,7 @@ int64_t cross_entropy_forward(const T* logits, const Index* target, const T* cla
     for (double s : piece_sum) total += s;
     if (opt.reduction == Reduction::Mean) {
       // 0 / 0 is NaN when every row is ignored, as in torch.
-      total /= mean_divisor(target, class_weight, n, opt);
+      total /= divisor;
     }
     loss[0] = static_cast<T>(total);
   }
@@ -202,7 +203,7 @@ int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index*
   if (opt.reduction == Reduction::Mean) {
     // When every row is ignored no row reads the scale, so a zero divisor never reaches a row.
     scale_all = static_cast<T>(static_cast<double>(scale_all) /
-                               mean_divisor(target, class_weight, n, opt));
+                               mean_divisor(target, class_weight, n, c, opt));
   }
 
   pfor(n, cpu::grain_for(c), [&](int64_t i0, int64_t i1) {
