@@ -95,6 +95,9 @@ forward_rows(const T* __restrict__ logits, const Index* __restrict__ target,
   __shared__ float shared[3 * kThreads];
   const int lane = threadIdx.x % G;
   const int64_t groups_per_block = kThreads / G;
+  // the gradient's row-independent terms (read only when there is a gradient to write)
+  const float grad_scale = grad && mean ? float(1.0 / totals[1]) : 1.0f;
+  const float grad_weight_total = grad && w ? float(*w_total) : float(c);
   for (int64_t i = blockIdx.x * groups_per_block + threadIdx.x / G; i - threadIdx.x / G < n;
        i += int64_t(gridDim.x) * groups_per_block) {
     const bool active = i < n;
@@ -125,9 +128,8 @@ forward_rows(const T* __restrict__ logits, const Index* __restrict__ target,
       if (is_ignored(t, ignore_index) || ti < 0 || ti >= c) {
         for (int64_t j = lane; j < c; j += G) store(g + j, 0.0f);
       } else {
-        const float scale = mean ? float(1.0 / totals[1]) : 1.0f;
-        const float weight_total = w ? float(*w_total) : float(c);
-        row_gradient<T, G>(x, ti, w, max + log_sum, c, scale, float(eps), weight_total, lane, g);
+        row_gradient<T, G>(x, ti, w, max + log_sum, c, grad_scale, float(eps), grad_weight_total,
+                           lane, g);
       }
     }
     if (lane != 0) continue;
