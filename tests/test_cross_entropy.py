@@ -128,6 +128,20 @@ def test_large_vocabulary_gradient_rows_sum_to_zero(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_large_vocabulary_log_sum_exp_to_float_precision(device):
+    # one float chain of 50,304 exponentials drifts ~5e-5 from the exact log-sum-exp (what a
+    # build without AVX-512 once gave); the saved lse and the loss must stay within about
+    # one float ulp of it (lse is about 15 here)
+    x = torch.randn(64, 50304, device=device) * 3
+    t = _targets(64, 50304, device)
+    loss, lse = OPS.cross_entropy(x, t, None, "none", -100, 0.0)
+    exact_lse = torch.logsumexp(x.double(), dim=1)
+    exact_loss = F.cross_entropy(x.double(), t, reduction="none")
+    assert (lse - exact_lse).abs().max() < 1e-6
+    assert (loss.double() - exact_loss).abs().max() < 2e-6
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_other_input_ranks(device):
     # unbatched (C,) with a 0-d target, and (N, C, d1, d2) with (N, d1, d2)
     x1, t1 = torch.randn(5, device=device), torch.tensor(3, device=device)
