@@ -150,6 +150,26 @@ def test_out_of_range_index_names_the_value(device, bad, index_dtype):
         ops.embedding(idx, weight)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("rows,dim,bad,position", [(0, 3, 0, 0), (5, 0, 7, 1)])
+def test_indices_checked_with_nothing_to_copy(device, rows, dim, bad, position):
+    # an empty table, or rows of width 0: no value moves, but a bad index is still an error
+    message = f"index {bad} at position {position} is out of range"
+    if device == "cuda":
+        for call in (f"pymakemore.ops.embedding(idx, torch.randn({rows}, {dim}, device='cuda'))",
+                     f"torch.ops.pymakemore.embedding_backward("
+                     f"torch.randn(2, {dim}, device='cuda'), idx, {rows})"):
+            out = run_cuda_failure(f"idx = torch.tensor([0, {bad}], device='cuda')\n{call}\n"
+                                   "torch.cuda.synchronize()")
+            assert message in out, call
+        return
+    idx = torch.tensor([0, bad])
+    with pytest.raises(IndexError, match=message):
+        ops.embedding(idx, torch.randn(rows, dim))
+    with pytest.raises(IndexError, match=message):
+        torch.ops.pymakemore.embedding_backward(torch.randn(2, dim), idx, rows)
+
+
 def test_backward_op_checks_indices():
     grad = torch.randn(3, 4)
     with pytest.raises(IndexError, match="index 9 at position 1"):

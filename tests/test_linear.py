@@ -62,6 +62,24 @@ def test_matches_functional_and_reference(name, device, with_bias, shape, out_fe
             assert_close(a, r, dtype, scale)
 
 
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device (the grid limit is CUDA's)")
+@pytest.mark.parametrize("name", OPS)
+def test_more_row_tiles_than_a_grid_dimension_holds(name):
+    # 65,535 tiles of 64 rows is where a grid's y (or z) dimension ends; the rows past it
+    # must be computed too, forward and backward
+    fused, composite_fn, _ = OPS[name]
+    n = 65535 * 64 + 100
+    x = torch.randn(n, 3, device="cuda")
+    w = torch.randn(5, 3, device="cuda")
+    b = torch.randn(5, device="cuda")
+    grad = torch.randn(n, 5, device="cuda")
+    ours = _run(fused, x, w, b, grad)
+    composite = _run(composite_fn, x, w, b, grad)
+    for a, f in zip(ours, composite):
+        assert_close(a, f, torch.float32, n ** 0.5)
+    assert ours[0][-100:].abs().sum() > 0 and ours[1][-100:].abs().sum() > 0
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_saturated_tanh(device):
     x = torch.randn(64, 30, device=device) * 100  # |pre-activation| in the hundreds

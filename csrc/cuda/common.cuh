@@ -41,24 +41,30 @@ inline unsigned blocks_for(int64_t items, int threads, int64_t cap = 65535LL * 1
   return static_cast<unsigned>(blocks < cap ? blocks : cap);
 }
 
-// Calls body.template operator()<T>() with the element type of dtype.
+// Launchers check each launch and stop at the first failure (a bad configuration, too much
+// shared memory), returning its error:
+//   kernel<<<...>>>(...);
+//   if (cudaError_t e = cudaGetLastError()) return e;
+
+// Returns body(T{}) for the element type T of dtype.
 template <typename Body>
-void with_dtype(Dtype dtype, Body&& body) {
+cudaError_t with_dtype(Dtype dtype, Body&& body) {
   switch (dtype) {
-    case Dtype::Float32: body(float{}); break;
-    case Dtype::Float64: body(double{}); break;
-    case Dtype::Float16: body(__half{}); break;
-    case Dtype::BFloat16: body(__nv_bfloat16{}); break;
+    case Dtype::Float32: return body(float{});
+    case Dtype::Float64: return body(double{});
+    case Dtype::Float16: return body(__half{});
+    case Dtype::BFloat16: return body(__nv_bfloat16{});
   }
+  return cudaErrorInvalidValue;
 }
 
 template <typename Body>
-void with_index(IndexDtype index_dtype, Body&& body) {
-  if (index_dtype == IndexDtype::Int64)
-    body(int64_t{});
-  else
-    body(int32_t{});
+cudaError_t with_index(IndexDtype index_dtype, Body&& body) {
+  return index_dtype == IndexDtype::Int64 ? body(int64_t{}) : body(int32_t{});
 }
+
+// The launchers' result, as cuda_kernels.h declares it.
+inline Status status(cudaError_t e) { return static_cast<Status>(e); }
 
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {

@@ -1,6 +1,8 @@
 // Cross entropy on rows of logits: one pass per row in the forward (online max and sum, the
 // smoothing sum alongside), one log-sum-exp saved per row (float64), the mean/sum reduced by
 // one block in a fixed order (deterministic); the backward recomputes softmax - onehot.
+// Everything is computed in the accumulation type: float for float/half/bfloat16, double for
+// double.
 #include <cmath>
 
 #include "common.cuh"
@@ -16,68 +18,103 @@ __device__ __forceinline__ bool is_ignored(Index t, int64_t ignore_index) {
   return static_cast<int64_t>(t) == ignore_index;
 }
 
-// Reduces (max, sum of exp(x - max), a second plain sum) over the G threads of a group.
-template <int G>
-struct GroupReduce {
-  __device__ static void run(float& m, float& s, float& extra, float* shared) {
-    if constexpr (G <= 32) {
-      for (int offset = G / 2; offset > 0; offset >>= 1) {
-        const float m2 = __shfl_xor_sync(0xffffffffu, m, offset, G);
-        const float s2 = __shfl_xor_sync(0xffffffffu, s, offset, G);
-        extra += __shfl_xor_sync(0xffffffffu, extra, offset, G);
-        combine(m, s, m2, s2);
+__device__ __forceinline__ float exp_acc(float v) { return expf(v); }
+__device__ __forceinline__ double exp_acc(double v) { return exp(v); }
+
+// What one pass over (part of) a row gathers. gap and weight serve label smoothing only:
+// gap = sum_j w_j (max - x_j), every term >= 0 (exact before weighting, no cancellation even
+// for large logits; +inf for a logit of -inf, as -log p_j is), weight = sum_j w_j over the
+// finite x_j, so that gap can follow the max when it rises.
+template <typename A>
+struct RowStats {
+  A max;
+  A sum;  // sum_j exp(x_j - max)
+  A gap;
+  A weight;
+
+  // (no default member initialisers: __shared__ arrays of it need a trivial constructor)
+  __device__ static RowStats empty() { return {A(-INFINITY), A(0), A(0), A(0)}; }
+
+  __device__ void add(A v, A wv, bool smoothing) {
+    if (v > max) {
+      if (smoothing && max != -INFINITY) gap += weight * (v - max);
+      sum = sum * exp_acc(max - v) + A(1);
+      max = v;
+      if (smoothing) weight += wv;
+    } else if (v != -INFINITY) {  // a NaN makes the sum NaN
+      sum += exp_acc(v - max);
+      if (smoothing) {
+        gap += wv * (max - v);
+        weight += wv;
       }
-    } else {  // one group per block: through shared memory, in a fixed tree
-      float* sm = shared;
-      float* ss = shared + G;
-      float* se = shared + 2 * G;
-      sm[threadIdx.x] = m;
-      ss[threadIdx.x] = s;
-      se[threadIdx.x] = extra;
-      __syncthreads();
-      for (int stride = G / 2; stride > 0; stride >>= 1) {
-        if (threadIdx.x < stride) {
-          float mm = sm[threadIdx.x], s1 = ss[threadIdx.x];
-          combine(mm, s1, sm[threadIdx.x + stride], ss[threadIdx.x + stride]);
-          sm[threadIdx.x] = mm;
-          ss[threadIdx.x] = s1;
-          se[threadIdx.x] += se[threadIdx.x + stride];
-        }
-        __syncthreads();
-      }
-      m = sm[0];
-      s = ss[0];
-      extra = se[0];
-      __syncthreads();
+    } else if (smoothing) {
+      gap += wv * A(INFINITY);  // NaN when wv is 0, as torch's 0 * -log p_j
     }
   }
-  // (m, s) += (m2, s2) for sums of exp(x - m)
-  __device__ static void combine(float& m, float& s, float m2, float s2) {
-    const float mx = fmaxf(m, m2);
-    if (mx == -INFINITY) return;  // both empty so far
-    s = s * expf(m - mx) + s2 * expf(m2 - mx);
-    m = mx;
+
+  __device__ void combine(const RowStats& o) {
+    const A mx = max > o.max ? max : o.max;
+    if (mx == -INFINITY) {  // nothing finite on either side: only the -inf terms of gap
+      gap += o.gap;
+      return;
+    }
+    // the sides whose max is -inf hold no finite terms (sum and weight are 0): skipping them
+    // avoids 0 * inf
+    const A rescaled_gap = (max != -INFINITY ? gap + weight * (mx - max) : gap) +
+                           (o.max != -INFINITY ? o.gap + o.weight * (mx - o.max) : o.gap);
+    sum = sum * exp_acc(max - mx) + o.sum * exp_acc(o.max - mx);
+    gap = rescaled_gap;
+    weight += o.weight;
+    max = mx;
+  }
+};
+
+// Combines the RowStats of the G threads of a group; every thread ends with the row's.
+template <int G>
+struct GroupReduce {
+  template <typename A>
+  __device__ static void run(RowStats<A>& st, RowStats<A>* shared) {
+    if constexpr (G <= 32) {
+      for (int offset = G / 2; offset > 0; offset >>= 1) {
+        RowStats<A> other;
+        other.max = __shfl_xor_sync(0xffffffffu, st.max, offset, G);
+        other.sum = __shfl_xor_sync(0xffffffffu, st.sum, offset, G);
+        other.gap = __shfl_xor_sync(0xffffffffu, st.gap, offset, G);
+        other.weight = __shfl_xor_sync(0xffffffffu, st.weight, offset, G);
+        st.combine(other);
+      }
+    } else {  // one group per block: through shared memory, in a fixed tree
+      shared[threadIdx.x] = st;
+      __syncthreads();
+      for (int stride = G / 2; stride > 0; stride >>= 1) {
+        if (threadIdx.x < stride) shared[threadIdx.x].combine(shared[threadIdx.x + stride]);
+        __syncthreads();
+      }
+      st = shared[0];
+      __syncthreads();
+    }
   }
 };
 
 // Row i's gradient for a valid target ti, by the G lanes of its group:
 // g_j = scale * ((1-eps) w_t (p_j - [j==t]) + eps/c (W p_j - w_j)), W = weight_total.
-template <typename T, int G>
+template <typename T, int G, typename A>
 __device__ __forceinline__ void row_gradient(const T* __restrict__ x, int64_t ti,
                                              const T* __restrict__ w, double lse, int64_t c,
-                                             float scale, float eps, float weight_total, int lane,
+                                             A scale, A eps, A weight_total, int lane,
                                              T* __restrict__ g) {
-  const float spread = eps / float(c > 0 ? c : 1);
-  const float wt = w ? to_acc(w[ti]) : 1.0f;
-  const float p_coef = scale * ((1.0f - eps) * wt + spread * weight_total);
-  const float w_coef = scale * spread;
+  const A spread = eps / A(c > 0 ? c : 1);
+  const A wt = w ? to_acc(w[ti]) : A(1);
+  const A p_coef = scale * ((A(1) - eps) * wt + spread * weight_total);
+  const A w_coef = scale * spread;
   // lse as hi + lo: x - hi is exact for the x that matter, so p keeps full precision
-  const float hi = float(lse);
-  const float lo = float(lse - double(hi));
+  // (for double, lo is 0)
+  const A hi = A(lse);
+  const A lo = A(lse - double(hi));
   for (int64_t j = lane; j < c; j += G) {
-    const float p = expf((to_acc(x[j]) - hi) - lo);
-    float v = p_coef * p - w_coef * (w ? to_acc(w[j]) : 1.0f);
-    if (j == ti) v -= scale * (1.0f - eps) * wt;
+    const A p = exp_acc((to_acc(x[j]) - hi) - lo);
+    A v = p_coef * p - w_coef * (w ? to_acc(w[j]) : A(1));
+    if (j == ti) v -= scale * (A(1) - eps) * wt;
     store(g + j, v);
   }
 }
@@ -92,43 +129,35 @@ forward_rows(const T* __restrict__ logits, const Index* __restrict__ target,
              int64_t ignore_index, double eps, double* __restrict__ row_loss,
              double* __restrict__ lse, T* __restrict__ grad, const double* __restrict__ totals,
              bool mean) {
-  __shared__ float shared[3 * kThreads];
+  using A = typename Acc<T>::type;
+  __shared__ RowStats<A> shared[G <= 32 ? 1 : kThreads];
   const int lane = threadIdx.x % G;
   const int64_t groups_per_block = kThreads / G;
+  const bool smoothing = eps > 0.0;
   // the gradient's row-independent terms (read only when there is a gradient to write)
-  const float grad_scale = grad && mean ? float(1.0 / totals[1]) : 1.0f;
-  const float grad_weight_total = grad && w ? float(*w_total) : float(c);
+  const A grad_scale = grad && mean ? A(1.0 / totals[1]) : A(1);
+  const A grad_weight_total = grad && w ? A(*w_total) : A(c);
   for (int64_t i = blockIdx.x * groups_per_block + threadIdx.x / G; i - threadIdx.x / G < n;
        i += int64_t(gridDim.x) * groups_per_block) {
     const bool active = i < n;
     const T* x = logits + (active ? i : 0) * c;
-    const float ref = active && c > 0 ? to_acc(x[0]) : 0.0f;
-    float m = -INFINITY, s = 0.0f, gap_part = 0.0f;  // gap_part: sum w_j (x_j - ref)
-    if (active) {
-      for (int64_t j = lane; j < c; j += G) {
-        const float v = to_acc(x[j]);
-        if (v > m) {
-          s = s * expf(m - v) + 1.0f;
-          m = v;
-        } else if (v != -INFINITY) {  // -inf adds nothing; a NaN makes the sum NaN
-          s += expf(v - m);
-        }
-        if (eps > 0.0) gap_part += (w ? to_acc(w[j]) : 1.0f) * (v - ref);
-      }
-    }
-    GroupReduce<G>::run(m, s, gap_part, shared);
+    RowStats<A> st = RowStats<A>::empty();
+    if (active)
+      for (int64_t j = lane; j < c; j += G)
+        st.add(to_acc(x[j]), w ? to_acc(w[j]) : A(1), smoothing);
+    GroupReduce<G>::run(st, shared);
     if (!active) continue;
-    const bool bad_row = isinf(m) || isnan(m) || isnan(s);
-    const double max = bad_row ? NAN : double(m);
-    const double log_sum = bad_row ? NAN : log(double(s));
+    const bool bad_row = isinf(st.max) || isnan(st.max) || isnan(st.sum);
+    const double max = bad_row ? NAN : double(st.max);
+    const double log_sum = bad_row ? NAN : log(double(st.sum));
     const Index t = target[i];
     if (grad) {  // every lane; an out-of-range target stops the kernel from lane 0 below
       const int64_t ti = static_cast<int64_t>(t);
       T* g = grad + i * c;
       if (is_ignored(t, ignore_index) || ti < 0 || ti >= c) {
-        for (int64_t j = lane; j < c; j += G) store(g + j, 0.0f);
+        for (int64_t j = lane; j < c; j += G) store(g + j, A(0));
       } else {
-        row_gradient<T, G>(x, ti, w, max + log_sum, c, grad_scale, float(eps), grad_weight_total,
+        row_gradient<T, G>(x, ti, w, max + log_sum, c, grad_scale, A(eps), grad_weight_total,
                            lane, g);
       }
     }
@@ -140,12 +169,9 @@ forward_rows(const T* __restrict__ logits, const Index* __restrict__ target,
       if (ti < 0 || ti >= c) fail_index("cross_entropy", "target", ti, i, c);
       const double wt = w ? double(to_acc(w[ti])) : 1.0;
       loss = (1.0 - eps) * wt * ((max - double(to_acc(x[ti]))) + log_sum);
-      if (eps > 0.0) {
-        // sum_j w_j (max - x_j) = W (max - ref) - sum_j w_j (x_j - ref); x_j - ref is small
-        // next to the logits themselves, which keeps the cancellation mild
+      if (smoothing) {  // sum_j w_j * -log p_j = gap + W log_sum, spread over the c classes
         const double weight_total = w ? *w_total : double(c);
-        const double gap = weight_total * (max - double(ref)) - double(gap_part);
-        loss += eps / double(c) * (gap + weight_total * log_sum);
+        loss += eps / double(c) * (double(st.gap) + weight_total * log_sum);
       }
     }
     row_loss[i] = loss;
@@ -204,23 +230,24 @@ backward_rows(const T* __restrict__ grad_loss, bool per_row, const double* __res
               bool mean, const T* __restrict__ logits, const Index* __restrict__ target,
               const T* __restrict__ w, const double* __restrict__ w_total,
               const double* __restrict__ lse, int64_t n, int64_t c, int64_t ignore_index,
-              float eps, T* __restrict__ grad) {
+              double eps, T* __restrict__ grad) {
+  using A = typename Acc<T>::type;
   const int lane = threadIdx.x % G;
   const int64_t groups_per_block = kThreads / G;
-  const float weight_total = w ? float(*w_total) : float(c);
+  const A weight_total = w ? A(*w_total) : A(c);
   for (int64_t i = blockIdx.x * groups_per_block + threadIdx.x / G; i < n;
        i += int64_t(gridDim.x) * groups_per_block) {
     T* g = grad + i * c;
     const Index t = target[i];
     const int64_t ti = static_cast<int64_t>(t);
     if (is_ignored(t, ignore_index)) {
-      for (int64_t j = lane; j < c; j += G) store(g + j, 0.0f);
+      for (int64_t j = lane; j < c; j += G) store(g + j, A(0));
       continue;
     }
     if (ti < 0 || ti >= c) fail_index("cross_entropy_backward", "target", ti, i, c);
-    float scale = to_acc(grad_loss[per_row ? i : 0]);
-    if (mean) scale = float(double(scale) / totals[1]);
-    row_gradient<T, G>(logits + i * c, ti, w, lse[i], c, scale, eps, weight_total, lane, g);
+    A scale = to_acc(grad_loss[per_row ? i : 0]);
+    if (mean) scale = A(double(scale) / totals[1]);
+    row_gradient<T, G>(logits + i * c, ti, w, lse[i], c, scale, A(eps), weight_total, lane, g);
   }
 }
 
@@ -262,17 +289,22 @@ struct Workspace {
 };
 
 template <typename T, typename Index>
-void forward_impl(const T* logits, const Index* target, const T* w, int64_t n, int64_t c,
-                  const CrossEntropyOptions& opt, T* loss, double* lse, T* grad, void* workspace,
-                  cudaStream_t stream) {
+cudaError_t forward_impl(const T* logits, const Index* target, const T* w, int64_t n, int64_t c,
+                         const CrossEntropyOptions& opt, T* loss, double* lse, T* grad,
+                         void* workspace, cudaStream_t stream) {
   Workspace ws(workspace, n);
   const bool mean = opt.reduction == Reduction::Mean;
-  if (w) class_weight_total<T><<<1, kReduceThreads, 0, stream>>>(w, c, ws.totals + 2);
-  if (grad && mean)  // the divisor, which the gradient needs before the rows are read
-    reduce_rows<T, Index><<<1, kReduceThreads, 0, stream>>>(nullptr, target, w, n, c,
-                                                            opt.ignore_index, ws.totals);
+  const int64_t ignore = opt.ignore_index;
+  if (w) {
+    class_weight_total<T><<<1, kReduceThreads, 0, stream>>>(w, c, ws.totals + 2);
+    if (cudaError_t e = cudaGetLastError()) return e;
+  }
+  if (grad && mean) {  // the divisor, which the gradient needs before the rows are read
+    reduce_rows<T, Index><<<1, kReduceThreads, 0, stream>>>(nullptr, target, w, n, c, ignore,
+                                                            ws.totals);
+    if (cudaError_t e = cudaGetLastError()) return e;
+  }
   if (n > 0) {
-    const int64_t ignore = opt.ignore_index;
     const double eps = opt.label_smoothing;
     if (c <= 1024)
       forward_rows<T, Index, 32><<<blocks_for(n, kThreads / 32), kThreads, 0, stream>>>(
@@ -282,37 +314,46 @@ void forward_impl(const T* logits, const Index* target, const T* w, int64_t n, i
       forward_rows<T, Index, kThreads><<<blocks_for(n, 1), kThreads, 0, stream>>>(
           logits, target, w, ws.totals + 2, n, c, ignore, eps, ws.row_loss, lse, grad,
           ws.totals, mean);
+    if (cudaError_t e = cudaGetLastError()) return e;
   }
   if (opt.reduction == Reduction::None) {
     if (n > 0) copy_rows<T><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(ws.row_loss, n, loss);
-    return;
+    return cudaGetLastError();
   }
-  reduce_rows<T, Index><<<1, kReduceThreads, 0, stream>>>(ws.row_loss, target, w, n, c,
-                                                          opt.ignore_index, ws.totals);
-  write_loss<T><<<1, 1, 0, stream>>>(ws.totals, opt.reduction == Reduction::Mean, loss);
+  reduce_rows<T, Index><<<1, kReduceThreads, 0, stream>>>(ws.row_loss, target, w, n, c, ignore,
+                                                          ws.totals);
+  if (cudaError_t e = cudaGetLastError()) return e;
+  write_loss<T><<<1, 1, 0, stream>>>(ws.totals, mean, loss);
+  return cudaGetLastError();
 }
 
 template <typename T, typename Index>
-void backward_impl(const T* grad_loss, const T* logits, const Index* target, const T* w,
-                   const double* lse, int64_t n, int64_t c, const CrossEntropyOptions& opt,
-                   T* grad, void* workspace, cudaStream_t stream) {
-  if (n == 0 || c == 0) return;
+cudaError_t backward_impl(const T* grad_loss, const T* logits, const Index* target, const T* w,
+                          const double* lse, int64_t n, int64_t c,
+                          const CrossEntropyOptions& opt, T* grad, void* workspace,
+                          cudaStream_t stream) {
+  if (n == 0 || c == 0) return cudaSuccess;
   Workspace ws(workspace, n);
-  if (w) class_weight_total<T><<<1, kReduceThreads, 0, stream>>>(w, c, ws.totals + 2);
+  if (w) {
+    class_weight_total<T><<<1, kReduceThreads, 0, stream>>>(w, c, ws.totals + 2);
+    if (cudaError_t e = cudaGetLastError()) return e;
+  }
   const bool mean = opt.reduction == Reduction::Mean;
-  if (mean)  // the divisor only; no row losses to add
+  if (mean) {  // the divisor only; no row losses to add
     reduce_rows<T, Index><<<1, kReduceThreads, 0, stream>>>(nullptr, target, w, n, c,
                                                             opt.ignore_index, ws.totals);
+    if (cudaError_t e = cudaGetLastError()) return e;
+  }
   const bool per_row = opt.reduction == Reduction::None;
-  const float eps = static_cast<float>(opt.label_smoothing);
   if (c <= 1024)
     backward_rows<T, Index, 32><<<blocks_for(n, kThreads / 32), kThreads, 0, stream>>>(
         grad_loss, per_row, ws.totals, mean, logits, target, w, ws.totals + 2, lse, n, c,
-        opt.ignore_index, eps, grad);
+        opt.ignore_index, opt.label_smoothing, grad);
   else
     backward_rows<T, Index, kThreads><<<blocks_for(n, 1), kThreads, 0, stream>>>(
         grad_loss, per_row, ws.totals, mean, logits, target, w, ws.totals + 2, lse, n, c,
-        opt.ignore_index, eps, grad);
+        opt.ignore_index, opt.label_smoothing, grad);
+  return cudaGetLastError();
 }
 
 }  // namespace
@@ -321,46 +362,47 @@ size_t cross_entropy_workspace_bytes(int64_t n) {
   return align(sizeof(double) * static_cast<size_t>(n)) + align(3 * sizeof(double));
 }
 
-void cross_entropy_forward(Dtype dtype, IndexDtype index_dtype, const void* logits,
-                           const void* target, const void* class_weight, int64_t n, int64_t c,
-                           const CrossEntropyOptions& opt, void* loss, double* lse,
-                           void* grad_logits, void* workspace, cudaStream_t stream) {
-  with_dtype(dtype, [&](auto tag) {
+Status cross_entropy_forward(Dtype dtype, IndexDtype index_dtype, const void* logits,
+                             const void* target, const void* class_weight, int64_t n, int64_t c,
+                             const CrossEntropyOptions& opt, void* loss, double* lse,
+                             void* grad_logits, void* workspace, cudaStream_t stream) {
+  return status(with_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    with_index(index_dtype, [&](auto index_tag) {
+    return with_index(index_dtype, [&](auto index_tag) {
       using Index = decltype(index_tag);
-      forward_impl<T, Index>(static_cast<const T*>(logits), static_cast<const Index*>(target),
-                             static_cast<const T*>(class_weight), n, c, opt,
-                             static_cast<T*>(loss), lse, static_cast<T*>(grad_logits),
-                             workspace, stream);
+      return forward_impl<T, Index>(
+          static_cast<const T*>(logits), static_cast<const Index*>(target),
+          static_cast<const T*>(class_weight), n, c, opt, static_cast<T*>(loss), lse,
+          static_cast<T*>(grad_logits), workspace, stream);
     });
-  });
+  }));
 }
 
-void cross_entropy_backward(Dtype dtype, IndexDtype index_dtype, const void* grad_loss,
-                            const void* logits, const void* target, const void* class_weight,
-                            const double* lse, int64_t n, int64_t c,
-                            const CrossEntropyOptions& opt, void* grad_logits, void* workspace,
-                            cudaStream_t stream) {
-  with_dtype(dtype, [&](auto tag) {
+Status cross_entropy_backward(Dtype dtype, IndexDtype index_dtype, const void* grad_loss,
+                              const void* logits, const void* target, const void* class_weight,
+                              const double* lse, int64_t n, int64_t c,
+                              const CrossEntropyOptions& opt, void* grad_logits, void* workspace,
+                              cudaStream_t stream) {
+  return status(with_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    with_index(index_dtype, [&](auto index_tag) {
+    return with_index(index_dtype, [&](auto index_tag) {
       using Index = decltype(index_tag);
-      backward_impl<T, Index>(static_cast<const T*>(grad_loss), static_cast<const T*>(logits),
-                              static_cast<const Index*>(target),
-                              static_cast<const T*>(class_weight), lse, n, c, opt,
-                              static_cast<T*>(grad_logits), workspace, stream);
+      return backward_impl<T, Index>(
+          static_cast<const T*>(grad_loss), static_cast<const T*>(logits),
+          static_cast<const Index*>(target), static_cast<const T*>(class_weight), lse, n, c, opt,
+          static_cast<T*>(grad_logits), workspace, stream);
     });
-  });
+  }));
 }
 
-void scale_grad(Dtype dtype, void* grad, int64_t n, const void* factor, cudaStream_t stream) {
-  if (n == 0) return;
-  with_dtype(dtype, [&](auto tag) {
+Status scale_grad(Dtype dtype, void* grad, int64_t n, const void* factor, cudaStream_t stream) {
+  if (n == 0) return 0;
+  return status(with_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     scale_unless_one<T><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
         static_cast<T*>(grad), n, static_cast<const T*>(factor));
-  });
+    return cudaGetLastError();
+  }));
 }
 
 }  // namespace pymakemore::cuda

@@ -23,13 +23,17 @@ __global__ void gather_rows(const Index* __restrict__ indices, int64_t n,
   }
 }
 
+// Checks every index; with keys, also writes each index's row and position for the sort.
 template <typename Index>
 __global__ void check_and_number(const Index* __restrict__ indices, int64_t n, int64_t rows,
-                                 int32_t* __restrict__ keys, int32_t* __restrict__ positions) {
+                                 bool backward, int32_t* __restrict__ keys,
+                                 int32_t* __restrict__ positions) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t row = static_cast<int64_t>(indices[i]);
-    if (row < 0 || row >= rows) fail_index("embedding_backward", "index", row, i, rows);
+    if (row < 0 || row >= rows)
+      fail_index(backward ? "embedding_backward" : "embedding", "index", row, i, rows);
+    if (!keys) continue;
     keys[i] = static_cast<int32_t>(row);
     positions[i] = static_cast<int32_t>(i);
   }
@@ -99,19 +103,25 @@ size_t align(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 }  // namespace
 
-void embedding_forward(Dtype dtype, IndexDtype index_dtype, const void* indices, int64_t n,
-                       const void* weight, int64_t rows, int64_t dim, void* out,
-                       cudaStream_t stream) {
-  if (n == 0 || dim == 0) return;
-  with_dtype(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    with_index(index_dtype, [&](auto index_tag) {
-      using Index = decltype(index_tag);
+Status embedding_forward(Dtype dtype, IndexDtype index_dtype, const void* indices, int64_t n,
+                         const void* weight, int64_t rows, int64_t dim, void* out,
+                         cudaStream_t stream) {
+  if (n == 0) return 0;
+  return status(with_index(index_dtype, [&](auto index_tag) {
+    using Index = decltype(index_tag);
+    if (dim == 0) {  // nothing to copy, but the indices are checked all the same
+      check_and_number<Index><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+          static_cast<const Index*>(indices), n, rows, false, nullptr, nullptr);
+      return cudaGetLastError();
+    }
+    return with_dtype(dtype, [&](auto tag) {
+      using T = decltype(tag);
       gather_rows<T, Index><<<blocks_for(n * dim, kThreads), kThreads, 0, stream>>>(
           static_cast<const Index*>(indices), n, static_cast<const T*>(weight), rows, dim,
           static_cast<T*>(out));
+      return cudaGetLastError();
     });
-  });
+  }));
 }
 
 size_t embedding_backward_workspace_bytes(IndexDtype, int64_t n, int64_t rows) {
@@ -119,11 +129,10 @@ size_t embedding_backward_workspace_bytes(IndexDtype, int64_t n, int64_t rows) {
   return 4 * align(sizeof(int32_t) * static_cast<size_t>(n)) + align(sort_temp_bytes(n, rows));
 }
 
-void embedding_backward(Dtype dtype, IndexDtype index_dtype, const void* grad_out,
-                        const void* indices, int64_t n, int64_t rows, int64_t dim,
-                        int64_t padding_idx, bool scale_by_freq, void* grad_weight,
-                        void* workspace, cudaStream_t stream) {
-  if (rows == 0 || dim == 0) return;
+Status embedding_backward(Dtype dtype, IndexDtype index_dtype, const void* grad_out,
+                          const void* indices, int64_t n, int64_t rows, int64_t dim,
+                          int64_t padding_idx, bool scale_by_freq, void* grad_weight,
+                          void* workspace, cudaStream_t stream) {
   char* ws = static_cast<char*>(workspace);
   const size_t slab = align(sizeof(int32_t) * static_cast<size_t>(n));
   auto* keys_in = reinterpret_cast<int32_t*>(ws);
@@ -132,23 +141,31 @@ void embedding_backward(Dtype dtype, IndexDtype index_dtype, const void* grad_ou
   auto* positions = reinterpret_cast<int32_t*>(ws + 3 * slab);
   void* temp = ws + 4 * slab;
   size_t temp_bytes = sort_temp_bytes(n, rows);
-  if (n > 0) {
-    with_index(index_dtype, [&](auto index_tag) {
+  if (n > 0) {  // checked even when there is no gradient to write (an empty table or rows)
+    const cudaError_t e = with_index(index_dtype, [&](auto index_tag) {
       using Index = decltype(index_tag);
       check_and_number<Index><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
-          static_cast<const Index*>(indices), n, rows, keys_in, pos_in);
+          static_cast<const Index*>(indices), n, rows, true, keys_in, pos_in);
+      return cudaGetLastError();
     });
-    // LSD radix sort is stable: positions of one row stay in increasing order
-    cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys_in, keys, pos_in, positions,
-                                    static_cast<int>(n), 0, sort_bits(rows), stream);
+    if (e) return status(e);
   }
-  with_dtype(dtype, [&](auto tag) {
+  if (rows == 0 || dim == 0) return 0;
+  if (n > 0) {
+    // LSD radix sort is stable: positions of one row stay in increasing order
+    const cudaError_t e = cub::DeviceRadixSort::SortPairs(
+        temp, temp_bytes, keys_in, keys, pos_in, positions, static_cast<int>(n), 0,
+        sort_bits(rows), stream);
+    if (e) return status(e);
+  }
+  return status(with_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     const unsigned blocks = static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8);
     sum_rows<T><<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(grad_out), keys,
                                                  positions, n, rows, dim, padding_idx,
                                                  scale_by_freq, static_cast<T*>(grad_weight));
-  });
+    return cudaGetLastError();
+  }));
 }
 
 }  // namespace pymakemore::cuda

@@ -17,6 +17,8 @@ constexpr int64_t kMaxPieces = 64;
 constexpr int64_t kPartialBudget = int64_t(1) << 25;  // partial-sum elements in all pieces
 
 // C[m, j] for m < M, j < N: sum over r in [r_begin, r_end) of A(m, r) * B(r, j), then epi.
+// The tiles of C are numbered along x (column tiles fastest), so any number of rows fits the
+// grid (y and z are limited to 65535); z is the split of the reduction.
 template <typename A, typename LoadA, typename LoadB, typename Epilogue>
 __global__ void __launch_bounds__(kThreads)
 tiled_product(int64_t M, int64_t N, int64_t R, int64_t rows_per_split, LoadA load_a,
@@ -25,7 +27,9 @@ tiled_product(int64_t M, int64_t N, int64_t R, int64_t rows_per_split, LoadA loa
   // runs along the depth; the padding keeps those writes on different banks
   __shared__ A a_tile[kDepth][kTile + 1];
   __shared__ A b_tile[kDepth][kTile + 1];
-  const int64_t m0 = int64_t(blockIdx.y) * kTile, j0 = int64_t(blockIdx.x) * kTile;
+  const int64_t col_tiles = (N + kTile - 1) / kTile;
+  const int64_t m0 = int64_t(blockIdx.x) / col_tiles * kTile;
+  const int64_t j0 = int64_t(blockIdx.x) % col_tiles * kTile;
   const int64_t r_begin = int64_t(blockIdx.z) * rows_per_split;
   const int64_t r_end = r_begin + rows_per_split < R ? r_begin + rows_per_split : R;
   const int tm = threadIdx.x / 16, tn = threadIdx.x % 16;
@@ -152,13 +156,14 @@ struct StorePartial {
 template <typename T, typename A>
 __global__ void column_sums(Gz<T> gz, int64_t n, int64_t h, int64_t rows_per_piece,
                             A* __restrict__ partial) {
-  const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (j >= h) return;
   const int64_t begin = int64_t(blockIdx.y) * rows_per_piece;
   const int64_t end = begin + rows_per_piece < n ? begin + rows_per_piece : n;
-  A sum = A(0);
-  for (int64_t m = begin; m < end; ++m) sum += gz(m, j);
-  partial[int64_t(blockIdx.y) * h + j] = sum;
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < h;
+       j += int64_t(gridDim.x) * blockDim.x) {
+    A sum = A(0);
+    for (int64_t m = begin; m < end; ++m) sum += gz(m, j);
+    partial[int64_t(blockIdx.y) * h + j] = sum;
+  }
 }
 
 // out[e] = sum over pieces p (in order) of partial[p * count + e]
@@ -182,58 +187,67 @@ int64_t pieces_for(int64_t n, int64_t k, int64_t h) {
   return pieces < 1 ? 1 : pieces;
 }
 
+// (rows beyond 2^31 - 1 tiles of 64 x 64 would be 2^43 outputs: more than any GPU holds)
 dim3 grid_for(int64_t M, int64_t N, int64_t splits) {
-  return dim3(static_cast<unsigned>((N + kTile - 1) / kTile),
-              static_cast<unsigned>((M + kTile - 1) / kTile), static_cast<unsigned>(splits));
+  const int64_t tiles = ((M + kTile - 1) / kTile) * ((N + kTile - 1) / kTile);
+  return dim3(static_cast<unsigned>(tiles), 1, static_cast<unsigned>(splits));
 }
 
 template <typename T>
-void forward_impl(const T* x, const T* w, const T* b, int64_t n, int64_t k, int64_t h,
-                  Activation act, T* y, cudaStream_t stream) {
+cudaError_t forward_impl(const T* x, const T* w, const T* b, int64_t n, int64_t k, int64_t h,
+                         Activation act, T* y, cudaStream_t stream) {
   using A = typename Acc<T>::type;
   tiled_product<A><<<grid_for(n, h, 1), kThreads, 0, stream>>>(
       n, h, k, k > 0 ? k : 1, RowMajor<T>{x, k}, Transposed<T>{w, k},
       BiasActivation<T>{y, b, h, act == Activation::Tanh});
+  return cudaGetLastError();
 }
 
 template <typename T>
-void backward_impl(const T* gy, const T* y, const T* x, const T* w, int64_t n, int64_t k,
-                   int64_t h, Activation act, T* grad_x, T* grad_w, T* grad_b, void* workspace,
-                   cudaStream_t stream) {
+cudaError_t backward_impl(const T* gy, const T* y, const T* x, const T* w, int64_t n, int64_t k,
+                          int64_t h, Activation act, T* grad_x, T* grad_w, T* grad_b,
+                          void* workspace, cudaStream_t stream) {
   using A = typename Acc<T>::type;
   const Gz<T> gz{gy, act == Activation::Tanh ? y : nullptr, h};
   const int64_t pieces = pieces_for(n, k, h);
   const int64_t rows_per_piece = n > 0 ? (n + pieces - 1) / pieces : 1;
   A* partial_w = static_cast<A*>(workspace);
   A* partial_b = partial_w + pieces * h * k;
-  if (grad_x && n > 0 && k > 0)
+  if (grad_x && n > 0 && k > 0) {
     tiled_product<A><<<grid_for(n, k, 1), kThreads, 0, stream>>>(
         n, k, h, h > 0 ? h : 1, gz, RowMajor<T>{w, k}, Store<T>{grad_x, k});
+    if (cudaError_t e = cudaGetLastError()) return e;
+  }
   if (grad_w && h > 0 && k > 0) {
     tiled_product<A><<<grid_for(h, k, pieces), kThreads, 0, stream>>>(
         h, k, n, rows_per_piece, GzTransposed<T>{gz}, RowMajor<T>{x, k},
         StorePartial<A>{partial_w, h * k, k});
+    if (cudaError_t e = cudaGetLastError()) return e;
     sum_pieces<T, A><<<blocks_for(h * k, kThreads), kThreads, 0, stream>>>(partial_w, pieces,
                                                                           h * k, grad_w);
+    if (cudaError_t e = cudaGetLastError()) return e;
   }
   if (grad_b && h > 0) {
     column_sums<T, A><<<dim3(blocks_for(h, kThreads), static_cast<unsigned>(pieces)), kThreads,
                         0, stream>>>(gz, n, h, rows_per_piece, partial_b);
+    if (cudaError_t e = cudaGetLastError()) return e;
     sum_pieces<T, A><<<blocks_for(h, kThreads), kThreads, 0, stream>>>(partial_b, pieces, h,
                                                                       grad_b);
+    if (cudaError_t e = cudaGetLastError()) return e;
   }
+  return cudaSuccess;
 }
 
 }  // namespace
 
-void linear_forward(Dtype dtype, const void* x, const void* w, const void* b, int64_t n,
-                    int64_t k, int64_t h, Activation act, void* y, cudaStream_t stream) {
-  if (n == 0 || h == 0) return;
-  with_dtype(dtype, [&](auto tag) {
+Status linear_forward(Dtype dtype, const void* x, const void* w, const void* b, int64_t n,
+                      int64_t k, int64_t h, Activation act, void* y, cudaStream_t stream) {
+  if (n == 0 || h == 0) return 0;
+  return status(with_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    forward_impl<T>(static_cast<const T*>(x), static_cast<const T*>(w),
-                    static_cast<const T*>(b), n, k, h, act, static_cast<T*>(y), stream);
-  });
+    return forward_impl<T>(static_cast<const T*>(x), static_cast<const T*>(w),
+                           static_cast<const T*>(b), n, k, h, act, static_cast<T*>(y), stream);
+  }));
 }
 
 size_t linear_backward_workspace_bytes(int64_t n, int64_t k, int64_t h) {
@@ -241,16 +255,16 @@ size_t linear_backward_workspace_bytes(int64_t n, int64_t k, int64_t h) {
   return sizeof(double) * static_cast<size_t>(pieces_for(n, k, h) * (h * k + h));
 }
 
-void linear_backward(Dtype dtype, const void* gy, const void* y, const void* x, const void* w,
-                     int64_t n, int64_t k, int64_t h, Activation act, void* grad_x,
-                     void* grad_w, void* grad_b, void* workspace, cudaStream_t stream) {
-  with_dtype(dtype, [&](auto tag) {
+Status linear_backward(Dtype dtype, const void* gy, const void* y, const void* x, const void* w,
+                       int64_t n, int64_t k, int64_t h, Activation act, void* grad_x,
+                       void* grad_w, void* grad_b, void* workspace, cudaStream_t stream) {
+  return status(with_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    backward_impl<T>(static_cast<const T*>(gy), static_cast<const T*>(y),
-                     static_cast<const T*>(x), static_cast<const T*>(w), n, k, h, act,
-                     static_cast<T*>(grad_x), static_cast<T*>(grad_w), static_cast<T*>(grad_b),
-                     workspace, stream);
-  });
+    return backward_impl<T>(static_cast<const T*>(gy), static_cast<const T*>(y),
+                            static_cast<const T*>(x), static_cast<const T*>(w), n, k, h, act,
+                            static_cast<T*>(grad_x), static_cast<T*>(grad_w),
+                            static_cast<T*>(grad_b), workspace, stream);
+  }));
 }
 
 }  // namespace pymakemore::cuda

@@ -203,19 +203,22 @@ size_t mlp_engine_shared_bytes(int64_t vocab, int64_t block, int64_t n_embd, int
   return smem_bytes(s);
 }
 
-void mlp_train_steps(int64_t vocab, int64_t block, int64_t n_embd, int64_t n_hidden,
-                     int64_t batch, float* C, float* W1, float* b1, float* W2, float* b2,
-                     const int64_t* X, const int64_t* Y, int64_t n_train, const float* lrs,
-                     int64_t steps, int64_t first_step, uint64_t seed,
-                     const int64_t* batch_indices, float* losses, cudaStream_t stream) {
-  if (steps == 0) return;
+Status mlp_train_steps(int64_t vocab, int64_t block, int64_t n_embd, int64_t n_hidden,
+                       int64_t batch, float* C, float* W1, float* b1, float* W2, float* b2,
+                       const int64_t* X, const int64_t* Y, int64_t n_train, const float* lrs,
+                       int64_t steps, int64_t first_step, uint64_t seed,
+                       const int64_t* batch_indices, float* losses, cudaStream_t stream) {
+  if (steps == 0) return 0;
   const Sizes s{int(vocab), int(block), int(n_embd), int(block * n_embd), int(n_hidden),
                 int(batch)};
   const size_t bytes = smem_bytes(s);
-  cudaFuncSetAttribute(train_steps, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                       static_cast<int>(bytes));
+  // above 48 KB of dynamic shared memory a kernel must opt in; a refusal fails the launch
+  if (cudaError_t e = cudaFuncSetAttribute(train_steps, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(bytes)))
+    return status(e);
   train_steps<<<1, kThreads, bytes, stream>>>(s, C, W1, b1, W2, b2, X, Y, n_train, lrs, steps,
                                               first_step, seed, batch_indices, losses);
+  return status(cudaGetLastError());
 }
 
 }  // namespace pymakemore::cuda

@@ -3,6 +3,7 @@
 // in csrc/cuda. Nothing here reads device data on the host.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -44,6 +45,13 @@ const void* ptr_or_null(const c10::optional<at::Tensor>& t) {
   return t && t->defined() ? t->data_ptr() : nullptr;
 }
 
+// A launcher's result: a kernel that failed to launch (a bad configuration, too little shared
+// memory) is reported here, before anything reads the output it never wrote.
+void check_launch(const char* op, cuda::Status status) {
+  TORCH_CHECK(status == 0, op, ": a CUDA kernel failed to launch: ",
+              cudaGetErrorString(static_cast<cudaError_t>(status)));
+}
+
 at::Tensor workspace(size_t bytes, const at::Tensor& like) {
   return at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte));
 }
@@ -57,8 +65,10 @@ at::Tensor embedding_cuda(const at::Tensor& input, const at::Tensor& weight, int
   const at::Tensor idx = input.contiguous();
   const at::Tensor w = weight.contiguous();
   at::Tensor out = at::empty(checks::embedding_output_shape(idx, w.size(1)), w.options());
-  cuda::embedding_forward(dtype_of(w), index_dtype_of(idx), idx.data_ptr(), idx.numel(),
-                          w.data_ptr(), w.size(0), w.size(1), out.data_ptr(), stream());
+  check_launch("embedding",
+               cuda::embedding_forward(dtype_of(w), index_dtype_of(idx), idx.data_ptr(),
+                                       idx.numel(), w.data_ptr(), w.size(0), w.size(1),
+                                       out.data_ptr(), stream()));
   return out;
 }
 
@@ -78,9 +88,11 @@ at::Tensor embedding_backward_cuda(const at::Tensor& grad_output, const at::Tens
   at::Tensor ws = workspace(
       cuda::embedding_backward_workspace_bytes(index_dtype_of(idx), idx.numel(), num_weights),
       grad);
-  cuda::embedding_backward(dtype_of(grad), index_dtype_of(idx), grad.data_ptr(), idx.data_ptr(),
-                           idx.numel(), num_weights, dim, padding_idx, scale_grad_by_freq,
-                           grad_weight.data_ptr(), ws.data_ptr(), stream());
+  check_launch("embedding_backward",
+               cuda::embedding_backward(dtype_of(grad), index_dtype_of(idx), grad.data_ptr(),
+                                        idx.data_ptr(), idx.numel(), num_weights, dim,
+                                        padding_idx, scale_grad_by_freq, grad_weight.data_ptr(),
+                                        ws.data_ptr(), stream()));
   return grad_weight;
 }
 
@@ -96,8 +108,9 @@ at::Tensor linear_forward_cuda(const char* op, Activation act, const at::Tensor&
   const c10::optional<at::Tensor> b = checks::contiguous(bias);
   const int64_t rows = c10::multiply_integers(x.sizes().begin(), x.sizes().end() - 1);
   at::Tensor y = at::empty(checks::linear_output_shape(x, w), x.options());
-  cuda::linear_forward(dtype_of(x), x.data_ptr(), w.data_ptr(), ptr_or_null(b), rows, w.size(1),
-                       w.size(0), act, y.data_ptr(), stream());
+  check_launch(op, cuda::linear_forward(dtype_of(x), x.data_ptr(), w.data_ptr(), ptr_or_null(b),
+                                        rows, w.size(1), w.size(0), act, y.data_ptr(),
+                                        stream()));
   return y;
 }
 
@@ -117,11 +130,13 @@ LinearGrads linear_backward_cuda(
   at::Tensor grad_w = output_mask[1] ? at::empty_like(w) : at::empty({0}, x.options());
   at::Tensor grad_b = output_mask[2] ? at::empty({h}, x.options()) : at::empty({0}, x.options());
   at::Tensor ws = workspace(cuda::linear_backward_workspace_bytes(rows, k, h), x);
-  cuda::linear_backward(dtype_of(x), gy.data_ptr(), y.defined() ? y.data_ptr() : nullptr,
-                        x.data_ptr(), w.data_ptr(), rows, k, h, act,
-                        output_mask[0] ? grad_x.data_ptr() : nullptr,
-                        output_mask[1] ? grad_w.data_ptr() : nullptr,
-                        output_mask[2] ? grad_b.data_ptr() : nullptr, ws.data_ptr(), stream());
+  check_launch(op, cuda::linear_backward(dtype_of(x), gy.data_ptr(),
+                                         y.defined() ? y.data_ptr() : nullptr, x.data_ptr(),
+                                         w.data_ptr(), rows, k, h, act,
+                                         output_mask[0] ? grad_x.data_ptr() : nullptr,
+                                         output_mask[1] ? grad_w.data_ptr() : nullptr,
+                                         output_mask[2] ? grad_b.data_ptr() : nullptr,
+                                         ws.data_ptr(), stream()));
   return {grad_x, grad_w, grad_b};
 }
 
@@ -146,10 +161,11 @@ CrossEntropyOutputs cross_entropy_cuda(
   at::Tensor lse = at::empty({n}, x.options().dtype(checks::kLseDtype));
   at::Tensor grad = with_grad ? at::empty_like(x) : at::Tensor();
   at::Tensor ws = workspace(cuda::cross_entropy_workspace_bytes(n), x);
-  cuda::cross_entropy_forward(dtype_of(x), index_dtype_of(t), x.data_ptr(), t.data_ptr(),
-                              ptr_or_null(w), n, c, opt, loss.data_ptr(),
-                              lse.data_ptr<double>(), with_grad ? grad.data_ptr() : nullptr,
-                              ws.data_ptr(), stream());
+  check_launch(op, cuda::cross_entropy_forward(dtype_of(x), index_dtype_of(t), x.data_ptr(),
+                                               t.data_ptr(), ptr_or_null(w), n, c, opt,
+                                               loss.data_ptr(), lse.data_ptr<double>(),
+                                               with_grad ? grad.data_ptr() : nullptr,
+                                               ws.data_ptr(), stream()));
   return {loss, lse, grad};
 }
 
@@ -159,7 +175,8 @@ void scale_grad_cuda(at::Tensor& grad, const at::Tensor& grad_loss) {
   all_on_cuda("scale_grad_", {&grad, &grad_loss});
   const c10::cuda::CUDAGuard guard(grad.device());
   const at::Tensor factor = grad_loss.contiguous();
-  cuda::scale_grad(dtype_of(grad), grad.data_ptr(), grad.numel(), factor.data_ptr(), stream());
+  check_launch("scale_grad_", cuda::scale_grad(dtype_of(grad), grad.data_ptr(), grad.numel(),
+                                               factor.data_ptr(), stream()));
 }
 
 at::Tensor cross_entropy_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& input,
@@ -179,9 +196,11 @@ at::Tensor cross_entropy_backward_cuda(const at::Tensor& grad_loss, const at::Te
   const c10::optional<at::Tensor> w = checks::contiguous(weight);
   at::Tensor grad_input = at::empty_like(x);
   at::Tensor ws = workspace(cuda::cross_entropy_workspace_bytes(n), x);
-  cuda::cross_entropy_backward(dtype_of(x), index_dtype_of(t), g.data_ptr(), x.data_ptr(),
-                               t.data_ptr(), ptr_or_null(w), l.data_ptr<double>(), n, c, opt,
-                               grad_input.data_ptr(), ws.data_ptr(), stream());
+  check_launch("cross_entropy_backward",
+               cuda::cross_entropy_backward(dtype_of(x), index_dtype_of(t), g.data_ptr(),
+                                            x.data_ptr(), t.data_ptr(), ptr_or_null(w),
+                                            l.data_ptr<double>(), n, c, opt,
+                                            grad_input.data_ptr(), ws.data_ptr(), stream()));
   return grad_input;
 }
 
@@ -197,20 +216,22 @@ at::Tensor mlp_train_steps_cuda(at::Tensor& C, at::Tensor& W1, at::Tensor& b1, a
   const size_t bytes = cuda::mlp_engine_shared_bytes(shape.vocab, shape.block, shape.n_embd,
                                                      shape.n_hidden, shape.batch);
   int limit = 0;
-  cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, C.device().index());
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                        C.device().index()));
   TORCH_CHECK(bytes <= static_cast<size_t>(limit), "mlp_train_steps: this model and batch need ",
               bytes, " bytes of shared memory, more than the ", limit,
               " one block has on this GPU; use --engine ops");
   at::Tensor losses = at::empty({lrs.size(0)}, lrs.options());
-  cuda::mlp_train_steps(shape.vocab, shape.block, shape.n_embd, shape.n_hidden, shape.batch,
-                        C.data_ptr<float>(), W1.data_ptr<float>(), b1.data_ptr<float>(),
-                        W2.data_ptr<float>(), b2.data_ptr<float>(), X.data_ptr<int64_t>(),
-                        Y.data_ptr<int64_t>(), X.size(0), lrs.data_ptr<float>(), lrs.size(0),
-                        first_step, static_cast<uint64_t>(seed),
-                        batch_indices && batch_indices->defined()
-                            ? batch_indices->data_ptr<int64_t>()
-                            : nullptr,
-                        losses.data_ptr<float>(), stream());
+  check_launch("mlp_train_steps",
+               cuda::mlp_train_steps(
+                   shape.vocab, shape.block, shape.n_embd, shape.n_hidden, shape.batch,
+                   C.data_ptr<float>(), W1.data_ptr<float>(), b1.data_ptr<float>(),
+                   W2.data_ptr<float>(), b2.data_ptr<float>(), X.data_ptr<int64_t>(),
+                   Y.data_ptr<int64_t>(), X.size(0), lrs.data_ptr<float>(), lrs.size(0),
+                   first_step, static_cast<uint64_t>(seed),
+                   batch_indices && batch_indices->defined() ? batch_indices->data_ptr<int64_t>()
+                                                             : nullptr,
+                   losses.data_ptr<float>(), stream()));
   return losses;
 }
 
