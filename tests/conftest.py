@@ -1,3 +1,4 @@
+import os
 import pathlib
 import subprocess
 import sys
@@ -6,7 +7,20 @@ import pytest
 import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+
+
+def _data_dir():
+    """The data sets: $PYMAKEMORE_DATA, else ../shared/data beside the checkout, else gpu_data/
+    in it (the copy that a GPU machine is sent, see bench/gpu_check.sh)."""
+    if os.environ.get("PYMAKEMORE_DATA"):
+        return pathlib.Path(os.environ["PYMAKEMORE_DATA"])
+    shared = ROOT.parent / "shared" / "data"
+    if not shared.exists() and (ROOT / "gpu_data").exists():
+        return ROOT / "gpu_data"
+    return shared
+
+
+DATA = _data_dir()
 
 import pymakemore  # noqa: E402,F401  (registers torch.ops.pymakemore)
 

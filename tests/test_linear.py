@@ -64,7 +64,7 @@ def test_matches_functional_and_reference(name, device, with_bias, shape, out_fe
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device (the grid limit is CUDA's)")
 @pytest.mark.parametrize("name", OPS)
-def test_more_row_tiles_than_a_grid_dimension_holds(name):
+def test_cuda_more_row_tiles_than_a_grid_dimension_holds(name):
     # 65,535 tiles of 64 rows is where a grid's y (or z) dimension ends; the rows past it
     # must be computed too, forward and backward
     fused, composite_fn, _ = OPS[name]
