@@ -144,7 +144,7 @@ forward_rows(const T* __restrict__ logits, const Index* __restrict__ target,
     RowStats<A> st = RowStats<A>::empty();
     if (active)
       for (int64_t j = lane; j < c; j += G)
-        st.add(to_acc(x[j]), w ? to_acc(w[j]) : A(1), smoothing);
+        st.add(to_acc(x[j]), smoothing && w ? to_acc(w[j]) : A(1), smoothing);
     GroupReduce<G>::run(st, shared);
     if (!active) continue;
     const bool bad_row = isinf(st.max) || isnan(st.max) || isnan(st.sum);
