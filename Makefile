@@ -30,8 +30,19 @@ ctest: $(VENV)/.installed
 	$(BIN)/cmake --build build/cmake
 	cd build/cmake && $(BIN)/ctest --output-on-failure
 
+# The whole suite at the best instruction-set level this CPU runs, then the kernels' tests at
+# each lower one (PYMAKEMORE_CPU_LEVEL; see csrc/cpu/this_level.h).
+KERNEL_TESTS := tests/test_cross_entropy.py tests/test_embedding.py tests/test_linear.py \
+	tests/test_engines.py tests/test_autograd_compile.py
+LOWER_LEVELS = $(shell $(PY) -c "import pymakemore._C as C; l = ['portable', 'avx2', 'avx512']; \
+	print(*l[:l.index(C.best_cpu_level())])")
+
 pytest: build
 	$(PY) -m pytest
+	for level in $(LOWER_LEVELS); do \
+	  echo "== kernels' tests at level $$level"; \
+	  PYMAKEMORE_CPU_LEVEL=$$level $(PY) -m pytest -q -p no:cacheprovider $(KERNEL_TESTS) || exit 1; \
+	done
 
 test: ctest pytest
 

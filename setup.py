@@ -3,7 +3,9 @@ CUDA build of torch are present (a GPU is not needed to compile them).
 
 Environment:
   PYMAKEMORE_CUDA=0|1        force the CUDA sources off / on (default: on when possible)
-  PYMAKEMORE_CPU_ARCH=native the -march for the CPU kernels; empty for a portable build
+  PYMAKEMORE_CPU_ARCH        a -march for the whole build (default none: a portable build;
+                             the kernels are compiled for every instruction-set level anyway
+                             and choose one when loaded, see csrc/cpu/this_level.h)
   TORCH_CUDA_ARCH_LIST       GPU architectures (default when no GPU is visible: 8.0;9.0+PTX)
 """
 import glob
@@ -28,16 +30,16 @@ def want_cuda():
     return possible and bool(sources("cuda/*.cu"))
 
 
-cpu_arch = os.environ.get("PYMAKEMORE_CPU_ARCH", "native")
+cpu_arch = os.environ.get("PYMAKEMORE_CPU_ARCH", "")
 # -fopenmp: at::parallel_for is inline OpenMP in torch's headers; without it every op runs on
 # one thread. The libgomp it links resolves to the copy torch has already loaded.
 # -Wno-(maybe-)uninitialized: GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_*).
 cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=fast", "-Wno-uninitialized",
              "-Wno-maybe-uninitialized"] + ([f"-march={cpu_arch}"] if cpu_arch else [])
 link_flags = ["-fopenmp"]
-ext_sources = sources("cpu/*.cpp") + ["csrc/torch/schema.cpp", "csrc/torch/autograd.cpp",
+ext_sources = sources("cpu/*.cpp") + sources("cpu/levels/*/*.cpp") + ["csrc/torch/schema.cpp", "csrc/torch/autograd.cpp",
                                       "csrc/torch/cpu_ops.cpp", "csrc/torch/python_api.cpp"]
-include_dirs = [os.path.abspath("csrc/include")]
+include_dirs = [os.path.abspath("csrc/include"), os.path.abspath("csrc/cpu")]
 
 if want_cuda():
     if not torch.cuda.is_available():

@@ -1,15 +1,9 @@
 // Helpers shared by the CPU kernels.
 #pragma once
 
-#include <algorithm>
-#include <atomic>
-#include <cstdint>
-#include <limits>
-#include <vector>
+#include "this_level.h"
 
-#include "pymakemore/kernels.h"
-
-namespace pymakemore::cpu {
+namespace pymakemore::PYMAKEMORE_LEVEL::cpu {
 
 // Lowest position at which a check failed, collected across threads.
 class FirstInvalid {
@@ -58,4 +52,4 @@ T* scratch(ScratchSlot slot, size_t count) {
   return buffer.data();
 }
 
-}  // namespace pymakemore::cpu
+}  // namespace pymakemore::PYMAKEMORE_LEVEL::cpu

@@ -1,20 +1,13 @@
 // Per-row primitives of the cross-entropy kernel. Portable loops that the compiler
-// vectorises, plus an AVX-512 version for float: with masked loads and stores a row of
-// makemore's 27 classes is exactly two vectors, where auto-vectorised loops spend most of
-// their time in scalar remainders.
+// vectorises, plus, at the avx512 level, a version for float: with masked loads and stores a
+// row of makemore's 27 classes is exactly two vectors, where auto-vectorised loops spend most
+// of their time in scalar remainders.
 #pragma once
 
-#include <algorithm>
-#include <cstdint>
-#include <limits>
+#include "cpu_math.h"
+#include "this_level.h"
 
-#include "vec_math.h"
-
-#if defined(__AVX512F__)
-#include "avx512_math.h"
-#endif
-
-namespace pymakemore::rows {
+namespace pymakemore::PYMAKEMORE_LEVEL::rows {
 
 template <typename T>
 T max(const T* x, int64_t c) {
@@ -36,7 +29,7 @@ T sum_exp(const T* x, int64_t c, T shift) {
     const int64_t j1 = std::min(c, j0 + kSumBlock);
     T s = T(0);
 #pragma omp simd reduction(+ : s)
-    for (int64_t j = j0; j < j1; ++j) s += vec::exp(x[j] - shift);
+    for (int64_t j = j0; j < j1; ++j) s += math::exp(x[j] - shift);
     total += static_cast<double>(s);
   }
   return static_cast<T>(total);
@@ -47,10 +40,10 @@ template <typename T>
 void softmax_grad(const T* x, int64_t c, T hi, T lo, T p_coef, T w_coef, const T* w, T* g) {
   if (w) {
 #pragma omp simd
-    for (int64_t j = 0; j < c; ++j) g[j] = p_coef * vec::exp((x[j] - hi) - lo) - w_coef * w[j];
+    for (int64_t j = 0; j < c; ++j) g[j] = p_coef * math::exp((x[j] - hi) - lo) - w_coef * w[j];
   } else {
 #pragma omp simd
-    for (int64_t j = 0; j < c; ++j) g[j] = p_coef * vec::exp((x[j] - hi) - lo) - w_coef;
+    for (int64_t j = 0; j < c; ++j) g[j] = p_coef * math::exp((x[j] - hi) - lo) - w_coef;
   }
 }
 
@@ -62,7 +55,12 @@ void max_and_sum_exp(const T* x, int64_t rows, int64_t c, T* max_out, T* sum_out
   for (int64_t r = 0; r < rows; ++r) sum_out[r] = sum_exp(x + r * c, c, max_out[r]);
 }
 
-#if defined(__AVX512F__)
+#if PYMAKEMORE_AVX512
+
+// lanes [0, left) of a vector, for the last (partial) vector of a row
+inline __mmask16 tail_mask(int64_t left) {
+  return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+}
 
 // Sixteen vectors in, one out: lane r holds the sum (or max) of the lanes of v[r]. A
 // transpose-and-reduce tree, 15 shuffles and 15 ops for sixteen rows instead of sixteen
@@ -88,7 +86,7 @@ inline float max<float>(const float* x, int64_t c) {
   __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   __m512 nan_seen = _mm512_setzero_ps();
   for (int64_t j = 0; j < c; j += 16) {
-    const __mmask16 k = avx512::tail_mask(c - j);
+    const __mmask16 k = tail_mask(c - j);
     const __m512 v = _mm512_maskz_loadu_ps(k, x + j);
     m = _mm512_mask_max_ps(m, k, m, v);
     // vmaxps drops a NaN in its first operand, so collect NaNs apart: v - v is NaN or 0
@@ -106,9 +104,9 @@ inline float sum_exp<float>(const float* x, int64_t c, float shift) {
     const int64_t j1 = std::min(c, j0 + kSumBlock);
     __m512 acc = _mm512_setzero_ps();
     for (int64_t j = j0; j < j1; j += 16) {
-      const __mmask16 k = avx512::tail_mask(j1 - j);
+      const __mmask16 k = tail_mask(j1 - j);
       const __m512 v = _mm512_maskz_loadu_ps(k, x + j);
-      acc = _mm512_mask_add_ps(acc, k, acc, avx512::exp(_mm512_sub_ps(v, s)));
+      acc = _mm512_mask_add_ps(acc, k, acc, math::exp(_mm512_sub_ps(v, s)));
     }
     total += static_cast<double>(_mm512_reduce_add_ps(acc));
   }
@@ -121,9 +119,9 @@ inline void softmax_grad<float>(const float* x, int64_t c, float hi, float lo, f
   const __m512 h = _mm512_set1_ps(hi), l = _mm512_set1_ps(lo);
   const __m512 pc = _mm512_set1_ps(p_coef), wc = _mm512_set1_ps(w_coef);
   for (int64_t j = 0; j < c; j += 16) {
-    const __mmask16 k = avx512::tail_mask(c - j);
+    const __mmask16 k = tail_mask(c - j);
     const __m512 v = _mm512_maskz_loadu_ps(k, x + j);
-    const __m512 p = avx512::exp(_mm512_sub_ps(_mm512_sub_ps(v, h), l));
+    const __m512 p = math::exp(_mm512_sub_ps(_mm512_sub_ps(v, h), l));
     const __m512 wj = w ? _mm512_maskz_loadu_ps(k, w + j) : _mm512_set1_ps(1.0f);
     _mm512_mask_storeu_ps(g + j, k, _mm512_fmsub_ps(pc, p, _mm512_mul_ps(wc, wj)));
   }
@@ -146,7 +144,7 @@ inline void max_and_sum_exp<float>(const float* x, int64_t rows, int64_t c, floa
     if (r >= rows) continue;
     const float* xr = x + r * c;
     for (int64_t j = 0; j < c; j += 16) {
-      const __mmask16 k = avx512::tail_mask(c - j);
+      const __mmask16 k = tail_mask(c - j);
       acc[r] = _mm512_mask_max_ps(acc[r], k, acc[r], _mm512_maskz_loadu_ps(k, xr + j));
     }
   }
@@ -158,8 +156,8 @@ inline void max_and_sum_exp<float>(const float* x, int64_t rows, int64_t c, floa
     const float* xr = x + r * c;
     const __m512 shift = _mm512_set1_ps(m[r]);
     for (int64_t j = 0; j < c; j += 16) {
-      const __mmask16 k = avx512::tail_mask(c - j);
-      const __m512 e = avx512::exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xr + j), shift));
+      const __mmask16 k = tail_mask(c - j);
+      const __m512 e = math::exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xr + j), shift));
       acc[r] = _mm512_mask_add_ps(acc[r], k, acc[r], e);
     }
   }
@@ -171,6 +169,6 @@ inline void max_and_sum_exp<float>(const float* x, int64_t rows, int64_t c, floa
   }
 }
 
-#endif  // __AVX512F__
+#endif  // PYMAKEMORE_AVX512
 
-}  // namespace pymakemore::rows
+}  // namespace pymakemore::PYMAKEMORE_LEVEL::rows

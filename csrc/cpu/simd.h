@@ -1,22 +1,30 @@
-// 64-byte vectors through GCC/Clang vector extensions: portable (the compiler lowers them to
-// AVX-512, AVX2, SSE or NEON), and, unlike arrays, reliably kept in registers across the
-// inner loops of the register-tiled matrix products.
+// Vectors of the level's width (64 bytes at avx512, 32 at avx2, 16 at portable) through
+// GCC/Clang vector extensions: the compiler lowers them to that level's registers, and, unlike
+// arrays, keeps them in registers across the inner loops of the register-tiled products.
 #pragma once
 
-#include <cstdint>
-#include <cstring>
-#include <type_traits>
+#include "cpu_math.h"
+#include "this_level.h"
 
-namespace pymakemore::simd {
+namespace pymakemore::PYMAKEMORE_LEVEL::simd {
+
+constexpr int64_t kBytes = PYMAKEMORE_VECTOR_BYTES;
 
 template <typename T>
 struct Vec {
-  typedef T type __attribute__((vector_size(64)));
-  static constexpr int64_t lanes = 64 / sizeof(T);
+  typedef T type __attribute__((vector_size(kBytes)));
+  static constexpr int64_t lanes = kBytes / sizeof(T);
 };
 
 template <typename T>
 using vec_t = typename Vec<T>::type;
+
+// Register tiles of the matrix products: rows x vectors accumulators, with a broadcast and a
+// tile row's vectors beside them, fit the level's registers (32 at avx512 and on aarch64:
+// 8 x 2 + 3; 16 elsewhere: 4 x 2 + 3). Rows stay a divisor of every padded size (whole
+// vectors of 4, 8 or 16 lanes), which the MLP engine's layouts rely on.
+constexpr int64_t kTileRows = PYMAKEMORE_VECTOR_REGISTERS >= 32 ? 8 : 4;
+constexpr int64_t kTileVecs = 2;
 
 template <typename T>
 inline vec_t<T> load(const T* p) {
@@ -38,9 +46,30 @@ inline vec_t<T> broadcast(T s) {
   return vec_t<T>{} + s;
 #else
   using Index = std::conditional_t<sizeof(T) == 8, int64_t, int32_t>;
-  typedef Index lanes_t __attribute__((vector_size(64)));
+  typedef Index lanes_t __attribute__((vector_size(kBytes)));
   return __builtin_shuffle(vec_t<T>{s}, lanes_t{});
 #endif
 }
 
-}  // namespace pymakemore::simd
+// exp and tanh of every lane (cpu_math.h; double lane by lane through libm)
+template <typename T>
+inline vec_t<T> exp(vec_t<T> v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return math::exp(v);
+  } else {
+    for (int64_t i = 0; i < Vec<T>::lanes; ++i) v[i] = std::exp(v[i]);
+    return v;
+  }
+}
+
+template <typename T>
+inline vec_t<T> tanh(vec_t<T> v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return math::tanh(v);
+  } else {
+    for (int64_t i = 0; i < Vec<T>::lanes; ++i) v[i] = std::tanh(v[i]);
+    return v;
+  }
+}
+
+}  // namespace pymakemore::PYMAKEMORE_LEVEL::simd

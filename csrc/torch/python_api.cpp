@@ -6,6 +6,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/extension.h>
 
+#include "pymakemore/kernels.h"
+
 namespace {
 
 template <typename Signature>
@@ -55,4 +57,12 @@ PYBIND11_MODULE(_C, m) {
   m.def("linear", &linear);
   m.def("linear_tanh", &linear_tanh);
   m.def("cross_entropy", &cross_entropy);
+  m.def("cpu_level",
+        [] { return std::string(pymakemore::cpu_level_name(pymakemore::cpu_level())); },
+        "the instruction-set level the CPU kernels run at (portable, avx2, avx512)");
+  m.def("best_cpu_level",
+        [] { return std::string(pymakemore::cpu_level_name(pymakemore::best_cpu_level())); },
+        "the highest level this CPU and this build can run");
+  m.def("set_cpu_level", [](const std::string& name) { pymakemore::set_cpu_level(name.c_str()); },
+        "run the CPU kernels at this level from now on (at most best_cpu_level())");
 }

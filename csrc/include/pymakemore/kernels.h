@@ -4,6 +4,9 @@
 // one backed by at::parallel_for; the C++ tests pass serial_for or std::thread). Every
 // reduction is split into pieces whose boundaries depend on the shape only, never on the
 // number of threads, so results are bit-identical run to run and across thread counts.
+//
+// Each kernel is compiled once per instruction-set level (csrc/cpu/level.h); the functions
+// declared here call the level chosen when the library loads (see CpuLevel below).
 #pragma once
 
 #include <cstdint>
@@ -38,34 +41,8 @@ void serial_for(int64_t n, int64_t grain, const RangeFn& fn);
 // (the caller reads the value there to report it).
 constexpr int64_t kAllValid = -1;
 
-// ---- embedding: out[i, :] = weight[indices[i], :] ----------------------------------------
-template <typename T, typename Index>
-int64_t embedding_forward(const Index* indices, int64_t n, const T* weight, int64_t num_rows,
-                          int64_t dim, T* out, const ParallelFor& pfor);
-
-// grad_weight (num_rows, dim) is overwritten with the sum of grad_out rows per index.
-// padding_idx < 0 means none; with scale_by_freq each row's sum is divided by its count.
-template <typename T, typename Index>
-int64_t embedding_backward(const T* grad_out, const Index* indices, int64_t n, int64_t num_rows,
-                           int64_t dim, int64_t padding_idx, bool scale_by_freq, T* grad_weight,
-                           const ParallelFor& pfor);
-
-// ---- linear and linear_tanh: y = act(x @ w^T + b), x (n, k), w (h, k), b (h) or null -----
 enum class Activation : int { Identity = 0, Tanh = 1 };
 
-template <typename T>
-void linear_forward(const T* x, const T* w, const T* bias, int64_t n, int64_t k, int64_t h,
-                    Activation act, T* y, const ParallelFor& pfor);
-
-// gz = gy * act'(.) (for tanh 1 - y^2, from the saved output y; identity needs no y);
-// grad_x = gz @ w, grad_w = gz^T @ x, grad_b = sum over rows of gz.
-// Any of grad_x, grad_w, grad_b may be null to skip it.
-template <typename T>
-void linear_backward(const T* gy, const T* y, const T* x, const T* w, int64_t n, int64_t k,
-                     int64_t h, Activation act, T* grad_x, T* grad_w, T* grad_b,
-                     const ParallelFor& pfor);
-
-// ---- cross entropy over rows of logits (n, c) ---------------------------------------------
 enum class Reduction : int { None = 0, Mean = 1, Sum = 2 };
 
 struct CrossEntropyOptions {
@@ -74,31 +51,8 @@ struct CrossEntropyOptions {
   double label_smoothing = 0.0;
 };
 
-// Writes lse[i] (log-sum-exp of row i, max-subtracted; double whatever T, so that logits of
-// large magnitude keep their precision) and the loss: n values into `loss` for
-// Reduction::None (0 for ignored rows), else one value. class_weight (c) may be null.
-// grad_logits, if not null (Reduction::Mean or Sum only): the gradient for grad_loss = 1 as
-// well, each row written while it is still in cache (cross_entropy_backward's numbers).
-template <typename T, typename Index>
-int64_t cross_entropy_forward(const T* logits, const Index* target, const T* class_weight,
-                              int64_t n, int64_t c, const CrossEntropyOptions& opt, T* loss,
-                              double* lse, T* grad_logits, const ParallelFor& pfor);
-
-// grad_logits = g_i * d(loss_i)/d(logits), with softmax recomputed from lse. grad_loss holds one
-// value (Mean, Sum) or n values (None).
-template <typename T, typename Index>
-int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index* target,
-                               const T* class_weight, const double* lse, int64_t n, int64_t c,
-                               const CrossEntropyOptions& opt, T* grad_logits,
-                               const ParallelFor& pfor);
-
-}  // namespace pymakemore
-
-namespace pymakemore {
-
-// ---- the makemore MLP, whole training steps (engine "fused") -----------------------------------
-// Parameters in the layout of pymakemore.models.MLP: C (vocab, n_embd), W1 (n_hidden,
-// block * n_embd), b1 (n_hidden), W2 (vocab, n_hidden), b2 (vocab); float32, updated in place.
+// The makemore MLP's parameters in the layout of pymakemore.models.MLP: C (vocab, n_embd),
+// W1 (n_hidden, block * n_embd), b1 (n_hidden), W2 (vocab, n_hidden), b2 (vocab); float32.
 struct MlpShape {
   int64_t vocab, block, n_embd, n_hidden, batch;
 };
@@ -115,14 +69,24 @@ struct MlpParams {
 // the same draws whatever the thread count, and a resumed run continues the sequence.
 int64_t mlp_batch_index(uint64_t seed, int64_t step, int64_t b, int64_t n_train);
 
-// Runs `steps` SGD steps (sample, forward, backward, update) from step `first_step`, with
-// learning rate lrs[s] at step first_step + s, writing each step's mean loss to losses[s].
-// batch_indices (steps x batch, optional) replaces the hash draws, for tests. threads >= 2
-// runs the two halves of the hidden layer on two threads (the numbers do not change).
-// Returns kAllValid, or the position in X or Y of a character id outside [0, vocab).
-int64_t mlp_train_steps(const MlpShape& shape, MlpParams params, const int64_t* X,
-                        const int64_t* Y, int64_t n_train, const float* lrs, int64_t steps,
-                        int64_t first_step, uint64_t seed, const int64_t* batch_indices,
-                        float* losses, int threads);
+// ---- instruction-set levels ---------------------------------------------------------------
+// portable: the compiler's baseline (SSE2 on x86-64, NEON on aarch64); avx2: AVX2 + FMA
+// (x86-64-v3); avx512: AVX-512 F/BW/DQ/VL (x86-64-v4). The kernels run at the highest level
+// this CPU supports, or at the level named by the environment variable PYMAKEMORE_CPU_LEVEL
+// (for tests and benchmarks: one machine runs every level it can).
+enum class CpuLevel : int { Portable = 0, Avx2 = 1, Avx512 = 2 };
+
+const char* cpu_level_name(CpuLevel level);
+// The highest level this CPU (and this build) can run.
+CpuLevel best_cpu_level();
+// The level the kernels run at. Throws std::invalid_argument when PYMAKEMORE_CPU_LEVEL names
+// no level, or one above best_cpu_level().
+CpuLevel cpu_level();
+// Parses a level's name (as cpu_level_name writes it) and makes it the kernels' level; throws
+// std::invalid_argument for an unknown name or a level above best_cpu_level().
+void set_cpu_level(const char* name);
+
+// The kernels (kernel_functions.inc also declares each level's own, in pymakemore::<level>).
+#include "pymakemore/kernel_functions.inc"
 
 }  // namespace pymakemore

@@ -1,13 +1,10 @@
-#include <algorithm>
-#include <cmath>
-#include <limits>
-#include <vector>
+#include "this_level.h"  // first: see there
 
 #include "common.h"
-#include "pymakemore/kernels.h"
+#include "cpu_math.h"
 #include "row_ops.h"
 
-namespace pymakemore {
+namespace pymakemore::PYMAKEMORE_LEVEL {
 namespace {
 
 using cpu::FirstInvalid;
@@ -34,7 +31,7 @@ void batch_logsumexp(const T* x, int64_t rows, int64_t c, BatchLse& out) {
   for (int64_t r = 0; r < kBatch; ++r) {
     // the sum is in [1, c]: its log is small, so float precision costs nothing in lse
     out.max[r] = static_cast<double>(m[r]);
-    out.log_sum[r] = static_cast<double>(vec::log(s[r]));
+    out.log_sum[r] = static_cast<double>(math::log(s[r]));
   }
   for (int64_t r = 0; r < rows; ++r)
     if (std::isinf(m[r]) || std::isnan(m[r]) || std::isnan(s[r]))
@@ -237,4 +234,4 @@ PYMAKEMORE_CROSS_ENTROPY(double, int32_t)
 PYMAKEMORE_CROSS_ENTROPY(double, int64_t)
 #undef PYMAKEMORE_CROSS_ENTROPY
 
-}  // namespace pymakemore
+}  // namespace pymakemore::PYMAKEMORE_LEVEL

@@ -15,29 +15,14 @@
 // the embeddings are. Everything else a step needs (the minibatch, the loss and its gradient,
 // b2 and C with their updates) each thread computes for itself, identically, rather than wait
 // for one thread to do it.
-#include <algorithm>
-#include <atomic>
-#include <limits>
-#include <thread>
-#include <type_traits>
-#include <vector>
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
+#include "this_level.h"  // first: see there
 
 #include "common.h"
-#include "pymakemore/kernels.h"
-#include "simd_math.h"
+#include "cpu_math.h"
+#include "simd.h"
 
-namespace pymakemore {
+namespace pymakemore::PYMAKEMORE_LEVEL {
 namespace {
-
-uint64_t mix64(uint64_t z) {  // splitmix64's finaliser: a bijection with good avalanche
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 
 inline void cpu_relax() {
 #if defined(__x86_64__)
@@ -64,21 +49,32 @@ class SpinBarrier {
 
 using Vec = simd::vec_t<float>;
 constexpr int64_t L = simd::Vec<float>::lanes;
-constexpr int64_t kRows = 8;     // rows of a register tile
-constexpr int64_t kMaxVecs = 2;  // vectors per tile row: 16 accumulators, as AVX-512 can hold
+constexpr int64_t kRows = simd::kTileRows;  // a register tile: kRows x kMaxVecs vectors
+constexpr int64_t kMaxVecs = simd::kTileVecs;
 
 // Zero-initialised floats on 64-byte boundaries, so that the rows of the padded layouts
-// (whole vectors long) load and store without crossing cache lines.
+// (whole vectors long) load and store without crossing cache lines. (Not a std::vector of
+// vectors: its allocator, compiled for the baseline, does not honour their 32- or 64-byte
+// alignment.)
 class Floats {
  public:
-  explicit Floats(int64_t n) : storage_(static_cast<size_t>(cpu::ceil_div(n, L))) {}
-  float* get() { return reinterpret_cast<float*>(storage_.data()); }
-  const float* get() const { return reinterpret_cast<const float*>(storage_.data()); }
+  explicit Floats(int64_t n)
+      : bytes_(static_cast<size_t>(cpu::round_up(std::max<int64_t>(n, 1), 16)) * sizeof(float)),
+        storage_(static_cast<float*>(std::aligned_alloc(64, bytes_))) {
+    if (!storage_) throw std::bad_alloc();
+    std::memset(storage_.get(), 0, bytes_);
+  }
+  float* get() { return storage_.get(); }
+  const float* get() const { return storage_.get(); }
   float& operator[](int64_t i) { return get()[i]; }
   float operator[](int64_t i) const { return get()[i]; }
 
  private:
-  std::vector<Vec> storage_;
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  size_t bytes_;
+  std::unique_ptr<float, Free> storage_;
 };
 
 // acc[i][v] = sum over r < n of a[i * a_row + r * a_red] * b[r * b_row + v * L], for kRows
@@ -320,7 +316,7 @@ class MlpSteps {
     double loss = 0.0;
     const float inv_batch = 1.0f / static_cast<float>(B);
     for (int64_t b = 0; b < B; ++b) {
-      loss += max_logit[b] + vec::log(sum_exp[b]) - own.logitsT[own.yb[b] * Bp + b];
+      loss += max_logit[b] + math::log(sum_exp[b]) - own.logitsT[own.yb[b] * Bp + b];
       own.scale[b] = inv_batch / sum_exp[b];
     }
     std::fill(own.scale.begin() + B, own.scale.end(), 0.0f);
@@ -396,14 +392,6 @@ class MlpSteps {
 
 }  // namespace
 
-int64_t mlp_batch_index(uint64_t seed, int64_t step, int64_t b, int64_t n_train) {
-  const uint64_t h = mix64(mix64(seed ^ 0x9e3779b97f4a7c15ULL) + static_cast<uint64_t>(step) *
-                                                                  0x9e3779b97f4a7c15ULL +
-                           static_cast<uint64_t>(b));
-  // the high 64 bits of h * n: uniform on [0, n) up to n / 2^64
-  return static_cast<int64_t>((static_cast<unsigned __int128>(h) * static_cast<uint64_t>(n_train)) >> 64);
-}
-
 int64_t mlp_train_steps(const MlpShape& shape, MlpParams params, const int64_t* X,
                         const int64_t* Y, int64_t n_train, const float* lrs, int64_t steps,
                         int64_t first_step, uint64_t seed, const int64_t* batch_indices,
@@ -418,4 +406,4 @@ int64_t mlp_train_steps(const MlpShape& shape, MlpParams params, const int64_t* 
   return kAllValid;
 }
 
-}  // namespace pymakemore
+}  // namespace pymakemore::PYMAKEMORE_LEVEL

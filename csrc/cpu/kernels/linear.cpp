@@ -1,20 +1,18 @@
-#include <algorithm>
-#include <vector>
+#include "this_level.h"  // first: see there
 
 #include "common.h"
-#include "pymakemore/kernels.h"
-#include "simd_math.h"
+#include "simd.h"
 
-namespace pymakemore {
+namespace pymakemore::PYMAKEMORE_LEVEL {
 namespace {
 
-// Register tiles of 64-byte vectors: forward kFwdRows input rows x kFwdVecs vectors of
-// outputs, backward kBwdRows rows x kBwdVecs vectors of input features; on AVX-512 (32
-// registers) both keep every accumulator in a register.
+// Register tiles: forward kFwdRows input rows x kFwdVecs vectors of outputs, backward
+// kBwdRows rows x kBwdVecs vectors of input features; every accumulator stays in a register
+// (4 x 4 and 8 x 2 with 32 registers, 4 x 2 with 16).
 constexpr int64_t kFwdRows = 4;
-constexpr int64_t kFwdVecs = 4;
-constexpr int64_t kBwdRows = 8;
-constexpr int64_t kBwdVecs = 2;
+constexpr int64_t kFwdVecs = PYMAKEMORE_VECTOR_REGISTERS >= 32 ? 4 : 2;
+constexpr int64_t kBwdRows = simd::kTileRows;
+constexpr int64_t kBwdVecs = simd::kTileVecs;
 
 // Pieces of rows whose weight-gradient partials are summed in a fixed order.
 constexpr int64_t kMaxPieces = 64;
@@ -234,4 +232,4 @@ template void linear_backward<double>(const double*, const double*, const double
                                       const double*, int64_t, int64_t, int64_t, Activation,
                                       double*, double*, double*, const ParallelFor&);
 
-}  // namespace pymakemore
+}  // namespace pymakemore::PYMAKEMORE_LEVEL

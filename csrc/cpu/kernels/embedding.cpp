@@ -1,14 +1,8 @@
-#include <cstring>
-#include <vector>
-
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+#include "this_level.h"  // first: see there
 
 #include "common.h"
-#include "pymakemore/kernels.h"
 
-namespace pymakemore {
+namespace pymakemore::PYMAKEMORE_LEVEL {
 namespace {
 
 using cpu::FirstInvalid;
@@ -30,7 +24,7 @@ inline void add_row(T* dst, const T* src, int64_t dim) {
   for (int64_t d = 0; d < dim; ++d) dst[d] += src[d];
 }
 
-#if defined(__AVX512F__)
+#if PYMAKEMORE_AVX512
 template <>
 inline void copy_row<float>(float* dst, const float* src, int64_t dim) {
   if (dim > 16) return std::copy(src, src + dim, dst), void();
@@ -170,4 +164,4 @@ PYMAKEMORE_EMBEDDING(double, int32_t)
 PYMAKEMORE_EMBEDDING(double, int64_t)
 #undef PYMAKEMORE_EMBEDDING
 
-}  // namespace pymakemore
+}  // namespace pymakemore::PYMAKEMORE_LEVEL

@@ -1,0 +1,3 @@
+// kernels/embedding.cpp at the portable level (csrc/cpu/this_level.h).
+#define PYMAKEMORE_LEVEL_PORTABLE
+#include "kernels/embedding.cpp"
