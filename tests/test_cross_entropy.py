@@ -120,6 +120,26 @@ def test_extreme_logits(device, label_smoothing):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_long_rows_with_infinite_logits(device, label_smoothing):
+    # rows longer than the short-row paths (257+ classes), with -inf, +inf and NaN logits
+    x = torch.randn(5, 1000, device=device)
+    x[0, [3, 500, 999]] = float("-inf")
+    x[1, :] = float("-inf")
+    x[1, 700] = 1.0
+    x[2, 600] = float("inf")
+    x[3, 900] = float("nan")
+    t = torch.tensor([1, 700, 5, 6, 7], device=device)
+    for reduction in ("none", "sum"):
+        kw = dict(reduction=reduction, label_smoothing=label_smoothing)
+        loss, gx = _run(ops.cross_entropy, x, t, **kw)
+        loss_f, gx_f = _run(F.cross_entropy, x, t, **kw)
+        torch.testing.assert_close(loss, loss_f, equal_nan=True)
+        torch.testing.assert_close(gx, gx_f, equal_nan=True)
+    assert torch.isfinite(_run(ops.cross_entropy, x[:1], t[:1])[0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_large_vocabulary_gradient_rows_sum_to_zero(device):
     x = torch.randn(8, 50257, device=device)
     t = _targets(8, 50257, device)

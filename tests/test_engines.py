@@ -71,6 +71,29 @@ def test_one_or_two_threads_give_identical_steps():
         assert torch.equal(a, b)
 
 
+def test_two_threads_that_cannot_meet_go_on_as_one(monkeypatch):
+    # With no spinning, a barrier sleeps whenever the other thread is not already there, as
+    # on a machine shared with a busy process; after a few sleeps the two threads go on as
+    # one, which must not change a single number.
+    x, y = _data()
+    lrs = torch.full((400,), 0.1)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n, spin in ((1, "200"), (2, "0")):
+            monkeypatch.setenv("PYMAKEMORE_ENGINE_SPIN_US", spin)
+            torch.set_num_threads(n)
+            model = MLP(27, init="kaiming")
+            losses = engines.fused_steps(model, x, y, lrs, 32, 0, 5)
+            results.append((losses, [p.detach().clone() for p in model.parameters()]))
+    finally:
+        torch.set_num_threads(threads)
+    (l1, p1), (l2, p2) = results
+    assert torch.equal(l1, l2)
+    for a, b in zip(p1, p2):
+        assert torch.equal(a, b)
+
+
 def test_batch_draws_are_uniform_and_resumable():
     n = 100
     draws = engines.batch_indices(1234, 0, 2000, 32, n)

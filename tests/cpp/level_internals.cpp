@@ -106,6 +106,16 @@ void check_row_ops() {
         kLevel + ": gradient of a -inf logit is exactly 0");
   x[2] = NAN;
   check(std::isnan(rows::sum_exp(x.data(), 5, 0.0f)), kLevel + ": NaN reaches the sum");
+  // long rows: -inf is no NaN, a NaN anywhere (vector part or rest) is
+  for (const int64_t at : {3, 290}) {
+    std::vector<float> row(300, 0.5f);
+    row[7] = -INFINITY;
+    row[150] = 2.0f;
+    check(rows::max(row.data(), 300) == 2.0f, kLevel + ": max of a row with -inf");
+    row[at] = NAN;
+    check(std::isnan(rows::max(row.data(), 300)),
+          kLevel + ": NaN at " + std::to_string(at) + " makes the max NaN");
+  }
 }
 
 }  // namespace

@@ -30,22 +30,51 @@ inline void cpu_relax() {
 #endif
 }
 
-// Two threads wait here for each other, spinning: a step's barriers are microseconds apart,
-// far too close for a sleep and wake-up through the OS.
-class SpinBarrier {
+// Two threads wait here for each other. They spin first: a step's barriers are microseconds
+// apart, too close for a sleep and a wake-up through the OS. A wait that outlasts `spin` means
+// the other thread is not running (the machine is shared: another busy process); the waiter
+// then sleeps in the kernel (futex, through std::atomic::wait) instead of burning the time
+// slice the other thread needs, and the wait reports it.
+class Barrier {
  public:
-  explicit SpinBarrier(int threads) : threads_(threads) {}
-  // `round` counts this thread's calls from 1
-  void wait(int64_t round) {
-    if (threads_ < 2) return;
-    arrived_.fetch_add(1, std::memory_order_acq_rel);
-    while (arrived_.load(std::memory_order_acquire) < round * threads_) cpu_relax();
+  Barrier(int threads, std::chrono::microseconds spin) : threads_(threads), spin_(spin) {}
+  // `round` counts this thread's calls from 1; true when this wait had to sleep
+  bool wait(int64_t round) {
+    if (threads_ < 2) return false;
+    const int64_t target = round * threads_;
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 >= target) {
+      arrived_.notify_all();  // a system call only when the other thread sleeps
+      return false;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    for (int64_t spins = 1;; ++spins) {
+      if (arrived_.load(std::memory_order_acquire) >= target) return false;
+      cpu_relax();
+      if (spins % 64 == 0 && std::chrono::steady_clock::now() - start > spin_) break;
+    }
+    for (int64_t seen; (seen = arrived_.load(std::memory_order_acquire)) < target;)
+      arrived_.wait(seen, std::memory_order_acquire);
+    return true;
   }
 
  private:
   const int threads_;
+  const std::chrono::microseconds spin_;
   alignas(64) std::atomic<int64_t> arrived_{0};
 };
+
+// How long a barrier spins before it sleeps: PYMAKEMORE_ENGINE_SPIN_US microseconds, default
+// 200 (a step takes tens; a thread that waits longer shares its core with another process).
+std::chrono::microseconds spin_limit() {
+  const char* us = std::getenv("PYMAKEMORE_ENGINE_SPIN_US");
+  return std::chrono::microseconds(us && *us ? std::max(0L, std::atol(us)) : 200);
+}
+
+// Two threads go on as one (the numbers do not change) once their barriers have slept this
+// often within a window of steps: one core is not theirs, and two threads taking turns on it
+// are slower than one thread doing both halves.
+constexpr int kSleepsToGoSolo = 3;
+constexpr int64_t kSleepWindow = 1000;
 
 using Vec = simd::vec_t<float>;
 constexpr int64_t L = simd::Vec<float>::lanes;
@@ -159,7 +188,7 @@ class MlpSteps {
       : B(shape.batch), V(shape.vocab), T(shape.block), D(shape.n_embd), K(T * D),
         H(shape.n_hidden), Bp(cpu::round_up(B, L)), Kp(cpu::round_up(K + 1, L)),
         Vp(cpu::round_up(V, L)), X_(X), Y_(Y), n_train_(n_train), params_(params),
-        threads_(threads), barrier_(threads) {
+        threads_(threads), barrier_(threads, spin_limit()) {
     const int64_t n0 = std::min(H, cpu::round_up(cpu::ceil_div(H, 2), kRows));
     halves_[0] = {0, n0, 0, cpu::round_up(n0, kRows)};
     halves_[1] = {n0, H - n0, halves_[0].rows, cpu::round_up(H - n0, kRows)};
@@ -231,7 +260,9 @@ class MlpSteps {
                 const int64_t* batch_indices, float* losses) {
     Own& own = own_[t];
     // this thread's halves: both on one thread, half t on two
-    const int first_half = threads_ >= 2 ? t : 0, end_half = threads_ >= 2 ? t + 1 : 2;
+    bool together = threads_ >= 2;
+    int first_half = together ? t : 0, end_half = together ? t + 1 : 2;
+    Sleeps sleeps;
     // the minibatch rows of a step are drawn one step ahead and their examples prefetched:
     // the training set is larger than the caches, and 32 scattered reads would stall the step
     const auto draw = [&](int64_t s, std::vector<int64_t>& out) {
@@ -251,12 +282,39 @@ class MlpSteps {
       draw(s + 1, own.next_rows);
       gather(own);
       for (int i = first_half; i < end_half; ++i) forward(own, i);
-      barrier_.wait(2 * s + 1);
+      // a sleep at the first barrier can still take effect at this step's second one
+      if (together && barrier_.wait(2 * s + 1)) note_sleep(s, sleeps, s);
       const float loss = loss_and_gradient(own, lr);
       if (t == 0) losses[s] = loss;
       for (int i = first_half; i < end_half; ++i) backward(own, i, lr);
-      barrier_.wait(2 * s + 2);
+      if (together) {
+        if (barrier_.wait(2 * s + 2)) note_sleep(s, sleeps, s + 1);
+        // both threads read this after the same barrier: they agree on the step
+        if (solo_after_.load(std::memory_order_acquire) <= s) {
+          if (t == 1) return;  // thread 0 goes on with both halves and identical C, b2
+          together = false;
+          first_half = 0;
+          end_half = 2;
+        }
+      }
       update_embeddings(own, lr);
+    }
+  }
+
+  // One thread's count of its barriers' sleeps in the current window of steps.
+  struct Sleeps {
+    int64_t window_start = 0;
+    int count = 0;
+  };
+
+  // A barrier of step s slept: after kSleepsToGoSolo in one window of steps, ask for one
+  // thread from the second barrier of step `from` on (the earliest asked for wins).
+  void note_sleep(int64_t s, Sleeps& sleeps, int64_t from) {
+    if (s - sleeps.window_start >= kSleepWindow) sleeps = {s, 0};
+    if (++sleeps.count < kSleepsToGoSolo) return;
+    int64_t current = solo_after_.load(std::memory_order_relaxed);
+    while (from < current &&
+           !solo_after_.compare_exchange_weak(current, from, std::memory_order_release)) {
     }
   }
 
@@ -387,7 +445,9 @@ class MlpSteps {
   Floats partial_logitsT_[2] = {Floats(0), Floats(0)};
   Floats partial_d_embT_[2] = {Floats(0), Floats(0)};
   std::vector<Own> own_;
-  SpinBarrier barrier_;
+  Barrier barrier_;
+  // the step after whose second barrier both threads go on as one (thread 0); never: max
+  std::atomic<int64_t> solo_after_{std::numeric_limits<int64_t>::max()};
 };
 
 }  // namespace
