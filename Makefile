@@ -13,7 +13,7 @@ BIN := $(abspath $(VENV))/bin
 PY := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: test demo build ctest pytest bench clean
+.PHONY: test demo build ctest pytest bench aarch64-check clean
 
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,16 @@ demo: build
 
 bench: build
 	$(PY) -m pytest bench --benchmark-only --benchmark-group-by=group
+
+# The torch-free kernels and their C++ tests built for aarch64 (portable level, NEON) and run
+# under qemu-user. Needs Debian's g++-aarch64-linux-gnu and qemu-user; not part of `make test`.
+AARCH64_CXX ?= aarch64-linux-gnu-g++
+aarch64-check:
+	mkdir -p build/aarch64
+	$(AARCH64_CXX) -std=c++20 -O2 -fopenmp-simd -ffp-contract=fast -Icsrc/include -Icsrc/cpu \
+	  -Itests/cpp csrc/cpu/*.cpp csrc/cpu/levels/*/*.cpp tests/cpp/test_cpu_kernels.cpp \
+	  tests/cpp/levels/*.cpp -lpthread -o build/aarch64/test_cpu_kernels
+	qemu-aarch64 -L /usr/aarch64-linux-gnu build/aarch64/test_cpu_kernels
 
 clean:
 	rm -rf build pymakemore/*.so *.egg-info

@@ -20,10 +20,10 @@ template <typename T>
 using vec_t = typename Vec<T>::type;
 
 // Register tiles of the matrix products: rows x vectors accumulators, with a broadcast and a
-// tile row's vectors beside them, fit the level's registers (32 at avx512 and on aarch64:
-// 8 x 2 + 3; 16 elsewhere: 4 x 2 + 3). Rows stay a divisor of every padded size (whole
-// vectors of 4, 8 or 16 lanes), which the MLP engine's layouts rely on.
-constexpr int64_t kTileRows = PYMAKEMORE_VECTOR_REGISTERS >= 32 ? 8 : 4;
+// tile row's vectors beside them, fit the level's registers (8 x 2 + 3 of avx512's 32; 4 x 2
+// + 3 elsewhere). Rows must divide a vector's floats: the MLP engine pads its sizes to whole
+// vectors and takes them kTileRows at a time.
+constexpr int64_t kTileRows = PYMAKEMORE_VECTOR_REGISTERS >= 32 && kBytes >= 32 ? 8 : 4;
 constexpr int64_t kTileVecs = 2;
 
 template <typename T>

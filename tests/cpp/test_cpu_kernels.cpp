@@ -307,6 +307,7 @@ void test_mlp_engine() {
 // Every level this CPU runs: its internals, then the kernels through the entry points of
 // kernels.h with that level chosen.
 int main() {
+  std::setvbuf(stdout, nullptr, _IONBF, 0);  // a crash keeps the lines before it
   void (*const internals[])() = {
     portable::tests::check_internals,
 #if PYMAKEMORE_X86_LEVELS
