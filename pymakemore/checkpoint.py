@@ -1,9 +1,12 @@
 """Checkpoints: tensors and plain Python values only, loaded with weights_only=True (opening
 someone else's model.pt never runs code), written to a temp file and renamed into place (a
-crash never leaves a half-written model.pt)."""
+crash or a full disk never leaves a half-written model.pt, and the previous one stays).
+Whatever a checkpoint holds is checked before it is used: a bad one is one CheckpointError
+line, never a traceback or an allocation its tensors do not justify."""
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,26 +21,58 @@ VERSION = 1
 FILENAME = "model.pt"
 REQUIRED = ("config", "vocab", "model", "optimizer", "step", "rng", "losses", "train_words")
 
+# Config values that size a model: a positive int each (a bound on what a checkpoint may ask
+# for before its tensors are compared with the model it describes).
+SIZE_KEYS = ("block_size", "n_embd", "n_hidden", "n_layer", "n_head")
+MAX_SIZE = 1 << 20
+
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be used; the message is one line for the user."""
 
 
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def save_checkpoint(work_dir: str | Path, payload: dict[str, Any]) -> Path:
+    """Writes model.pt through a temp file; on any failure the temp file is removed, the
+    previous model.pt is left as it was, and the error is a CheckpointError naming the cause
+    (a full disk included, which torch's writer reports without saying so)."""
     work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
     final = work_dir / FILENAME
-    fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".tmp", dir=work_dir)
+    tmp = None
     try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".tmp", dir=work_dir)
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except Exception as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write checkpoint {final}: {write_failure(e, work_dir)}"
+                              ) from None
+    except BaseException:  # interrupted mid-write: no temp file left behind
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return final
+
+
+def write_failure(e: Exception, where: Path) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    try:  # torch's zip writer says "unexpected pos ..." when the disk fills up
+        stats = os.statvfs(where)
+        if stats.f_bavail * stats.f_frsize < 1 << 20:
+            return "no space left on device"
+    except OSError:
+        pass
+    return first_line(e)
 
 
 def load_checkpoint(work_dir: str | Path) -> dict[str, Any]:
@@ -46,9 +81,15 @@ def load_checkpoint(work_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated, corrupt or foreign file: say so in one line
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from None
+    except pickle.UnpicklingError:  # weights_only refused something
+        raise CheckpointError(f"{path} holds objects other than tensors and plain values: "
+                              f"refused") from None
+    except OSError as e:
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise CheckpointError(f"cannot read checkpoint {path}: {first_line(e)}") from None
+        raise CheckpointError(f"{path} is truncated or not a checkpoint") from None
+    except Exception:  # a truncated, corrupt or foreign file
+        raise CheckpointError(f"{path} is truncated or not a checkpoint") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pymakemore checkpoint")
     if ckpt.get("version") != VERSION:
@@ -57,9 +98,45 @@ def load_checkpoint(work_dir: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}")
-    if ckpt["config"].get("type") not in MODELS:
-        raise CheckpointError(f"{path} holds an unknown model type {ckpt['config'].get('type')!r}")
+    problem = structure_problem(ckpt)
+    if problem:
+        raise CheckpointError(f"{path} is not a usable checkpoint: {problem}")
     return ckpt
+
+
+def structure_problem(ckpt: dict[str, Any]) -> str | None:
+    """What is wrong with the checkpoint's values (types and ranges), or None."""
+    config = ckpt["config"]
+    if not isinstance(config, dict):
+        return "its config is not a mapping"
+    if config.get("type") not in MODELS:
+        return f"unknown model type {config.get('type')!r}"
+    for key in SIZE_KEYS:
+        value = config.get(key)
+        if value is None and key == "block_size":
+            continue
+        if type(value) is not int or not 1 <= value <= MAX_SIZE:
+            return f"config {key} is {value!r}, not an integer in [1, {MAX_SIZE}]"
+    dropout = config.get("dropout", 0.0)
+    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        return f"config dropout is {dropout!r}"
+    vocab = ckpt["vocab"]
+    if isinstance(vocab, str) and len(vocab) >= MAX_SIZE:
+        return f"its vocabulary has {len(vocab):,} characters"
+    if not isinstance(vocab, str) or not vocab or len(set(vocab)) != len(vocab):
+        return "its vocabulary is not a string of distinct characters"
+    model = ckpt["model"]
+    if not isinstance(model, dict) or not all(isinstance(t, torch.Tensor)
+                                              for t in model.values()):
+        return "its model state is not a mapping of tensors"
+    step, losses = ckpt["step"], ckpt["losses"]
+    if type(step) is not int or step < 0:
+        return f"its step is {step!r}"
+    if not isinstance(losses, torch.Tensor) or losses.dim() != 1 or len(losses) < step:
+        return "its losses do not cover its steps"
+    if not isinstance(ckpt["train_words"], str):
+        return "its training words are not a string"
+    return None
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu"
@@ -67,9 +144,22 @@ def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cp
     config = ckpt["config"]
     vocab = Vocab(ckpt["vocab"], boundary=config.get("data", "lines") != "text")
     try:
+        with torch.device("meta"):  # shapes first: nothing allocated for a config that lies
+            skeleton = build_model(config, vocab.size)
+        expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        stored = {k: tuple(v.shape) for k, v in ckpt["model"].items()}
+        if expected != stored:
+            wrong = sorted(set(expected) ^ set(stored)) or \
+                [k for k in expected if expected[k] != stored[k]]
+            raise CheckpointError(
+                f"checkpoint does not match its model config: {wrong[0]} is "
+                f"{stored.get(wrong[0], 'missing')}, the config makes it "
+                f"{expected.get(wrong[0], 'absent')}")
         model = build_model(config, vocab.size)
         model.load_state_dict(ckpt["model"])
-    except (KeyError, RuntimeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint does not match its model config: {first}") from None
+    except CheckpointError:
+        raise
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint does not match its model config: {first_line(e)}"
+                              ) from None
     return model.to(device), vocab

@@ -10,8 +10,11 @@ then 0.01 from the halfway step. Each model type starts from its lecture's confi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -27,6 +30,7 @@ from .models.bigram import bigram_counts, counts_log_probs, counts_nll
 from .models.layers import OPS
 from .models.mlp import INITS
 from .sample import TEXT_SAMPLE_CHARS, print_samples, sample_text, sample_words
+from .workdir import Metrics, RunLock, WorkDirError, check_writable
 
 DEFAULTS: dict[str, Any] = dict(
     type="mlp", preset=None, input_file=None, data="lines", work_dir="out", block_size=3,
@@ -189,6 +193,10 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[d
             raise ConfigError("--lr-find and --resume do not go together")
         ckpt = load_checkpoint(explicit.get("work_dir", DEFAULTS["work_dir"]))
         config = {**DEFAULTS, **ckpt["config"]}
+        try:  # the checkpoint's own options, before any of the command line's
+            check_config(config)
+        except (ConfigError, TypeError, KeyError) as e:
+            raise CheckpointError(f"the checkpoint's options are invalid: {e}") from None
         for key in RUN_KEYS:
             if key in explicit and explicit[key] != config[key]:
                 raise ConfigError(f"{flag(key)} cannot change on --resume (the checkpoint has "
@@ -375,18 +383,6 @@ def learning_rate(config: dict[str, Any], step: int) -> float:
     return config["lr"] * (config["lr_decay"] if step >= config["lr_decay_at"] else 1.0)
 
 
-class JsonLines:
-    def __init__(self, path: Path, append: bool):
-        self.file = open(path, "a" if append else "w", encoding="utf-8")
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-
 def lr_find(config: dict[str, Any], splits: Splits, device: torch.device, work_dir: Path
             ) -> int:
     """The lecture's learning-rate search: one step per rate, 10^-3 .. 10^0."""
@@ -516,8 +512,9 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
         graphed = engines.GraphedSteps(model, x, y, config["batch_size"], gen)
     n_params = sum(p.numel() for p in model.parameters())
     trainer = distributed.wrap(model, group, device)
-    metrics = JsonLines(work_dir / "metrics.jsonl", append=ckpt is not None) if main_rank \
-        else None
+    metrics = Metrics(work_dir / "metrics.jsonl", resume_step=step if ckpt is not None else None,
+                      evaluates_there=bool(config["eval_every"]) and
+                      step % config["eval_every"] == 0) if main_rank else None
     extra: dict[str, Any] = {}
     if manual:
         extra["gradient_check"] = gradient_check(model, x, y, config["batch_size"],
@@ -599,14 +596,15 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
                     bar.write(f"step {step}: train {record['train_loss']:.4f}, "
                               f"dev {record['dev_loss']:.4f}", file=sys.stderr)
                 checkpoint(step)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
         bar.close()
+        what = "terminated" if isinstance(stop, Terminated) else "interrupted"
         if main_rank:
             checkpoint(step)
             metrics.close()
-            print(f"\ninterrupted: saved step {step} to {work_dir / 'model.pt'}; continue with "
+            print(f"\n{what}: saved step {step} to {work_dir / 'model.pt'}; continue with "
                   f"--resume -o {work_dir}", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
     bar.close()
 
     final = evaluate(("train", "dev", "test"))
@@ -673,8 +671,27 @@ def check_distributed(config: dict[str, Any], group: distributed.Group) -> None:
                           f"split evenly over the {group.world} processes")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (schedulers, containers, systemd), handled as Ctrl-C is: checkpoint, then exit."""
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: let the checkpoint finish
+    raise Terminated()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+    try:
+        return _main(args)
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> int:
     group = distributed.from_env()
     started = False
     try:
@@ -697,12 +714,15 @@ def main(argv=None) -> int:
             started = True
         splits = splits.to(device)
         work_dir = Path(config["work_dir"])
+        lock = RunLock(work_dir) if group.is_main else contextlib.nullcontext()
         if group.is_main:
             work_dir.mkdir(parents=True, exist_ok=True)
-        if config["lr_find"]:
-            return lr_find(config, splits, device, work_dir)
-        return train(config, ckpt, splits, device, work_dir, group)
-    except (DataError, CheckpointError, ConfigError, DeviceError, OSError) as e:
+            check_writable(work_dir)
+        with lock:
+            if config["lr_find"]:
+                return lr_find(config, splits, device, work_dir)
+            return train(config, ckpt, splits, device, work_dir, group)
+    except (DataError, CheckpointError, ConfigError, DeviceError, WorkDirError, OSError) as e:
         # the same on every rank (same options and data): rank 0 says it
         if group.is_main:
             print(f"pymakemore.train: error: {e}", file=sys.stderr)

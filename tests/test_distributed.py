@@ -33,7 +33,8 @@ def test_two_processes_follow_one_process_step_by_step(tmp_path):
         torch.testing.assert_close(two["model"][name], p, rtol=1e-5, atol=1e-5, msg=name)
     # one set of outputs: each metrics line once, one summary, no stray files
     files = sorted(p.name for p in (tmp_path / "two").iterdir())
-    assert files == ["embedding.png", "loss.png", "metrics.jsonl", "model.pt", "summary.json"]
+    assert files == [".lock", "embedding.png", "loss.png", "metrics.jsonl", "model.pt",
+                     "summary.json"]
     lines = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "loss" in r] == [10, 20, 30, 40]
     assert [r["step"] for r in lines if "dev_loss" in r] == [20, 40]

@@ -152,7 +152,7 @@ def test_corrupt_or_foreign_checkpoint_is_a_clear_error(tmp_path, capsys):
     work.mkdir()
     (work / "model.pt").write_bytes(b"not a checkpoint at all")
     assert train.main([*FAST, "-o", str(work), "--resume"]) == 2
-    assert "cannot read checkpoint" in capsys.readouterr().err
+    assert "is truncated or not a checkpoint" in capsys.readouterr().err
     torch.save({"weights": torch.zeros(3)}, work / "model.pt")
     assert sample.main(["-o", str(work)]) == 2
     assert "not a pymakemore checkpoint" in capsys.readouterr().err

@@ -1,0 +1,167 @@
+"""Faults a run must survive with nothing lost and one clear line: a crash between
+checkpoints, a full disk, SIGTERM, two runs into one work dir, broken or absurd checkpoints."""
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, names_path
+from pymakemore import checkpoint, sample, train
+from pymakemore.checkpoint import load_checkpoint
+from pymakemore.workdir import RunLock
+
+FAST = ["--device", "cpu", "--quiet", "--num-samples", "0", "--log-every", "50",
+        "--init", "kaiming"]
+TIMING = ("steps_per_s", "elapsed_s")
+
+
+def _train(work, *args):
+    return train.main([*FAST, "-i", str(names_path()), "-o", str(work), *map(str, args)])
+
+
+def _records(work):
+    lines = (work / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+
+
+def test_resumed_metrics_read_as_one_run(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = ["--eval-every", 100, "--lr-decay-at", 150]
+    assert _train(straight, "--max-steps", 400, *common) == 0
+    assert _train(split, "--max-steps", 200, *common) == 0
+    # what a run killed after its checkpoint at 200 would have logged past it, the last
+    # line cut short by the kill
+    with open(split / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 250, "loss": 9.0}) + "\n")
+        f.write(json.dumps({"step": 300, "train_loss": 9.0, "dev_loss": 9.0}) + "\n")
+        f.write('{"step": 35')
+    assert train.main([*FAST, "-o", str(split), "--resume", "--max-steps", "400"]) == 0
+    assert _records(split) == _records(straight)
+    steps = [r["step"] for r in _records(split)]
+    assert steps == sorted(steps)
+
+
+def test_a_full_disk_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    work = tmp_path / "w"
+    real_save = torch.save
+    calls = []
+
+    def save_until_the_disk_fills(obj, f):
+        calls.append(1)
+        if len(calls) == 1:
+            return real_save(obj, f)
+        f.write(b"PK\x03\x04 half a zip file")  # what torch's writer leaves on a full disk
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(checkpoint.torch, "save", save_until_the_disk_fills)
+    monkeypatch.setattr(checkpoint.os, "statvfs", lambda path: os.statvfs_result(
+        (4096, 4096, 1000, 0, 0, 100, 0, 0, 0, 255)))  # no block left
+    assert _train(work, "--max-steps", 300, "--eval-every", 100) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"pymakemore.train: error: cannot write checkpoint {work / 'model.pt'}: "
+                       f"no space left on device")
+    assert load_checkpoint(work)["step"] == 100  # the previous one, intact
+    assert not list(work.glob(".model.*"))  # the partial temp file removed
+
+
+def test_an_unwritable_work_dir_fails_before_training(tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    work = tmp_path / "ro"
+    work.mkdir()
+    work.chmod(0o500)
+    try:
+        assert _train(work, "--max-steps", 10) == 2
+    finally:
+        work.chmod(0o700)
+    assert f"cannot write in {work}" in capsys.readouterr().err
+
+
+def test_sigterm_checkpoints_the_current_step(tmp_path):
+    work = tmp_path / "w"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pymakemore.train", *FAST, "--eval-every", "0",
+         "-i", str(names_path()), "-o", str(work), "--max-steps", "200000"],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()  # the run's first line: training starts
+        assert "parameters" in first, first
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    step = load_checkpoint(work)["step"]
+    assert 0 < step < 200000
+    assert f"terminated: saved step {step}" in err
+    assert len(err.strip().splitlines()) == 1  # that line alone: no traceback
+
+
+def test_two_runs_into_one_work_dir(tmp_path, capsys):
+    work = tmp_path / "w"
+    work.mkdir()
+    with RunLock(work):  # a run in progress
+        assert _train(work, "--max-steps", 10) == 2
+        assert "another run" in capsys.readouterr().err
+    # a lock file left by a killed run holds no lock
+    (work / ".lock").write_text("12345\n")
+    assert _train(work, "--max-steps", 10) == 0
+
+
+@pytest.fixture
+def saved(tmp_path):
+    work = tmp_path / "w"
+    assert _train(work, "--max-steps", 20, "--eval-every", 0) == 0
+    return work, torch.load(work / "model.pt", weights_only=True)
+
+
+def _refused(work, capsys, match):
+    for run in (lambda: train.main([*FAST, "-o", str(work), "--resume", "--max-steps", "40"]),
+                lambda: sample.main(["-o", str(work), "-n", "2"])):
+        assert run() == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(match, err[0]), err
+
+
+def test_truncated_checkpoint(saved, capsys):
+    work, _ = saved
+    data = (work / "model.pt").read_bytes()
+    (work / "model.pt").write_bytes(data[:len(data) // 2])
+    _refused(work, capsys, "is truncated or not a checkpoint")
+
+
+def test_checkpoint_with_objects_is_refused(saved, capsys):
+    work, ckpt = saved
+    ckpt["extra"] = argparse.Namespace(a=1)  # an object weights_only does not load
+    torch.save(ckpt, work / "model.pt")
+    _refused(work, capsys, "holds objects other than tensors and plain values: refused")
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda c: c.update(vocab="abca"), "distinct characters"),
+    (lambda c: c.update(vocab="ab" * 5 * 10 ** 6), "its vocabulary has 10,000,000 characters"),
+    (lambda c: c["config"].update(block_size=-3), "block_size is -3"),
+    (lambda c: c["config"].update(n_hidden=10 ** 9), "n_hidden is 1000000000"),
+    (lambda c: c["config"].update(n_hidden=100),
+     r"W1 is \(200, 30\), the config makes it \(100, 30\)"),
+    (lambda c: c["config"].update(type="gpt"),
+     "options are invalid|checkpoint does not match its model config"),
+    (lambda c: c["config"].update(type="rnn"), "unknown model type 'rnn'"),
+    (lambda c: c.update(model={"C": torch.zeros(3)}), "checkpoint does not match"),
+    (lambda c: c.pop("optimizer"), "lacks optimizer"),
+    (lambda c: c.update(step=-1), "its step is -1"),
+    (lambda c: c.update(config="mlp"), "config is not a mapping"),
+])
+def test_absurd_checkpoints_are_one_clear_line(saved, capsys, change, match):
+    work, ckpt = saved
+    change(ckpt)
+    torch.save(ckpt, work / "model.pt")
+    _refused(work, capsys, match)
