@@ -81,9 +81,11 @@ def load_checkpoint(work_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # weights_only refused something
-        raise CheckpointError(f"{path} holds objects other than tensors and plain values: "
-                              f"refused") from None
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e):  # weights_only met a class it will not build
+            raise CheckpointError(f"{path} holds objects other than tensors and plain values: "
+                                  f"refused") from None
+        raise CheckpointError(f"{path} is truncated or not a checkpoint") from None
     except OSError as e:
         if not path.is_file() or not os.access(path, os.R_OK):
             raise CheckpointError(f"cannot read checkpoint {path}: {first_line(e)}") from None
