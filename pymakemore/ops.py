@@ -38,6 +38,23 @@ _embedding, _linear, _linear_tanh = _entry("embedding"), _entry("linear"), _entr
 _cross_entropy_direct = _C.cross_entropy
 
 
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
+
+
+def _autocast(to_float32: bool, *tensors: Optional[Tensor]):
+    """The tensors as autocast would pass them to the F.* original: floating tensors (but
+    float64) in autocast's dtype for linear, in float32 for cross entropy; None when autocast
+    is off for their device (one cheap call when it is off everywhere: the eager fast path)."""
+    if not _any_autocast():
+        return None
+    device_type = tensors[0].device.type
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    dtype = torch.float32 if to_float32 else torch.get_autocast_dtype(device_type)
+    return [t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64
+            else t for t in tensors]
+
+
 def _check_same_device(op: str, *tensors: Optional[Tensor]) -> None:
     """The fake (meta) kernels' twin of the C++ device check."""
     devices = {t.device for t in tensors if t is not None}
@@ -61,7 +78,11 @@ def embedding(
     Same arguments as F.embedding. The weight gradient is dense and bit-for-bit
     deterministic. `sparse=True` asks for torch's sparse gradient, so it runs F.embedding.
     """
-    if padding_idx is not None:
+    if not weight.is_floating_point() and weight.dim() == 2:
+        # an integer table has no gradient and nothing to fuse: torch's gather, as F.embedding
+        return F.embedding(input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq,
+                           sparse)
+    if padding_idx is not None and weight.dim() == 2:  # (a wrong rank: the op says so)
         if padding_idx > 0:
             assert padding_idx < weight.size(0), "Padding_idx must be within num_embeddings"
         elif padding_idx < 0:
@@ -97,9 +118,27 @@ def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tens
     """input @ weight.T + bias: input (..., K), weight (H, K), bias (H,), as F.linear.
 
     The same register-tiled kernels as linear_tanh, without the activation; at makemore's
-    small shapes it avoids the fixed cost of a BLAS call.
+    small shapes it avoids the fixed cost of a BLAS call. F.linear's other cases (a 1-D
+    weight, a bias that broadcasts) and autocast give what F.linear gives.
     """
-    return _linear(input, weight, bias)
+    return _linear_like(_linear, False, input, weight, bias)
+
+
+def _linear_like(fused, tanh: bool, input: Tensor, weight: Tensor, bias: Optional[Tensor]
+                 ) -> Tensor:
+    cast = _autocast(False, input, weight, bias)
+    if cast is not None:
+        with torch.autocast(input.device.type, enabled=False):
+            return _linear_like(fused, tanh, *cast)
+    if weight.dim() == 2 and (bias is None or bias.shape == weight.shape[:1]):
+        return fused(input, weight, bias)
+    # F.linear's other cases: a 1-D weight (one dot product per row, no output dimension)
+    # or a bias that broadcasts ((), (1,), (N, H), ...), added before the activation
+    y = _linear(input, weight.unsqueeze(0), None).squeeze(-1) if weight.dim() == 1 \
+        else _linear(input, weight, None)  # (a wrong rank: the op says so)
+    if bias is not None:
+        y = y + bias
+    return torch.tanh(y) if tanh else y
 
 
 def _register_linear_fake(name: str) -> None:
@@ -133,9 +172,10 @@ def _linear_grads_fake(input, weight, output_mask):
 def linear_tanh(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """tanh(input @ weight.T + bias) in one pass: input (..., K), weight (H, K), bias (H,).
 
-    Saves the output y for backward (not the pre-activation) and uses 1 - y^2 there.
+    Saves the output y for backward (not the pre-activation) and uses 1 - y^2 there. The other
+    cases of F.linear (a 1-D weight, a bias that broadcasts) run as tanh(linear(...)).
     """
-    return _linear_tanh(input, weight, bias)
+    return _linear_like(_linear_tanh, True, input, weight, bias)
 
 
 @torch.library.register_fake("pymakemore::linear_tanh_backward")
@@ -166,6 +206,11 @@ def cross_entropy(
     """
     if size_average is not None or reduce is not None:
         reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
+    cast = _autocast(True, input, weight)
+    if cast is not None:  # autocast runs cross entropy in float32, as F.cross_entropy's
+        with torch.autocast(input.device.type, enabled=False):
+            return cross_entropy(cast[0], target, cast[1], ignore_index=ignore_index,
+                                 reduction=reduction, label_smoothing=label_smoothing)
     if target.is_floating_point():
         return F.cross_entropy(input, target, weight, ignore_index=ignore_index,
                                reduction=reduction, label_smoothing=label_smoothing)

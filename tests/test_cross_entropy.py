@@ -161,6 +161,17 @@ def test_large_vocabulary_log_sum_exp_to_float_precision(device):
     assert (loss.double() - exact_loss).abs().max() < 2e-6
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_autocast_computes_in_float32(dtype):
+    x, t = torch.randn(8, 27).to(dtype), torch.randint(0, 27, (8,))
+    w = torch.rand(27)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = ops.cross_entropy(x, t, weight=w, label_smoothing=0.1)
+        want = F.cross_entropy(x, t, weight=w, label_smoothing=0.1)
+    assert ours.dtype == want.dtype == torch.float32
+    torch.testing.assert_close(ours, want)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_other_input_ranks(device):
     # unbatched (C,) with a 0-d target, and (N, C, d1, d2) with (N, d1, d2)

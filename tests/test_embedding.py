@@ -181,11 +181,19 @@ def test_backward_op_checks_indices():
     (torch.tensor([1], dtype=torch.int16), torch.randn(5, 3), RuntimeError, "int64 or int32"),
     (torch.tensor([1]), torch.randn(5), RuntimeError, "must be 2-D"),
     (torch.tensor([1]), torch.randn(5, 3, 2), RuntimeError, "must be 2-D"),
-    (torch.tensor([1]), torch.ones(5, 3, dtype=torch.long), RuntimeError, "floating-point"),
+    (torch.tensor([1]), torch.tensor(1.0), RuntimeError, "'weight' must be 2-D"),
 ])
 def test_bad_arguments(idx, weight, error, match):
     with pytest.raises(error, match=match):
         ops.embedding(idx, weight)
+
+
+def test_integer_weights_like_functional():
+    idx = torch.tensor([[1, 4], [0, 1]])
+    weight = torch.arange(15).view(5, 3)
+    for w in (weight, weight.int()):
+        out = ops.embedding(idx, w)
+        assert out.dtype == w.dtype and torch.equal(out, F.embedding(idx, w))
 
 
 def test_bad_padding_idx_like_functional():

@@ -168,12 +168,13 @@ def test_reduced_precision_on_cpu(name, dtype):
 
 @pytest.mark.parametrize("args,match", [
     ((torch.randn(4, 3), torch.randn(5, 2), None), "cannot be multiplied"),
-    ((torch.randn(4, 3), torch.randn(5, 3), torch.randn(4)), r"bias must have shape \(5,\)"),
-    ((torch.randn(4, 3), torch.randn(5, 3), torch.randn(1, 5)), r"bias must have shape"),
+    ((torch.randn(4, 3), torch.randn(5, 3), torch.randn(4)), r"size of tensor a \(5\) must "
+                                                             r"match the size of tensor b \(4\)"),
     ((torch.randn(4, 3), torch.randn(5, 3).double(), None), "same dtype"),
     ((torch.randn(4, 3), torch.randn(5, 3), torch.randn(5).double()), "same dtype"),
     ((torch.randn(()), torch.randn(5, 3), None), "at least 1-D"),
-    ((torch.randn(4, 3), torch.randn(15), None), "weight must be 2-D"),
+    ((torch.randn(4, 3), torch.randn(15), None), "cannot be multiplied"),
+    ((torch.randn(4, 3), torch.randn(5, 3, 1), None), "weight must be 2-D"),
     ((torch.ones(4, 3, dtype=torch.long), torch.ones(5, 3, dtype=torch.long), None),
      "floating-point"),
     ((torch.randn(4, 3), torch.randn(5, 3, device="meta"), None), "device"),
@@ -182,6 +183,37 @@ def test_reduced_precision_on_cpu(name, dtype):
 def test_bad_arguments(name, args, match):
     with pytest.raises(RuntimeError, match=match):
         OPS[name][0](*args)
+
+
+@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize("w_shape,b_shape", [
+    ((3,), None), ((5, 3), ()), ((5, 3), (1,)), ((5, 3), (4, 5)), ((5, 3), (1, 5)),
+])
+def test_other_shapes_functional_accepts(name, w_shape, b_shape):
+    # a 1-D weight (one dot product per row) and biases that broadcast, as F.linear takes them
+    fused, composite_fn, _ = OPS[name]
+    x = torch.randn(4, 3, dtype=torch.float64)
+    w = torch.randn(w_shape, dtype=torch.float64)
+    b = torch.randn(b_shape, dtype=torch.float64) if b_shape is not None else None
+    out = composite_fn(x, w, b)
+    grad = torch.randn_like(out)
+    ours, want = _run(fused, x, w, b, grad), _run(composite_fn, x, w, b, grad)
+    for a, f in zip(ours, want):
+        if f is None:
+            assert a is None
+        else:
+            assert a.shape == f.shape
+            torch.testing.assert_close(a, f)
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_autocast_gives_functional_dtypes(name):
+    fused, composite_fn, _ = OPS[name]
+    x, w, b = torch.randn(4, 3), torch.randn(5, 3), torch.randn(5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, want = fused(x, w, b), composite_fn(x, w, b)
+    assert ours.dtype == want.dtype == torch.bfloat16
+    torch.testing.assert_close(ours, want, rtol=2e-2, atol=2e-2)
 
 
 @pytest.mark.parametrize("name", OPS)

@@ -31,11 +31,13 @@ struct EmbeddingFunction : torch::autograd::Function<EmbeddingFunction> {
     static const auto fwd =
         op<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, bool)>("pymakemore::embedding");
     at::AutoDispatchBelowADInplaceOrView guard;
+    // the op first: it checks the weight's rank before anything here reads its size
+    at::Tensor out = fwd.call(input, weight, padding_idx, scale_grad_by_freq);
     ctx->save_for_backward({input});
     ctx->saved_data["num_weights"] = weight.sym_size(0);
     ctx->saved_data["padding_idx"] = padding_idx;
     ctx->saved_data["scale_grad_by_freq"] = scale_grad_by_freq;
-    return fwd.call(input, weight, padding_idx, scale_grad_by_freq);
+    return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
