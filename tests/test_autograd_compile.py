@@ -138,3 +138,66 @@ def test_compiled_graph_still_checks_indices():
     fn(torch.tensor([0, 4]), w)
     with pytest.raises(IndexError, match="index 5"):
         fn(torch.tensor([0, 5]), w)
+
+
+# ---- higher-order gradients --------------------------------------------------------------------
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_gradgradcheck_cross_entropy(reduction, label_smoothing, weighted):
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 3, -100, 1, 2])
+    w = torch.rand(4, dtype=torch.float64) + 0.5 if weighted else None
+    fn = lambda x: ops.cross_entropy(x, t, weight=w, reduction=reduction,  # noqa: E731
+                                     label_smoothing=label_smoothing)
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+@pytest.mark.parametrize("name", ["linear", "linear_tanh"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_gradgradcheck_linear(name, with_bias):
+    x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True) if with_bias else None
+    args = (x, w, b) if with_bias else (x, w)
+    assert torch.autograd.gradgradcheck(getattr(ops, name), args)
+
+
+# (not scale_grad_by_freq: torch's own double backward of it fails this check too)
+@pytest.mark.parametrize("padding_idx,scale", [(None, False), (2, False), (-1, False)])
+def test_gradgradcheck_embedding(padding_idx, scale):
+    idx = torch.tensor([[0, 2, 2], [4, 1, 0]])
+    w = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    fn = lambda w: ops.embedding(idx, w, padding_idx=padding_idx,  # noqa: E731
+                                 scale_grad_by_freq=scale) ** 2
+    assert torch.autograd.gradgradcheck(fn, (w,))
+
+
+def test_hessian_and_hvp_match_functional():
+    x = torch.randn(3, 5, dtype=torch.float64)
+    t = torch.tensor([1, 4, 0])
+    w, v = torch.randn(6, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    for f_ours, f_torch in (
+            (lambda x: ops.cross_entropy(x, t, label_smoothing=0.1),
+             lambda x: F.cross_entropy(x, t, label_smoothing=0.1)),
+            (lambda x: ops.linear_tanh(x, w).pow(2).sum(),
+             lambda x: torch.tanh(F.linear(x, w)).pow(2).sum())):
+        ours = torch.autograd.functional.hessian(f_ours, x)
+        assert ours.abs().max() > 1e-3  # not the zeros of a backward without a graph
+        torch.testing.assert_close(ours, torch.autograd.functional.hessian(f_torch, x))
+        torch.testing.assert_close(torch.autograd.functional.hvp(f_ours, x, v)[1],
+                                   torch.autograd.functional.hvp(f_torch, x, v)[1])
+
+
+def test_gradient_penalty_trains_like_functional():
+    # a gradient penalty (WGAN-GP style): d/dw of |d loss / d x|^2
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 1])
+    results = []
+    for lin, ce in ((ops.linear, ops.cross_entropy), (F.linear, F.cross_entropy)):
+        w = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0),
+                        requires_grad=True)
+        (gx,) = torch.autograd.grad(ce(lin(x, w), t), x, create_graph=True)
+        (gw,) = torch.autograd.grad(gx.pow(2).sum(), w)
+        results.append(gw)
+    torch.testing.assert_close(results[0], results[1])

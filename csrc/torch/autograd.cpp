@@ -1,6 +1,10 @@
 // Autograd for the fused ops, in C++: one registration for every device (the Autograd key),
 // calling the forward and backward custom ops through the dispatcher. Keeping autograd out of
 // Python saves tens of microseconds a call at makemore's small shapes.
+//
+// Higher-order gradients: a backward that runs with grad mode on (create_graph=True: gradient
+// penalties, Hessian-vector products) computes its gradient with differentiable ATen ops
+// instead of the fused backward op, so that gradients of gradients are exact, not zeros.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
@@ -46,9 +50,14 @@ struct EmbeddingFunction : torch::autograd::Function<EmbeddingFunction> {
             "pymakemore::embedding_backward");
     const at::Tensor input = ctx->get_saved_variables()[0];
     at::Tensor grad_weight =
-        bwd.call(grads[0], input, ctx->saved_data["num_weights"].toSymInt(),
-                 ctx->saved_data["padding_idx"].toInt(),
-                 ctx->saved_data["scale_grad_by_freq"].toBool());
+        at::GradMode::is_enabled()  // differentiable in grad_output (create_graph)
+            ? at::embedding_backward_symint(grads[0], input,
+                                            ctx->saved_data["num_weights"].toSymInt(),
+                                            ctx->saved_data["padding_idx"].toInt(),
+                                            ctx->saved_data["scale_grad_by_freq"].toBool(), false)
+            : bwd.call(grads[0], input, ctx->saved_data["num_weights"].toSymInt(),
+                       ctx->saved_data["padding_idx"].toInt(),
+                       ctx->saved_data["scale_grad_by_freq"].toBool());
     return {at::Tensor(), grad_weight, at::Tensor(), at::Tensor()};
   }
 };
@@ -88,7 +97,9 @@ struct LinearFunction : torch::autograd::Function<LinearFunction<kTanh>> {
     const std::array<bool, 3> mask = {wanted[0], wanted[1], wanted[2]};
     if (!mask[0] && !mask[1] && !mask[2]) return {at::Tensor(), at::Tensor(), at::Tensor()};
     Grads3 g;
-    if constexpr (kTanh) {
+    if (at::GradMode::is_enabled()) {  // create_graph: differentiable formulas
+      g = differentiable_backward(grads[0], saved, mask);
+    } else if constexpr (kTanh) {
       static const auto bwd =
           op<Grads3(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                     std::array<bool, 3>)>("pymakemore::linear_tanh_backward");
@@ -101,6 +112,19 @@ struct LinearFunction : torch::autograd::Function<LinearFunction<kTanh>> {
     }
     return {mask[0] ? std::get<0>(g) : at::Tensor(), mask[1] ? std::get<1>(g) : at::Tensor(),
             mask[2] ? std::get<2>(g) : at::Tensor()};
+  }
+
+  // gz = gy (* (1 - y^2), through the saved output y, whose history leads back here);
+  // grad_x = gz @ w, grad_w = gz^T x, grad_b = sum of gz over the rows
+  static Grads3 differentiable_backward(const at::Tensor& gy, const variable_list& saved,
+                                        std::array<bool, 3> mask) {
+    const at::Tensor& x = saved[0];
+    const at::Tensor& w = saved[1];
+    const at::Tensor gz = kTanh ? gy * (1 - saved[2] * saved[2]) : gy;
+    const at::Tensor rows = gz.reshape({-1, w.size(0)});
+    return {mask[0] ? at::matmul(gz, w) : at::Tensor(),
+            mask[1] ? rows.t().mm(x.reshape({-1, w.size(1)})) : at::Tensor(),
+            mask[2] ? rows.sum(0) : at::Tensor()};
   }
 };
 
@@ -160,6 +184,11 @@ struct CrossEntropyFunction : torch::autograd::Function<CrossEntropyFunction> {
                       int64_t, double)>("pymakemore::cross_entropy_backward");
     static const auto scale = op<void(at::Tensor&, const at::Tensor&)>("pymakemore::scale_grad_");
     const auto precomputed = ctx->saved_data.find("grad");
+    if (at::GradMode::is_enabled()) {  // create_graph: the loss again, differentiably
+      if (precomputed != ctx->saved_data.end()) ctx->saved_data.erase(precomputed);
+      return {differentiable_backward(ctx, grads[0]), at::Tensor(), at::Tensor(), at::Tensor(),
+              at::Tensor(), at::Tensor()};
+    }
     if (precomputed != ctx->saved_data.end()) {
       // handed over, not kept: the caller may then own the only reference (no copy is made)
       at::Tensor grad_input = precomputed->second.toTensor();
@@ -177,6 +206,19 @@ struct CrossEntropyFunction : torch::autograd::Function<CrossEntropyFunction> {
                  ctx->saved_data["ignore_index"].toInt(),
                  ctx->saved_data["label_smoothing"].toDouble());
     return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+
+  // The gradient of ATen's own cross entropy, recomputed from the saved logits with a graph.
+  static at::Tensor differentiable_backward(AutogradContext* ctx, const at::Tensor& grad_loss) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor& input = saved[0];
+    const c10::optional<at::Tensor> weight =
+        saved[2].defined() ? c10::optional<at::Tensor>(saved[2]) : c10::nullopt;
+    const at::Tensor loss = at::cross_entropy_loss(
+        input, saved[1].to(at::kLong), weight, ctx->saved_data["reduction"].toInt(),
+        ctx->saved_data["ignore_index"].toInt(), ctx->saved_data["label_smoothing"].toDouble());
+    return torch::autograd::grad({loss}, {input}, {grad_loss}, /*retain_graph=*/true,
+                                 /*create_graph=*/true)[0];
   }
 };
 
