@@ -39,6 +39,16 @@ _cross_entropy_direct = _C.cross_entropy
 
 
 _any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
+
+
+def _transformed() -> bool:
+    """True under torch.func transforms (grad, vjp, jacrev, jacfwd, jvp, vmap) or forward-mode
+    AD (torch.autograd.forward_ad): the ops then run as their torch composites, which every
+    transform supports (batching rules, forward derivatives); the fused kernels serve eager
+    code and torch.compile. Two cheap reads in eager code."""
+    return not _compiling() and (_functorch_active() or
+                                 torch.autograd.forward_ad._current_level >= 0)
 
 
 def _autocast(to_float32: bool, *tensors: Optional[Tensor]):
@@ -78,8 +88,9 @@ def embedding(
     Same arguments as F.embedding. The weight gradient is dense and bit-for-bit
     deterministic. `sparse=True` asks for torch's sparse gradient, so it runs F.embedding.
     """
-    if not weight.is_floating_point() and weight.dim() == 2:
-        # an integer table has no gradient and nothing to fuse: torch's gather, as F.embedding
+    if _transformed() or not weight.is_floating_point() and weight.dim() == 2:
+        # under torch.func or forward-mode AD, or an integer table (no gradient, nothing to
+        # fuse): torch's own
         return F.embedding(input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq,
                            sparse)
     if padding_idx is not None and weight.dim() == 2:  # (a wrong rank: the op says so)
@@ -126,6 +137,9 @@ def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tens
 
 def _linear_like(fused, tanh: bool, input: Tensor, weight: Tensor, bias: Optional[Tensor]
                  ) -> Tensor:
+    if _transformed():
+        y = F.linear(input, weight, bias)
+        return torch.tanh(y) if tanh else y
     cast = _autocast(False, input, weight, bias)
     if cast is not None:
         with torch.autocast(input.device.type, enabled=False):
@@ -211,7 +225,7 @@ def cross_entropy(
         with torch.autocast(input.device.type, enabled=False):
             return cross_entropy(cast[0], target, cast[1], ignore_index=ignore_index,
                                  reduction=reduction, label_smoothing=label_smoothing)
-    if target.is_floating_point():
+    if target.is_floating_point() or _transformed():  # probabilities, or torch.func
         return F.cross_entropy(input, target, weight, ignore_index=ignore_index,
                                reduction=reduction, label_smoothing=label_smoothing)
     if input.dim() == 2 or input.dim() == 0:

@@ -1,5 +1,7 @@
 """gradcheck in float64, torch.library.opcheck on every op, and a small MLP on all the ops
 under torch.compile(fullgraph=True) against eager torch.nn.functional."""
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -200,4 +202,63 @@ def test_gradient_penalty_trains_like_functional():
         (gx,) = torch.autograd.grad(ce(lin(x, w), t), x, create_graph=True)
         (gw,) = torch.autograd.grad(gx.pow(2).sum(), w)
         results.append(gw)
+    torch.testing.assert_close(results[0], results[1])
+
+
+# ---- torch.func and forward-mode AD -------------------------------------------------------------
+def _func_cases():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 5, dtype=torch.float64, generator=g)
+    w = torch.randn(3, 5, dtype=torch.float64, generator=g)
+    b = torch.randn(3, dtype=torch.float64, generator=g)
+    t = torch.tensor([0, 2, 1, 2])
+    idx = torch.tensor([[0, 2], [1, 1]])
+    return x, [
+        ("cross_entropy", lambda x: ops.cross_entropy(x[:, :3], t, label_smoothing=0.1),
+         lambda x: F.cross_entropy(x[:, :3], t, label_smoothing=0.1)),
+        ("linear_tanh", lambda x: ops.linear_tanh(x, w, b).sum(),
+         lambda x: torch.tanh(F.linear(x, w, b)).sum()),
+        ("linear", lambda x: ops.linear(x, w).pow(2).sum(), lambda x: F.linear(x, w).pow(2).sum()),
+        ("embedding", lambda x: ops.embedding(idx, x).pow(2).sum(),
+         lambda x: F.embedding(idx, x).pow(2).sum()),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_torch_func_transforms_match_functional(case):
+    x, cases = _func_cases()
+    _, ours, theirs = cases[case]
+    v = torch.randn_like(x)
+    torch.testing.assert_close(torch.func.grad(ours)(x), torch.func.grad(theirs)(x))
+    torch.testing.assert_close(torch.func.jacrev(torch.func.grad(ours))(x),
+                               torch.func.jacrev(torch.func.grad(theirs))(x))
+    torch.testing.assert_close(torch.func.jvp(ours, (x,), (v,)),
+                               torch.func.jvp(theirs, (x,), (v,)))
+    torch.testing.assert_close(torch.func.jacfwd(ours)(x), torch.func.jacfwd(theirs)(x))
+    _, vjp_fn = torch.func.vjp(ours, x)
+    _, vjp_ref = torch.func.vjp(theirs, x)
+    torch.testing.assert_close(vjp_fn(torch.tensor(1.5, dtype=x.dtype)),
+                               vjp_ref(torch.tensor(1.5, dtype=x.dtype)))
+
+
+def test_vmap_has_no_fallback_and_matches_functional():
+    xs = torch.randn(6, 4, 5)
+    t = torch.tensor([0, 1, 2, 0])
+    w = torch.randn(3, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the slow per-sample fallback warns
+        ours = torch.vmap(lambda x: ops.cross_entropy(ops.linear_tanh(x, w), t))(xs)
+    theirs = torch.vmap(lambda x: F.cross_entropy(torch.tanh(F.linear(x, w)), t))(xs)
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_forward_mode_ad_matches_functional():
+    import torch.autograd.forward_ad as fwAD
+    x, t = torch.randn(4, 6, dtype=torch.float64), torch.tensor([0, 5, 2, 1])
+    tangent = torch.randn_like(x)
+    results = []
+    for ce in (ops.cross_entropy, F.cross_entropy):
+        with fwAD.dual_level():
+            out = ce(fwAD.make_dual(x, tangent), t)
+            results.append(fwAD.unpack_dual(out).tangent)
     torch.testing.assert_close(results[0], results[1])
