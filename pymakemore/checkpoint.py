@@ -115,8 +115,8 @@ def structure_problem(ckpt: dict[str, Any]) -> str | None:
         return f"unknown model type {config.get('type')!r}"
     for key in SIZE_KEYS:
         value = config.get(key)
-        if value is None and key == "block_size":
-            continue
+        if key not in config or value is None and key == "block_size":
+            continue  # (a model that does not use it; gpt finds its block size in the data)
         if type(value) is not int or not 1 <= value <= MAX_SIZE:
             return f"config {key} is {value!r}, not an integer in [1, {MAX_SIZE}]"
     dropout = config.get("dropout", 0.0)

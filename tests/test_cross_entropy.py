@@ -94,6 +94,16 @@ def test_all_rows_ignored_gives_zero_gradient(device, label_smoothing):
         torch.testing.assert_close(loss, loss_f, equal_nan=True)  # mean: nan, as torch
 
 
+def _assert_like_functional(x, t, label_smoothing):
+    """Loss and gradient as F.cross_entropy's, NaN where it gives NaN, per row and summed."""
+    for reduction in ("none", "sum"):
+        kw = dict(reduction=reduction, label_smoothing=label_smoothing)
+        loss, gx = _run(ops.cross_entropy, x, t, **kw)
+        loss_f, gx_f = _run(F.cross_entropy, x, t, **kw)
+        torch.testing.assert_close(loss, loss_f, equal_nan=True)
+        torch.testing.assert_close(gx, gx_f, equal_nan=True)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 def test_extreme_logits(device, label_smoothing):
@@ -109,12 +119,7 @@ def test_extreme_logits(device, label_smoothing):
         [float("nan"), 1.0, 0.0, 0.0],
     ], device=device)
     t = torch.tensor([1, 3, 2, 2, 0, 1, 1, 1], device=device)
-    for reduction in ("none", "sum"):
-        kw = dict(reduction=reduction, label_smoothing=label_smoothing)
-        loss, gx = _run(ops.cross_entropy, x, t, **kw)
-        loss_f, gx_f = _run(F.cross_entropy, x, t, **kw)
-        torch.testing.assert_close(loss, loss_f, equal_nan=True)
-        torch.testing.assert_close(gx, gx_f, equal_nan=True)
+    _assert_like_functional(x, t, label_smoothing)
     loss, gx = _run(ops.cross_entropy, x[:4], t[:4], reduction="none")
     assert torch.isfinite(loss).all() and torch.isfinite(gx).all()
 
@@ -130,12 +135,7 @@ def test_long_rows_with_infinite_logits(device, label_smoothing):
     x[2, 600] = float("inf")
     x[3, 900] = float("nan")
     t = torch.tensor([1, 700, 5, 6, 7], device=device)
-    for reduction in ("none", "sum"):
-        kw = dict(reduction=reduction, label_smoothing=label_smoothing)
-        loss, gx = _run(ops.cross_entropy, x, t, **kw)
-        loss_f, gx_f = _run(F.cross_entropy, x, t, **kw)
-        torch.testing.assert_close(loss, loss_f, equal_nan=True)
-        torch.testing.assert_close(gx, gx_f, equal_nan=True)
+    _assert_like_functional(x, t, label_smoothing)
     assert torch.isfinite(_run(ops.cross_entropy, x[:1], t[:1])[0])
 
 

@@ -52,35 +52,15 @@ def test_internal_draws_are_the_published_indices():
         assert torch.equal(p, q)
 
 
-def test_one_or_two_threads_give_identical_steps():
+def _assert_identical_runs(steps, settings, monkeypatch):
+    """The engine run once per (threads, barrier spin in us) setting, from the same start:
+    every loss and parameter bit for bit the same."""
     x, y = _data()
-    lrs = torch.full((50,), 0.1)
-    results = []
-    threads = torch.get_num_threads()
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            model = MLP(27, init="kaiming")
-            losses = engines.fused_steps(model, x, y, lrs, 32, 0, 5)
-            results.append((losses, [p.detach().clone() for p in model.parameters()]))
-    finally:
-        torch.set_num_threads(threads)
-    (l1, p1), (l2, p2) = results
-    assert torch.equal(l1, l2)
-    for a, b in zip(p1, p2):
-        assert torch.equal(a, b)
-
-
-def test_two_threads_that_cannot_meet_go_on_as_one(monkeypatch):
-    # With no spinning, a barrier sleeps whenever the other thread is not already there, as
-    # on a machine shared with a busy process; after a few sleeps the two threads go on as
-    # one, which must not change a single number.
-    x, y = _data()
-    lrs = torch.full((400,), 0.1)
+    lrs = torch.full((steps,), 0.1)
     threads = torch.get_num_threads()
     results = []
     try:
-        for n, spin in ((1, "200"), (2, "0")):
+        for n, spin in settings:
             monkeypatch.setenv("PYMAKEMORE_ENGINE_SPIN_US", spin)
             torch.set_num_threads(n)
             model = MLP(27, init="kaiming")
@@ -92,6 +72,17 @@ def test_two_threads_that_cannot_meet_go_on_as_one(monkeypatch):
     assert torch.equal(l1, l2)
     for a, b in zip(p1, p2):
         assert torch.equal(a, b)
+
+
+def test_one_or_two_threads_give_identical_steps(monkeypatch):
+    _assert_identical_runs(50, [(1, "200"), (2, "200")], monkeypatch)
+
+
+def test_two_threads_that_cannot_meet_go_on_as_one(monkeypatch):
+    # With no spinning, a barrier sleeps whenever the other thread is not already there, as
+    # on a machine shared with a busy process; after a few sleeps the two threads go on as
+    # one, which must not change a single number.
+    _assert_identical_runs(400, [(1, "200"), (2, "0")], monkeypatch)
 
 
 def test_batch_draws_are_uniform_and_resumable():

@@ -81,6 +81,7 @@ constexpr int64_t L = simd::Vec<float>::lanes;
 constexpr int64_t kRows = simd::kTileRows;  // a register tile: kRows x kMaxVecs vectors
 constexpr int64_t kMaxVecs = simd::kTileVecs;
 static_assert(L % kRows == 0, "the padded sizes (whole vectors) must be whole tiles");
+static_assert(kMaxVecs == 2, "product() takes tiles of two vectors, then of one");
 
 // Zero-initialised floats on 64-byte boundaries, so that the rows of the padded layouts
 // (whole vectors long) load and store without crossing cache lines. (Not a std::vector of
