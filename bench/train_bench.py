@@ -18,12 +18,13 @@ import cases  # noqa: E402
 from pymakemore import engines  # noqa: E402
 from pymakemore.data import load_splits  # noqa: E402
 from pymakemore.devices import resolve_device  # noqa: E402
+from pymakemore.models.layers import LECTURE_SEED  # noqa: E402
 from pymakemore.train import DEFAULTS, SGD, build_model, run_steps  # noqa: E402
 
 
 def lecture_loop(x, y, steps, device):
     """The makemore part-2 notebook's training step, as written there (tensor ops + F.*)."""
-    g = torch.Generator().manual_seed(2147483647)
+    g = torch.Generator().manual_seed(LECTURE_SEED)
     params = [torch.randn(s, generator=g).to(device)
               for s in ((27, 10), (30, 200), (200,), (200, 27), (27,))]
     for p in params:
@@ -47,7 +48,7 @@ def lecture_loop(x, y, steps, device):
 def graphed_lecture_loop(x, y, device):
     """The lecture's step captured once in a CUDA graph (the minibatch drawn inside it), then
     replayed: PyTorch's own way to remove launch overhead, the GPU baseline to beat."""
-    g = torch.Generator().manual_seed(2147483647)
+    g = torch.Generator().manual_seed(LECTURE_SEED)
     params = [torch.randn(s, generator=g).to(device).requires_grad_()
               for s in ((27, 10), (30, 200), (200,), (200, 27), (27,))]
     C, W1, b1, W2, b2 = params

@@ -5,7 +5,7 @@ Three layouts, as in the lectures:
   boundary token, context windows of `block_size` characters padded with '.', and an 80/10/10
   split after `random.seed(split_seed); random.shuffle(words)`; Y is the next character.
 - "sequences" (makemore's transformer): the same words and split, each word one example:
-  X = '.' + word, Y = word + '.', padded to the longest word; padded targets are IGNORE.
+  X = '.' + word, Y = word + '.', padded to the longest word; padded targets are IGNORE_TARGET.
 - "text" (the GPT lecture): one character stream, vocabulary = its sorted characters (no
   boundary token), first 90% train, last 10% dev (also used as test); examples are windows
   of `block_size` characters and the same window shifted by one.
@@ -21,10 +21,10 @@ from typing import Optional, Sequence
 
 import torch
 
+from .models.layers import IGNORE_TARGET
+
 BOUNDARY = "."
-IGNORE = -1  # target of padded positions (cross_entropy's ignore_index)
 LAYOUTS = ("windows", "sequences", "text")
-DEFAULT_DATASET = "built-in names (US SSA baby names, 2017)"
 
 
 class DataError(Exception):
@@ -139,9 +139,9 @@ def context_windows(words: Sequence[str], vocab: Vocab, block_size: int
 def sequences(words: Sequence[str], vocab: Vocab, length: int
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each word as one example: X = '.' + word, Y = word + '.', padded to `length` (X with '.',
-    Y with IGNORE)."""
+    Y with IGNORE_TARGET)."""
     x = torch.zeros((len(words), length), dtype=torch.int64)
-    y = torch.full((len(words), length), IGNORE, dtype=torch.int64)
+    y = torch.full((len(words), length), IGNORE_TARGET, dtype=torch.int64)
     for i, word in enumerate(words):
         ids = vocab.encode(word)
         x[i, 1:len(ids) + 1] = torch.tensor(ids, dtype=torch.int64)

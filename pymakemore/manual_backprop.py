@@ -19,8 +19,8 @@ from .models import BNMLP
 from .models.layers import running_stats_kept
 
 
-class Forward(dict):
-    """The forward pass's intermediates by name (the lecture's names)."""
+# The forward pass's intermediates by name (the lecture's names).
+Intermediates = dict[str, Tensor]
 
 
 def _params(model: BNMLP) -> dict[str, Optional[Tensor]]:
@@ -32,11 +32,11 @@ def _params(model: BNMLP) -> dict[str, Optional[Tensor]]:
             "bnbias": norm.bias, "W2": out.weight, "b2": out.bias}
 
 
-def forward_steps(model: BNMLP, x: Tensor, y: Tensor) -> Forward:
+def forward_steps(model: BNMLP, x: Tensor, y: Tensor) -> Intermediates:
     """The training-mode forward pass in the lecture's small steps (plain torch)."""
     p = _params(model)
     eps = model.norms[0].eps
-    f = Forward()
+    f: Intermediates = {}
     n = x.shape[0]
     f["emb"] = p["C"][x]
     f["embcat"] = f["emb"].view(n, -1)
@@ -63,7 +63,7 @@ def forward_steps(model: BNMLP, x: Tensor, y: Tensor) -> Forward:
     return f
 
 
-def gradients_by_hand(model: BNMLP, x: Tensor, y: Tensor, f: Forward) -> dict[str, Tensor]:
+def gradients_by_hand(model: BNMLP, x: Tensor, y: Tensor, f: Intermediates) -> dict[str, Tensor]:
     """d loss / d (every intermediate of `f` and every parameter), step by step backwards."""
     p = _params(model)
     eps = model.norms[0].eps
@@ -95,7 +95,7 @@ def gradients_by_hand(model: BNMLP, x: Tensor, y: Tensor, f: Forward) -> dict[st
     return d
 
 
-def compact_gradients(model: BNMLP, x: Tensor, y: Tensor, f: Forward) -> dict[str, Tensor]:
+def compact_gradients(model: BNMLP, x: Tensor, y: Tensor, f: Intermediates) -> dict[str, Tensor]:
     """The same gradients through the closed forms of cross entropy and BatchNorm."""
     p = _params(model)
     n = x.shape[0]
@@ -113,14 +113,14 @@ def compact_gradients(model: BNMLP, x: Tensor, y: Tensor, f: Forward) -> dict[st
     return d
 
 
-def _output_and_tanh(p, f: Forward, d: dict[str, Tensor]) -> None:
+def _output_and_tanh(p, f: Intermediates, d: dict[str, Tensor]) -> None:
     d["h"] = d["logits"] @ p["W2"]
     d["W2"] = d["logits"].t() @ f["h"]
     d["b2"] = d["logits"].sum(0)
     d["hpreact"] = (1.0 - f["h"] ** 2) * d["h"]
 
 
-def _hidden_and_embedding(p, x: Tensor, f: Forward, d: dict[str, Tensor]) -> None:
+def _hidden_and_embedding(p, x: Tensor, f: Intermediates, d: dict[str, Tensor]) -> None:
     d["embcat"] = d["hprebn"] @ p["W1"]
     d["W1"] = d["hprebn"].t() @ f["embcat"]
     if p["b1"] is not None:
@@ -145,7 +145,7 @@ def check_gradients(model: BNMLP, x: Tensor, y: Tensor) -> dict[str, dict[str, f
         f["loss"].backward()
     auto = {k: t.grad for k, t in {**f, **params}.items() if t is not None and t.grad is not None}
     with torch.no_grad():
-        detached = Forward({k: t.detach() for k, t in f.items()})
+        detached = {k: t.detach() for k, t in f.items()}
         by_hand = gradients_by_hand(model, x, y, detached)
         compact = compact_gradients(model, x, y, detached)
     report = {

@@ -27,7 +27,7 @@ from .data import DataError, Splits, load_splits
 from .devices import DeviceError, resolve_device
 from .models import MODELS, build_model
 from .models.bigram import bigram_counts, counts_log_probs, counts_nll
-from .models.layers import OPS
+from .models.layers import IGNORE_TARGET, LECTURE_SEED, OPS
 from .models.mlp import INITS
 from .sample import TEXT_SAMPLE_CHARS, print_samples, sample_text, sample_words
 from .workdir import Metrics, RunLock, WorkDirError, check_writable
@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = dict(
     n_embd=10, n_hidden=200, n_layer=1, n_head=4, dropout=0.0, hidden_bias=False,
     init="lecture", batch_size=32, max_steps=200_000, optimizer="sgd", lr=0.1, lr_decay_at=None,
     lr_decay=0.1, weight_decay=0.01, backprop="autograd", diagnostics=False, ops="fused",
-    engine="ops", device="auto", seed=2147483647, split_seed=42, eval_every=10_000,
+    engine="ops", device="auto", seed=LECTURE_SEED, split_seed=42, eval_every=10_000,
     log_every=1_000, num_samples=10, quiet=False, resume=False, lr_find=False, threads=None,
     ddp_timeout=300.0,
 )
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "written by hand (part 4) instead of autograd's")
     model.add_argument("--seed", type=int,
                        help="seed of the initial parameters; minibatches use seed+1, samples "
-                            "seed+2, dropout seed+3 (default 2147483647, the lecture's)")
+                            f"seed+2, dropout seed+3 (default {LECTURE_SEED}, the lecture's)")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--batch-size", type=int,
                      help="examples per step (default 32); 0: the whole training set")
@@ -293,9 +293,9 @@ def split_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     for i in range(0, len(x), rows):
         logits, _ = model(x[i:i + rows])
         targets = y[i:i + rows].reshape(-1)
-        total += cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, ignore_index=-1,
-                               reduction="sum").double()
-        count += (targets != -1).sum()
+        total += cross_entropy(logits.reshape(-1, logits.shape[-1]), targets,
+                               ignore_index=IGNORE_TARGET, reduction="sum").double()
+        count += (targets != IGNORE_TARGET).sum()
     model.train(was_training)
     distributed.sum_(total, group)
     distributed.sum_(count, group)
@@ -368,8 +368,8 @@ def run_steps(model: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Tenso
         else:
             _, loss = model(xb, yb)
             if weigh:
-                counted = (y.index_select(0, every) != -1).sum().clamp(min=1)
-                loss = loss * ((yb != -1).sum() * group.world / counted)
+                counted = (y.index_select(0, every) != IGNORE_TARGET).sum().clamp(min=1)
+                loss = loss * ((yb != IGNORE_TARGET).sum() * group.world / counted)
             optimizer.zero_grad()
             loss.backward()
         if ratios is not None and ratios.wanted(first_step + i):

@@ -12,6 +12,8 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kReduceThreads = 1024;
+// Rows of up to this many classes take a warp each (32 lanes); longer rows a block each.
+constexpr int64_t kWarpRowClasses = 1024;
 
 template <typename Index>
 __device__ __forceinline__ bool is_ignored(Index t, int64_t ignore_index) {
@@ -306,7 +308,7 @@ cudaError_t forward_impl(const T* logits, const Index* target, const T* w, int64
   }
   if (n > 0) {
     const double eps = opt.label_smoothing;
-    if (c <= 1024)
+    if (c <= kWarpRowClasses)
       forward_rows<T, Index, 32><<<blocks_for(n, kThreads / 32), kThreads, 0, stream>>>(
           logits, target, w, ws.totals + 2, n, c, ignore, eps, ws.row_loss, lse, grad,
           ws.totals, mean);
@@ -345,7 +347,7 @@ cudaError_t backward_impl(const T* grad_loss, const T* logits, const Index* targ
     if (cudaError_t e = cudaGetLastError()) return e;
   }
   const bool per_row = opt.reduction == Reduction::None;
-  if (c <= 1024)
+  if (c <= kWarpRowClasses)
     backward_rows<T, Index, 32><<<blocks_for(n, kThreads / 32), kThreads, 0, stream>>>(
         grad_loss, per_row, ws.totals, mean, logits, target, w, ws.totals + 2, lse, n, c,
         opt.ignore_index, opt.label_smoothing, grad);

@@ -14,6 +14,14 @@ from .. import reference
 
 OPS = {"fused": fused_ops, "torch": reference}
 
+# The lectures' generator seed (torch.Generator().manual_seed(2147483647)): the models'
+# default initialisation seed and the trainer's default --seed.
+LECTURE_SEED = 2147483647
+
+# The target of positions with nothing to predict (word padding): cross entropy's
+# ignore_index wherever the models and the trainer compute a loss.
+IGNORE_TARGET = -1
+
 
 def check_ops(ops: str) -> None:
     if ops not in OPS:
@@ -89,8 +97,8 @@ class FlattenConsecutive(torch.nn.Module):
 
 
 def lm_loss(ops: str, logits: Tensor, targets: Optional[Tensor]) -> Optional[Tensor]:
-    """Mean cross entropy over every position whose target is not the padding mark (-1)."""
+    """Mean cross entropy over every position whose target is not IGNORE_TARGET (padding)."""
     if targets is None:
         return None
     return OPS[ops].cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                  ignore_index=-1)
+                                  ignore_index=IGNORE_TARGET)
