@@ -35,6 +35,12 @@ inline FloatVec load_first(const float* p, int64_t n, float fill) {
 #endif
 }
 
+// The vector at p: whole when `left` (floats to the row's end) allows, else the first `left`
+// and `fill` after them.
+inline FloatVec load_upto(const float* p, int64_t left, float fill) {
+  return left >= kLanes ? simd::load(p) : load_first(p, left, fill);
+}
+
 inline void store_first(float* p, FloatVec v, int64_t n) {
 #if PYMAKEMORE_AVX512
   _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), v);
@@ -55,7 +61,7 @@ T max(const T* x, int64_t c) {
     FloatVec m = math::splat<FloatVec>(kNegInf);
     math::IntOf<FloatVec> unordered{};
     for (int64_t j = 0; j < c; j += kLanes) {
-      const FloatVec v = c - j >= kLanes ? simd::load(x + j) : load_first(x + j, c - j, kNegInf);
+      const FloatVec v = load_upto(x + j, c - j, kNegInf);
       m = math::select(v > m, v, m);
       unordered |= v != v;
     }
@@ -88,8 +94,7 @@ T sum_exp(const T* x, int64_t c, T shift) {
       const FloatVec shift_v = simd::broadcast(shift);
       FloatVec acc{};
       for (int64_t j = j0; j < j1; j += kLanes) {  // the partial vector's -inf lanes add 0
-        const FloatVec v = j1 - j >= kLanes ? simd::load(x + j)
-                                            : load_first(x + j, j1 - j, -INFINITY);
+        const FloatVec v = load_upto(x + j, j1 - j, -INFINITY);
         acc += math::exp(v - shift_v);
       }
       for (int64_t l = 0; l < kLanes; ++l) s += acc[l];
@@ -111,8 +116,8 @@ void softmax_grad(const T* x, int64_t c, T hi, T lo, T p_coef, T w_coef, const T
     const FloatVec one = math::splat<FloatVec>(1.0f);
     for (int64_t j = 0; j < c; j += kLanes) {
       const int64_t n = std::min(kLanes, c - j);
-      const FloatVec xv = n == kLanes ? simd::load(x + j) : load_first(x + j, n, 0.0f);
-      const FloatVec wv = !w ? one : n == kLanes ? simd::load(w + j) : load_first(w + j, n, 0.0f);
+      const FloatVec xv = load_upto(x + j, n, 0.0f);
+      const FloatVec wv = w ? load_upto(w + j, n, 0.0f) : one;
       const FloatVec gv = pc * math::exp((xv - h) - l) - wc * wv;
       if (n == kLanes)
         simd::store(g + j, gv);
@@ -183,8 +188,7 @@ void max_and_sum_exp(const T* x, int64_t rows, int64_t c, T* max_out, T* sum_out
           if (r >= group) continue;
           const float* xr = x + (r0 + r) * c;
           for (int64_t j = 0; j < c; j += kLanes) {
-            const FloatVec v = c - j >= kLanes ? simd::load(xr + j)
-                                               : load_first(xr + j, c - j, kNegInf);
+            const FloatVec v = load_upto(xr + j, c - j, kNegInf);
             acc[r] = vmax(acc[r], v);
           }
         }
@@ -195,8 +199,7 @@ void max_and_sum_exp(const T* x, int64_t rows, int64_t c, T* max_out, T* sum_out
           const float* xr = x + (r0 + r) * c;
           const FloatVec shift = simd::broadcast(m[r]);
           for (int64_t j = 0; j < c; j += kLanes) {  // the -inf lanes add 0
-            const FloatVec v = c - j >= kLanes ? simd::load(xr + j)
-                                               : load_first(xr + j, c - j, kNegInf);
+            const FloatVec v = load_upto(xr + j, c - j, kNegInf);
             acc[r] += math::exp(v - shift);
           }
         }
