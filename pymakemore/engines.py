@@ -1,5 +1,8 @@
 """Training engines: how the trainer runs a block of SGD steps.
 
+- "auto" (the default): the fastest of the three below that runs the model, device and
+  options: "fused" for the makemore MLP on SGD, else "graph" on CUDA where it applies, else
+  "ops" (see choose()).
 - "ops": step by step from Python, each op through autograd (any model, any device).
 - "graph": CUDA only: one whole SGD step (minibatch draw, forward, backward, update) captured
   once in a CUDA graph and replayed, the learning rate in device memory; the same minibatches
@@ -20,13 +23,16 @@ from . import _C  # noqa: F401  (registers torch.ops.pymakemore.*)
 from .devices import has_cuda_kernels
 from .models import MLP
 
-ENGINES = ("ops", "graph", "fused")
+ENGINES = ("auto", "ops", "graph", "fused")
 WARMUP_STEPS = 2  # eager steps (real ones) before the capture, as CUDA graphs require
 _ops = torch.ops.pymakemore
 
 
-def fused_supports(model: torch.nn.Module, device: torch.device) -> Optional[str]:
+def fused_supports(model: torch.nn.Module, device: torch.device, config: dict
+                   ) -> Optional[str]:
     """None when the fused engine can run this model here, else the reason it cannot."""
+    if config["optimizer"] != "sgd":  # its update is plain SGD, written in the kernel
+        return "--engine fused runs plain SGD (--optimizer sgd)"
     if not isinstance(model, MLP):
         return f"--engine fused runs the mlp model only, not {type(model).__name__}"
     if model.ops != "fused":
@@ -66,6 +72,19 @@ def _mlp_train_steps_fake(C, W1, b1, W2, b2, X, Y, lrs, batch_size, first_step, 
 @torch.library.register_fake("pymakemore::mlp_batch_indices")
 def _mlp_batch_indices_fake(seed, first_step, steps, batch_size, n_train):
     return torch.empty((steps, batch_size), dtype=torch.int64)
+
+
+def choose(model: torch.nn.Module, config: dict, device: torch.device, distributed: bool
+           ) -> str:
+    """--engine auto: "fused" where it runs, else "graph" on CUDA where it runs, else "ops"
+    (always under torchrun, which runs the ops engine only)."""
+    if distributed or config["batch_size"] == 0 or config["backprop"] != "autograd":
+        return "ops"
+    if fused_supports(model, device, config) is None:
+        return "fused"
+    if graph_supports(config, device) is None:
+        return "graph"
+    return "ops"
 
 
 def graph_supports(config: dict, device: torch.device) -> Optional[str]:

@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = dict(
     n_embd=10, n_hidden=200, n_layer=1, n_head=4, dropout=0.0, hidden_bias=False,
     init="lecture", batch_size=32, max_steps=200_000, optimizer="sgd", lr=0.1, lr_decay_at=None,
     lr_decay=0.1, weight_decay=0.01, backprop="autograd", diagnostics=False, ops="fused",
-    engine="ops", device="auto", seed=LECTURE_SEED, split_seed=42, eval_every=10_000,
+    engine="auto", device="auto", seed=LECTURE_SEED, split_seed=42, eval_every=10_000,
     log_every=1_000, num_samples=10, quiet=False, resume=False, lr_find=False, threads=None,
     ddp_timeout=300.0,
 )
@@ -128,9 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fused: pymakemore's fused ops (default); torch: the same maths "
                             "in plain PyTorch")
     model.add_argument("--engine", choices=engines.ENGINES,
-                       help="ops: step by step through autograd (default); graph: each step "
-                            "one CUDA-graph replay (CUDA, SGD); fused: the MLP's whole steps "
-                            "in one call (C++ on the CPU, one kernel on CUDA)")
+                       help="auto (default): fused where it runs (the mlp on SGD), else "
+                            "graph on CUDA where it runs, else ops; ops: step by step through "
+                            "autograd; graph: each step one CUDA-graph replay (CUDA, SGD); "
+                            "fused: the MLP's whole steps in one call (C++ on the CPU, one "
+                            "kernel on CUDA)")
     model.add_argument("--backprop", choices=["autograd", "manual"],
                        help="manual: bnmlp with one hidden layer, updated with gradients "
                             "written by hand (part 4) instead of autograd's")
@@ -198,6 +200,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[d
         except (ConfigError, TypeError, KeyError) as e:
             raise CheckpointError(f"the checkpoint's options are invalid: {e}") from None
         for key in RUN_KEYS:
+            if key == "engine" and explicit.get(key) == "auto":
+                continue  # whichever engine the checkpoint's run took
             if key in explicit and explicit[key] != config[key]:
                 raise ConfigError(f"{flag(key)} cannot change on --resume (the checkpoint has "
                                   f"{config[key]!r})")
@@ -259,12 +263,12 @@ def check_config(config: dict[str, Any]) -> None:
     if config["backprop"] == "manual":
         if config["type"] != "bnmlp" or config["n_layer"] != 1:
             raise ConfigError("--backprop manual is written for --type bnmlp --n-layer 1")
-        if config["engine"] != "ops":
+        if config["engine"] not in ("ops", "auto"):
             raise ConfigError("--backprop manual runs on --engine ops")
     if config["diagnostics"] and config["type"] not in ("bnmlp", "wavenet"):
         raise ConfigError(f"--diagnostics follows the tanh layers of bnmlp and wavenet, "
                           f"not {config['type']}")
-    if config["batch_size"] == 0 and config["engine"] != "ops":
+    if config["batch_size"] == 0 and config["engine"] not in ("ops", "auto"):
         raise ConfigError("--batch-size 0 (the whole training set) runs on --engine ops")
 
 
@@ -500,8 +504,11 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
         if ratios is not None and "update_ratios" in ckpt:
             ratios.load_state_dict(ckpt["update_ratios"])
     x, y = splits.tensors["train"]
+    auto = config["engine"] == "auto"
+    if auto:  # resolved once: the checkpoint keeps the engine the run took
+        config["engine"] = engines.choose(model, config, device, group.enabled)
     if config["engine"] == "fused":
-        reason = engines.fused_supports(model, device)
+        reason = engines.fused_supports(model, device, config)
         if reason:
             raise ConfigError(reason)
     graphed = None
@@ -557,7 +564,8 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
     if main_rank:
         ranks = f" x {group.world} processes (DDP)" if group.enabled else ""
         print(f"{config['type']} ({config['preset']}) with {n_params:,} parameters, "
-              f"{config['ops']} ops, {config['engine']} engine, {config['backprop']} backprop, "
+              f"{config['ops']} ops, {config['engine']} engine{' (auto)' if auto else ''}, "
+              f"{config['backprop']} backprop, "
               f"on {device}{ranks}; {len(x):,} training examples", file=sys.stderr)
     try:
         while step < max_steps:

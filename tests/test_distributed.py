@@ -12,7 +12,7 @@ from pymakemore import distributed, train
 from pymakemore.checkpoint import load_checkpoint
 
 COMMON = ["--device", "cpu", "--quiet", "--num-samples", "0", "--log-every", "10",
-          "--eval-every", "20", "--init", "kaiming"]
+          "--eval-every", "20", "--init", "kaiming", "--engine", "ops"]
 
 
 def torchrun(*args, processes=2, target=("-m", "pymakemore.train"), timeout=240):

@@ -1,5 +1,7 @@
 """The fused training engine: same maths as the op-by-op path, sound minibatch draws,
 resumable, and clear errors."""
+import json
+
 import pytest
 import torch
 
@@ -146,3 +148,37 @@ def test_opcheck_engine_ops():
                           test_utils=("test_schema", "test_faketensor"))
     torch.library.opcheck(torch.ops.pymakemore.mlp_batch_indices.default, (3, 0, 2, 4, 50),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+def test_auto_takes_the_fastest_engine_that_runs():
+    from pymakemore.models import BNMLP
+    from pymakemore.train import DEFAULTS
+    cpu = torch.device("cpu")
+    sgd = {**DEFAULTS, "optimizer": "sgd"}
+    mlp = MLP(27)
+    assert engines.choose(mlp, sgd, cpu, distributed=False) == "fused"
+    assert engines.choose(mlp, {**sgd, "optimizer": "adamw"}, cpu, False) == "ops"
+    assert engines.choose(mlp, sgd, cpu, distributed=True) == "ops"  # torchrun: ops only
+    assert engines.choose(mlp, {**sgd, "batch_size": 0}, cpu, False) == "ops"
+    assert engines.choose(MLP(27, ops="torch"), sgd, cpu, False) == "ops"
+    assert engines.choose(BNMLP(27), sgd, cpu, False) == "ops"  # graph needs CUDA
+
+
+def test_auto_says_which_engine_it_took_and_resumes_with_it(tmp_path, capsys):
+    work = tmp_path / "w"
+    common = [*FAST, "-i", str(names_path()), "-o", str(work)]
+    assert train.main([*common, "--max-steps", "100"]) == 0
+    assert "fused engine (auto)" in capsys.readouterr().err
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["engine"] == "fused"
+    assert train.main([*common, "--resume", "--engine", "auto", "--max-steps", "200"]) == 0
+    assert load_checkpoint(work)["config"]["engine"] == "fused"
+    assert train.main([*common, "--resume", "--engine", "ops", "--max-steps", "300"]) == 2
+    assert "--engine cannot change on --resume" in capsys.readouterr().err
+
+
+def test_fused_engine_refuses_an_optimizer_it_does_not_run(tmp_path, capsys):
+    # it updates with plain SGD in the kernel: adamw would be ignored, silently
+    assert train.main([*FAST, "-i", str(names_path()), "-o", str(tmp_path / "w"),
+                       "--engine", "fused", "--optimizer", "adamw", "--max-steps", "10"]) == 2
+    assert "--engine fused runs plain SGD (--optimizer sgd)" in capsys.readouterr().err

@@ -111,7 +111,7 @@ def test_fused_and_torch_ops_follow_the_same_trajectory(tmp_path):
     runs = {}
     for ops_name in ("fused", "torch"):
         code, work = run_train(tmp_path, "-i", names_path(), "--max-steps", 200, "--ops",
-                               ops_name, name=ops_name)
+                               ops_name, "--engine", "ops", name=ops_name)
         assert code == 0
         runs[ops_name] = load_checkpoint(work)
     fused, plain = runs["fused"], runs["torch"]
