@@ -735,6 +735,12 @@ def _main(args: argparse.Namespace) -> int:
         if group.is_main:
             print(f"pymakemore.train: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM outside the training loop (which
+        # checkpoints): before training starts or while its outputs are written
+        what = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        print(f"\npymakemore.train: {what} (rank {group.rank})" if group.enabled else
+              f"\npymakemore.train: {what}", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
     except RuntimeError as e:
         if not group.enabled:
             raise

@@ -165,3 +165,13 @@ def test_absurd_checkpoints_are_one_clear_line(saved, capsys, change, match):
     change(ckpt)
     torch.save(ckpt, work / "model.pt")
     _refused(work, capsys, match)
+
+
+def test_sigterm_before_training_is_one_line(tmp_path, monkeypatch, capsys):
+    # a signal while the data loads: nothing to checkpoint yet, one line, status 143
+    def terminated(*args, **kwargs):
+        raise train.Terminated()
+
+    monkeypatch.setattr(train, "load_splits", terminated)
+    assert _train(tmp_path / "w", "--max-steps", 10) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip() == "pymakemore.train: terminated"

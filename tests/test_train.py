@@ -215,12 +215,21 @@ def test_sampler_options(trained, capsys):
     greedy = _samples(capsys)[0]
     assert len(set(greedy)) == 1  # top-1 is greedy: every draw the same
     assert sample.main(["-o", str(trained), "-n", "3", "--temperature", "0.5"]) == 0
+    words, last = _samples(capsys)
+    assert len(words) == 3 and all(words) and "of 3 samples are new" in last
 
 
-def test_sampler_marks_training_words(trained):
-    ckpt = load_checkpoint(trained)
-    train_words = set(ckpt["train_words"].split("\n"))
-    assert "emma" in train_words or "olivia" in train_words
+def test_sampler_marks_training_words(trained, capsys):
+    train_words = set(load_checkpoint(trained)["train_words"].split("\n"))
+    assert sample.main(["-o", str(trained), "-n", "60", "--seed", "4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    marks = [(line[:line.rindex("(")].strip(), line[line.rindex("("):]) for line in lines[:-1]]
+    assert len(marks) == 60
+    for word, mark in marks:  # each word marked by whether the training split holds it
+        assert mark == ("(in train)" if word in train_words else "(new)"), word
+    new = sum(mark == "(new)" for _, mark in marks)
+    assert lines[-1] == f"{new} of 60 samples are new (not in the training set)"
+    assert 0 < new < 60  # a 300-step model makes some of each
 
 
 @pytest.mark.parametrize("args,match", [
