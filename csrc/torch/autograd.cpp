@@ -11,17 +11,14 @@
 #include <torch/library.h>
 
 #include "checks.h"
+#include "op_handles.h"
 
 namespace pymakemore {
 namespace {
 
+using handles::op;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
-}
 
 bool requires_grad(const c10::optional<at::Tensor>& t) {
   return t && t->defined() && t->requires_grad();
@@ -32,8 +29,7 @@ struct EmbeddingFunction : torch::autograd::Function<EmbeddingFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
                             const at::Tensor& weight, int64_t padding_idx,
                             bool scale_grad_by_freq) {
-    static const auto fwd =
-        op<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, bool)>("pymakemore::embedding");
+    static const auto fwd = op<handles::Embedding>("pymakemore::embedding");
     at::AutoDispatchBelowADInplaceOrView guard;
     // the op first: it checks the weight's rank before anything here reads its size
     at::Tensor out = fwd.call(input, weight, padding_idx, scale_grad_by_freq);
@@ -45,9 +41,7 @@ struct EmbeddingFunction : torch::autograd::Function<EmbeddingFunction> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto bwd =
-        op<at::Tensor(const at::Tensor&, const at::Tensor&, c10::SymInt, int64_t, bool)>(
-            "pymakemore::embedding_backward");
+    static const auto bwd = op<handles::EmbeddingBackward>("pymakemore::embedding_backward");
     const at::Tensor input = ctx->get_saved_variables()[0];
     at::Tensor grad_weight =
         at::GradMode::is_enabled()  // differentiable in grad_output (create_graph)
@@ -68,16 +62,13 @@ at::Tensor embedding_autograd(const at::Tensor& input, const at::Tensor& weight,
 }
 
 // ---- linear, linear_tanh ---------------------------------------------------------------------
-using LinearSignature = at::Tensor(const at::Tensor&, const at::Tensor&,
-                                   const c10::optional<at::Tensor>&);
-using Grads3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
 // Tanh saves the output y (its derivative is 1 - y^2); the plain linear saves no output.
 template <bool kTanh>
 struct LinearFunction : torch::autograd::Function<LinearFunction<kTanh>> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
                             const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
-    static const auto fwd = op<LinearSignature>(kTanh ? "pymakemore::linear_tanh"
+    static const auto fwd = op<handles::Linear>(kTanh ? "pymakemore::linear_tanh"
                                                        : "pymakemore::linear");
     // Which gradients are wanted is known here; recorded for backward.
     ctx->saved_data["mask"] = c10::List<bool>(
@@ -96,18 +87,14 @@ struct LinearFunction : torch::autograd::Function<LinearFunction<kTanh>> {
     const c10::List<bool> wanted = ctx->saved_data["mask"].toBoolList();
     const std::array<bool, 3> mask = {wanted[0], wanted[1], wanted[2]};
     if (!mask[0] && !mask[1] && !mask[2]) return {at::Tensor(), at::Tensor(), at::Tensor()};
-    Grads3 g;
+    LinearGrads g;
     if (at::GradMode::is_enabled()) {  // create_graph: differentiable formulas
       g = differentiable_backward(grads[0], saved, mask);
     } else if constexpr (kTanh) {
-      static const auto bwd =
-          op<Grads3(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                    std::array<bool, 3>)>("pymakemore::linear_tanh_backward");
+      static const auto bwd = op<handles::LinearTanhBackward>("pymakemore::linear_tanh_backward");
       g = bwd.call(grads[0], saved[2], saved[0], saved[1], mask);
     } else {
-      static const auto bwd =
-          op<Grads3(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                    std::array<bool, 3>)>("pymakemore::linear_backward");
+      static const auto bwd = op<handles::LinearBackward>("pymakemore::linear_backward");
       g = bwd.call(grads[0], saved[0], saved[1], mask);
     }
     return {mask[0] ? std::get<0>(g) : at::Tensor(), mask[1] ? std::get<1>(g) : at::Tensor(),
@@ -116,7 +103,7 @@ struct LinearFunction : torch::autograd::Function<LinearFunction<kTanh>> {
 
   // gz = gy (* (1 - y^2), through the saved output y, whose history leads back here);
   // grad_x = gz @ w, grad_w = gz^T x, grad_b = sum of gz over the rows
-  static Grads3 differentiable_backward(const at::Tensor& gy, const variable_list& saved,
+  static LinearGrads differentiable_backward(const at::Tensor& gy, const variable_list& saved,
                                         std::array<bool, 3> mask) {
     const at::Tensor& x = saved[0];
     const at::Tensor& w = saved[1];
@@ -135,9 +122,6 @@ at::Tensor linear_autograd(const at::Tensor& input, const at::Tensor& weight,
 }
 
 // ---- cross_entropy --------------------------------------------------------------------------
-using CrossEntropySignature = std::tuple<at::Tensor, at::Tensor>(
-    const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&, c10::string_view,
-    int64_t, double);
 
 // When the logits need a gradient and the loss is one value, the forward computes that gradient
 // in its own pass over the logits (for grad_loss = 1) and the backward only scales it, in place
@@ -148,11 +132,9 @@ struct CrossEntropyFunction : torch::autograd::Function<CrossEntropyFunction> {
                                const at::Tensor& target, const c10::optional<at::Tensor>& weight,
                                c10::string_view reduction, int64_t ignore_index,
                                double label_smoothing) {
-    static const auto fwd = op<CrossEntropySignature>("pymakemore::cross_entropy");
+    static const auto fwd = op<handles::CrossEntropy>("pymakemore::cross_entropy");
     static const auto fwd_with_grad =
-        op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-            const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
-            c10::string_view, int64_t, double)>("pymakemore::cross_entropy_with_grad");
+        op<handles::CrossEntropyWithGrad>("pymakemore::cross_entropy_with_grad");
     TORCH_CHECK(!requires_grad(weight), "cross_entropy: no gradient is computed for the class "
                 "weights; pass weight.detach() or use torch.nn.functional.cross_entropy");
     const Reduction red = checks::parse_reduction(std::string(reduction));
@@ -178,11 +160,8 @@ struct CrossEntropyFunction : torch::autograd::Function<CrossEntropyFunction> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto bwd =
-        op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                      const c10::optional<at::Tensor>&, const at::Tensor&, c10::string_view,
-                      int64_t, double)>("pymakemore::cross_entropy_backward");
-    static const auto scale = op<void(at::Tensor&, const at::Tensor&)>("pymakemore::scale_grad_");
+    static const auto bwd = op<handles::CrossEntropyBackward>("pymakemore::cross_entropy_backward");
+    static const auto scale = op<handles::ScaleGrad>("pymakemore::scale_grad_");
     const auto precomputed = ctx->saved_data.find("grad");
     if (at::GradMode::is_enabled()) {  // create_graph: the loss again, differentiably
       if (precomputed != ctx->saved_data.end()) ctx->saved_data.erase(precomputed);

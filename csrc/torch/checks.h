@@ -11,6 +11,15 @@
 
 namespace pymakemore::checks {
 
+// Every defined tensor on the registration's device type (a kernel of one device never
+// reads another's memory).
+inline void all_on(c10::DeviceType type, const char* op,
+                   std::initializer_list<const at::Tensor*> tensors) {
+  for (const at::Tensor* t : tensors)
+    TORCH_CHECK(!t->defined() || t->device().type() == type, op, ": expected ",
+                c10::DeviceTypeName(type), " tensors, but got one on ", t->device());
+}
+
 inline void same_device(const char* op, std::initializer_list<const at::Tensor*> tensors) {
   const at::Tensor* first = nullptr;
   for (const at::Tensor* t : tensors) {

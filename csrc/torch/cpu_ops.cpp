@@ -53,9 +53,7 @@ at::Tensor new_output(at::IntArrayRef shape, const at::TensorOptions& options) {
 at::Tensor new_output_like(const at::Tensor& t) { return new_output(t.sizes(), t.options()); }
 
 void all_on_cpu(const char* op, std::initializer_list<const at::Tensor*> tensors) {
-  for (const at::Tensor* t : tensors)
-    TORCH_CHECK(!t->defined() || t->device().is_cpu(), op,
-                ": expected CPU tensors, but got one on ", t->device());
+  checks::all_on(c10::DeviceType::CPU, op, tensors);
 }
 
 at::Tensor upcast(const at::Tensor& t) {

@@ -34,9 +34,7 @@ cuda::IndexDtype index_dtype_of(const at::Tensor& t) {
 }
 
 void all_on_cuda(const char* op, std::initializer_list<const at::Tensor*> tensors) {
-  for (const at::Tensor* t : tensors)
-    TORCH_CHECK(!t->defined() || t->is_cuda(), op, ": expected CUDA tensors, but got one on ",
-                t->device());
+  checks::all_on(c10::DeviceType::CUDA, op, tensors);
 }
 
 cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream().stream(); }

@@ -9,11 +9,10 @@
 #include <array>
 #include <tuple>
 
+#include "op_handles.h"
 #include "pymakemore/kernels.h"
 
 namespace pymakemore {
-
-using LinearGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
 // Forward(op, act, input, weight, bias); Backward(op, act, grad, output or undefined, input,
 // weight, output_mask).

@@ -3,37 +3,31 @@
 // the same dispatcher call as torch.ops.pymakemore.*, without the generic Python argument
 // handling of torch.ops, which costs microseconds at makemore's small shapes. Eager Python
 // code uses them; torch.compile traces torch.ops instead (see pymakemore/ops.py).
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/extension.h>
 
+#include "op_handles.h"
 #include "pymakemore/kernels.h"
 
 namespace {
 
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
-}
+namespace handles = pymakemore::handles;
+using handles::op;
 
 at::Tensor embedding(const at::Tensor& input, const at::Tensor& weight, int64_t padding_idx,
                      bool scale_grad_by_freq) {
-  static const auto handle =
-      op<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, bool)>("pymakemore::embedding");
+  static const auto handle = op<handles::Embedding>("pymakemore::embedding");
   return handle.call(input, weight, padding_idx, scale_grad_by_freq);
 }
 
-using LinearSignature = at::Tensor(const at::Tensor&, const at::Tensor&,
-                                   const c10::optional<at::Tensor>&);
-
 at::Tensor linear(const at::Tensor& input, const at::Tensor& weight,
                   const c10::optional<at::Tensor>& bias) {
-  static const auto handle = op<LinearSignature>("pymakemore::linear");
+  static const auto handle = op<handles::Linear>("pymakemore::linear");
   return handle.call(input, weight, bias);
 }
 
 at::Tensor linear_tanh(const at::Tensor& input, const at::Tensor& weight,
                        const c10::optional<at::Tensor>& bias) {
-  static const auto handle = op<LinearSignature>("pymakemore::linear_tanh");
+  static const auto handle = op<handles::Linear>("pymakemore::linear_tanh");
   return handle.call(input, weight, bias);
 }
 
@@ -41,10 +35,7 @@ at::Tensor linear_tanh(const at::Tensor& input, const at::Tensor& weight,
 at::Tensor cross_entropy(const at::Tensor& input, const at::Tensor& target,
                          const c10::optional<at::Tensor>& weight, const std::string& reduction,
                          int64_t ignore_index, double label_smoothing) {
-  static const auto handle =
-      op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                            const c10::optional<at::Tensor>&, c10::string_view,
-                                            int64_t, double)>("pymakemore::cross_entropy");
+  static const auto handle = op<handles::CrossEntropy>("pymakemore::cross_entropy");
   return std::get<0>(handle.call(input, target, weight, reduction, ignore_index,
                                  label_smoothing));
 }
