@@ -72,8 +72,13 @@ def start(group: Group, device: torch.device, timeout_s: float) -> torch.device:
 
 
 def stop(group: Group) -> None:
+    """Every rank tears the process group down together: a rank that destroys its side while
+    another still writes its outputs can abort in gloo's teardown."""
     if group.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def mean_(tensor: torch.Tensor, group: Group) -> torch.Tensor:
