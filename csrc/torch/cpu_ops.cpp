@@ -65,7 +65,8 @@ c10::optional<at::Tensor> upcast(const c10::optional<at::Tensor>& t) {
   return upcast(*t);
 }
 
-bool reduced(const at::Tensor& t) { return at::isReducedFloatingType(t.scalar_type()); }
+// float16 or bfloat16 (computed in float32 here)
+bool half_precision(const at::Tensor& t) { return at::isReducedFloatingType(t.scalar_type()); }
 
 // Runs body with Index = int32_t or int64_t.
 template <typename Body>
@@ -86,7 +87,7 @@ at::Tensor embedding_cpu(const at::Tensor& input, const at::Tensor& weight, int6
                          bool scale_grad_by_freq) {
   checks::embedding_args(input, weight);
   all_on_cpu("embedding", {&input, &weight});
-  if (reduced(weight))
+  if (half_precision(weight))
     return embedding_cpu(input, upcast(weight), padding_idx, scale_grad_by_freq)
         .to(weight.scalar_type());
   const at::Tensor idx = input.contiguous();
@@ -111,7 +112,7 @@ at::Tensor embedding_backward_cpu(const at::Tensor& grad_output, const at::Tenso
                                   bool scale_grad_by_freq) {
   checks::embedding_backward_args(grad_output, input, num_weights);
   all_on_cpu("embedding_backward", {&grad_output, &input});
-  if (reduced(grad_output))
+  if (half_precision(grad_output))
     return embedding_backward_cpu(upcast(grad_output), input, num_weights, padding_idx,
                                   scale_grad_by_freq)
         .to(grad_output.scalar_type());
@@ -140,7 +141,7 @@ at::Tensor linear_forward_cpu(const char* op, Activation act, const at::Tensor& 
   checks::linear_args(op, input, weight, bias);
   all_on_cpu(op, {&input, &weight});
   if (bias) all_on_cpu(op, {&*bias});
-  if (reduced(input))
+  if (half_precision(input))
     return linear_forward_cpu(op, act, upcast(input), upcast(weight), upcast(bias))
         .to(input.scalar_type());
   const at::Tensor x = input.contiguous();
@@ -163,7 +164,7 @@ LinearGrads linear_backward_cpu(
     const at::Tensor& input, const at::Tensor& weight, std::array<bool, 3> output_mask) {
   checks::linear_backward_args(op, grad_output, output, input, weight);
   all_on_cpu(op, {&grad_output, &output, &input, &weight});
-  if (reduced(input)) {
+  if (half_precision(input)) {
     auto [gx, gw, gb] = linear_backward_cpu(op, act, upcast(grad_output), upcast(output),
                                             upcast(input), upcast(weight), output_mask);
     const auto st = input.scalar_type();
@@ -200,7 +201,7 @@ CrossEntropyOutputs cross_entropy_cpu(
   if (with_grad) checks::reduced_for_gradient(op, opt);
   all_on_cpu(op, {&input, &target});
   if (weight) all_on_cpu(op, {&*weight});
-  if (reduced(input)) {
+  if (half_precision(input)) {
     auto [loss, lse, grad] = cross_entropy_cpu(op, upcast(input), target, upcast(weight),
                                                 reduction, ignore_index, label_smoothing,
                                                 with_grad);
@@ -245,7 +246,7 @@ at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_loss, const at::Ten
       grad_loss, input, target, weight, lse, reduction, ignore_index, label_smoothing);
   all_on_cpu("cross_entropy_backward", {&grad_loss, &input, &target, &lse});
   const int64_t n = input.size(0), c = input.size(1);
-  if (reduced(input))
+  if (half_precision(input))
     return cross_entropy_backward_cpu(upcast(grad_loss), upcast(input), target, upcast(weight),
                                       lse, reduction, ignore_index,
                                       label_smoothing)

@@ -87,9 +87,9 @@ static_assert(kMaxVecs == 2, "product() takes tiles of two vectors, then of one"
 // (whole vectors long) load and store without crossing cache lines. (Not a std::vector of
 // vectors: its allocator, compiled for the baseline, does not honour their 32- or 64-byte
 // alignment.)
-class Floats {
+class AlignedFloats {
  public:
-  explicit Floats(int64_t n)
+  explicit AlignedFloats(int64_t n)
       : bytes_(static_cast<size_t>(cpu::round_up(std::max<int64_t>(n, 1), 16)) * sizeof(float)),
         storage_(static_cast<float*>(std::aligned_alloc(64, bytes_))) {
     if (!storage_) throw std::bad_alloc();
@@ -179,7 +179,7 @@ inline auto subtract_from_rows(float* w, int64_t stride, Vec step) {
 // The hidden units of one half: real units [first, first + count), kept in rows
 // [row0, row0 + rows) of the padded layouts (rows past count are zero and stay zero: their
 // activations, and so every gradient through them, are 0).
-struct Half {
+struct HiddenHalf {
   int64_t first, count, row0, rows;
 };
 
@@ -195,15 +195,15 @@ class MlpSteps {
     halves_[0] = {0, n0, 0, cpu::round_up(n0, kRows)};
     halves_[1] = {n0, H - n0, halves_[0].rows, cpu::round_up(H - n0, kRows)};
     const int64_t Hp = halves_[0].rows + halves_[1].rows;
-    W1p_ = Floats(Hp * Kp);
-    W2t_ = Floats(Hp * Vp);
-    hiddenT_ = Floats(Hp * Bp);
-    dzT_ = Floats(Hp * Bp);
+    W1p_ = AlignedFloats(Hp * Kp);
+    W2t_ = AlignedFloats(Hp * Vp);
+    hiddenT_ = AlignedFloats(Hp * Bp);
+    dzT_ = AlignedFloats(Hp * Bp);
     for (int i = 0; i < 2; ++i) {
-      partial_logitsT_[i] = Floats(Vp * Bp);
-      partial_d_embT_[i] = Floats(Kp * Bp);
+      partial_logitsT_[i] = AlignedFloats(Vp * Bp);
+      partial_d_embT_[i] = AlignedFloats(Kp * Bp);
     }
-    for (const Half& hf : halves_) {
+    for (const HiddenHalf& hf : halves_) {
       for (int64_t j = 0; j < hf.count; ++j) {
         const int64_t unit = hf.first + j, row = hf.row0 + j;
         std::copy(params.W1 + unit * K, params.W1 + (unit + 1) * K, &W1p_[row * Kp]);
@@ -230,7 +230,7 @@ class MlpSteps {
     // the parameters back in the caller's layouts (every thread's C and b2 are the same)
     std::copy(own_[0].C.begin(), own_[0].C.end(), params_.C);
     std::copy(own_[0].b2.begin(), own_[0].b2.end(), params_.b2);
-    for (const Half& hf : halves_) {
+    for (const HiddenHalf& hf : halves_) {
       for (int64_t j = 0; j < hf.count; ++j) {
         const int64_t unit = hf.first + j, row = hf.row0 + j;
         std::copy(&W1p_[row * Kp], &W1p_[row * Kp] + K, params_.W1 + unit * K);
@@ -243,8 +243,8 @@ class MlpSteps {
  private:
   // What each thread keeps to itself: its copies of C and b2, the minibatch, its
   // embeddings, the loss's buffers.
-  struct Own {
-    explicit Own(const MlpSteps& m)
+  struct ThreadState {
+    explicit ThreadState(const MlpSteps& m)
         : C(m.params_.C, m.params_.C + m.V * m.D), b2(m.params_.b2, m.params_.b2 + m.V),
           dC(m.V * m.D), emb(m.B * m.Kp), embT(m.Kp * m.Bp), logitsT(m.Vp * m.Bp),
           dlogitsT(m.Vp * m.Bp), dlogits(m.B * m.Vp), max_logit(m.Bp), sum_exp(m.Bp),
@@ -253,14 +253,14 @@ class MlpSteps {
       for (int64_t b = 0; b < m.B; ++b) emb[b * m.Kp + m.K] = embT[m.K * m.Bp + b] = 1.0f;
     }
     std::vector<float> C, b2, dC;
-    Floats emb, embT, logitsT, dlogitsT, dlogits;  // emb (B, Kp), the others transposed
+    AlignedFloats emb, embT, logitsT, dlogitsT, dlogits;  // emb (B, Kp), the others transposed
     std::vector<float> max_logit, sum_exp, scale;
     std::vector<int64_t> rows, next_rows, xb, yb;
   };
 
   void steps_on(int t, const float* lrs, int64_t steps, int64_t first_step, uint64_t seed,
                 const int64_t* batch_indices, float* losses) {
-    Own& own = own_[t];
+    ThreadState& own = own_[t];
     // this thread's halves: both on one thread, half t on two
     bool together = threads_ >= 2;
     int first_half = together ? t : 0, end_half = together ? t + 1 : 2;
@@ -320,7 +320,7 @@ class MlpSteps {
     }
   }
 
-  void gather(Own& own) const {
+  void gather(ThreadState& own) const {
     for (int64_t b = 0; b < B; ++b) {
       const int64_t row = own.rows[b];
       for (int64_t t = 0; t < T; ++t) {
@@ -336,8 +336,8 @@ class MlpSteps {
   }
 
   // hidden = tanh(W1 emb + b1) for the half's units, then their share of the logits
-  void forward(Own& own, int i) {
-    const Half& hf = halves_[i];
+  void forward(ThreadState& own, int i) {
+    const HiddenHalf& hf = halves_[i];
     float* h = &hiddenT_[hf.row0 * Bp];
     product(hf.rows, Bp / L, &W1p_[hf.row0 * Kp], Kp, 1, own.embT.get(), Bp, K + 1,
             [&](int64_t r0, int64_t v0, const auto& acc) {
@@ -351,7 +351,7 @@ class MlpSteps {
 
   // Cross entropy with each example a lane: max-subtracted log-sum-exp, the mean loss, and
   // dlogits = (softmax - one_hot) / B (zero in the padding lanes) in both layouts; b2's update.
-  float loss_and_gradient(Own& own, float lr) {
+  float loss_and_gradient(ThreadState& own, float lr) {
     float* max_logit = own.max_logit.data();
     float* sum_exp = own.sum_exp.data();
     std::fill(max_logit, max_logit + Bp, -std::numeric_limits<float>::infinity());
@@ -395,8 +395,8 @@ class MlpSteps {
   }
 
   // the half's gradients and updates; every use of a row's old weights comes before its update
-  void backward(Own& own, int i, float lr) {
-    const Half& hf = halves_[i];
+  void backward(ThreadState& own, int i, float lr) {
+    const HiddenHalf& hf = halves_[i];
     const float* h = &hiddenT_[hf.row0 * Bp];
     float* dz = &dzT_[hf.row0 * Bp];
     float* w1 = &W1p_[hf.row0 * Kp];
@@ -422,7 +422,7 @@ class MlpSteps {
   }
 
   // C -= lr * dC, dC the two halves' embedding gradients added up per character
-  void update_embeddings(Own& own, float lr) const {
+  void update_embeddings(ThreadState& own, float lr) const {
     std::fill(own.dC.begin(), own.dC.end(), 0.0f);
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < T; ++t) {
@@ -441,12 +441,12 @@ class MlpSteps {
   const int64_t n_train_;
   MlpParams params_;
   const int threads_;
-  Half halves_[2];
+  HiddenHalf halves_[2];
   // shared: the weights and activations by rows of hidden units, the halves' partial sums
-  Floats W1p_{0}, W2t_{0}, hiddenT_{0}, dzT_{0};
-  Floats partial_logitsT_[2] = {Floats(0), Floats(0)};
-  Floats partial_d_embT_[2] = {Floats(0), Floats(0)};
-  std::vector<Own> own_;
+  AlignedFloats W1p_{0}, W2t_{0}, hiddenT_{0}, dzT_{0};
+  AlignedFloats partial_logitsT_[2] = {AlignedFloats(0), AlignedFloats(0)};
+  AlignedFloats partial_d_embT_[2] = {AlignedFloats(0), AlignedFloats(0)};
+  std::vector<ThreadState> own_;
   Barrier barrier_;
   // the step after whose second barrier both threads go on as one (thread 0); never: max
   std::atomic<int64_t> solo_after_{std::numeric_limits<int64_t>::max()};
