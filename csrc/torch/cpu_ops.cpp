@@ -1,5 +1,6 @@
-// CPU registrations: argument checks, allocation, then the torch-free kernels in csrc/cpu.
-// float16/bfloat16 tensors are computed in float32 and cast back (CPU kernels are f32/f64).
+// CPU registrations: the checks, operands and outputs of op_calls.h, then the torch-free kernels
+// in csrc/cpu. float16/bfloat16 tensors are computed in float32 and cast back (CPU kernels are
+// f32/f64).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -12,6 +13,7 @@
 #include "checks.h"
 #include "cross_entropy_ops.h"
 #include "linear_ops.h"
+#include "op_calls.h"
 #include "pymakemore/kernels.h"
 
 namespace pymakemore {
@@ -50,12 +52,6 @@ at::Tensor new_output(at::IntArrayRef shape, const at::TensorOptions& options) {
   return out;
 }
 
-at::Tensor new_output_like(const at::Tensor& t) { return new_output(t.sizes(), t.options()); }
-
-void all_on_cpu(const char* op, std::initializer_list<const at::Tensor*> tensors) {
-  checks::all_on(c10::DeviceType::CPU, op, tensors);
-}
-
 at::Tensor upcast(const at::Tensor& t) {
   return t.defined() && at::isReducedFloatingType(t.scalar_type()) ? t.to(at::kFloat) : t;
 }
@@ -85,109 +81,85 @@ const T* ptr_or_null(const c10::optional<at::Tensor>& t) {
 // ---- embedding ------------------------------------------------------------------------------
 at::Tensor embedding_cpu(const at::Tensor& input, const at::Tensor& weight, int64_t padding_idx,
                          bool scale_grad_by_freq) {
-  checks::embedding_args(input, weight);
-  all_on_cpu("embedding", {&input, &weight});
+  calls::check_embedding(at::kCPU, input, weight);
   if (half_precision(weight))
     return embedding_cpu(input, upcast(weight), padding_idx, scale_grad_by_freq)
         .to(weight.scalar_type());
-  const at::Tensor idx = input.contiguous();
-  const at::Tensor w = weight.contiguous();
-  const int64_t rows = w.size(0), dim = w.size(1);
-  at::Tensor out = new_output(checks::embedding_output_shape(idx, dim), w.options());
+  const calls::Embedding c = calls::embedding(input, weight, &new_output);
   int64_t bad = kAllValid;
-  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "embedding_cpu", [&] {
-    with_index_type(idx.scalar_type(), [&](auto index_tag) {
+  AT_DISPATCH_FLOATING_TYPES(c.weight.scalar_type(), "embedding_cpu", [&] {
+    with_index_type(c.idx.scalar_type(), [&](auto index_tag) {
       using Index = decltype(index_tag);
-      bad = embedding_forward<scalar_t, Index>(idx.data_ptr<Index>(), idx.numel(),
-                                               w.data_ptr<scalar_t>(), rows, dim,
-                                               out.data_ptr<scalar_t>(), torch_parallel_for());
+      bad = embedding_forward<scalar_t, Index>(c.idx.data_ptr<Index>(), c.idx.numel(),
+                                               c.weight.data_ptr<scalar_t>(), c.rows(), c.dim(),
+                                               c.out.data_ptr<scalar_t>(), torch_parallel_for());
     });
   });
-  if (bad != kAllValid) checks::bad_index("embedding", checks::index_at(idx, bad), bad, rows);
-  return out;
+  if (bad != kAllValid) checks::bad_index("embedding", checks::index_at(c.idx, bad), bad, c.rows());
+  return c.out;
 }
 
 at::Tensor embedding_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
                                   int64_t num_weights, int64_t padding_idx,
                                   bool scale_grad_by_freq) {
-  checks::embedding_backward_args(grad_output, input, num_weights);
-  all_on_cpu("embedding_backward", {&grad_output, &input});
+  calls::check_embedding_backward(at::kCPU, grad_output, input, num_weights);
   if (half_precision(grad_output))
     return embedding_backward_cpu(upcast(grad_output), input, num_weights, padding_idx,
                                   scale_grad_by_freq)
         .to(grad_output.scalar_type());
-  const at::Tensor idx = input.contiguous();
-  const at::Tensor grad = grad_output.contiguous();
-  const int64_t dim = grad.size(-1);
-  at::Tensor grad_weight = new_output({num_weights, dim}, grad.options());
+  const calls::EmbeddingBackward c =
+      calls::embedding_backward(grad_output, input, num_weights, &new_output);
   int64_t bad = kAllValid;
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "embedding_backward_cpu", [&] {
-    with_index_type(idx.scalar_type(), [&](auto index_tag) {
+  AT_DISPATCH_FLOATING_TYPES(c.grad.scalar_type(), "embedding_backward_cpu", [&] {
+    with_index_type(c.idx.scalar_type(), [&](auto index_tag) {
       using Index = decltype(index_tag);
       bad = embedding_backward<scalar_t, Index>(
-          grad.data_ptr<scalar_t>(), idx.data_ptr<Index>(), idx.numel(), num_weights, dim,
-          padding_idx, scale_grad_by_freq, grad_weight.data_ptr<scalar_t>(),
+          c.grad.data_ptr<scalar_t>(), c.idx.data_ptr<Index>(), c.idx.numel(), num_weights,
+          c.dim(), padding_idx, scale_grad_by_freq, c.grad_weight.data_ptr<scalar_t>(),
           torch_parallel_for());
     });
   });
   if (bad != kAllValid)
-    checks::bad_index("embedding_backward", checks::index_at(idx, bad), bad, num_weights);
-  return grad_weight;
+    checks::bad_index("embedding_backward", checks::index_at(c.idx, bad), bad, num_weights);
+  return c.grad_weight;
 }
 
 // ---- linear, linear_tanh ---------------------------------------------------------------------
 at::Tensor linear_forward_cpu(const char* op, Activation act, const at::Tensor& input,
                               const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
-  checks::linear_args(op, input, weight, bias);
-  all_on_cpu(op, {&input, &weight});
-  if (bias) all_on_cpu(op, {&*bias});
+  calls::check_linear(at::kCPU, op, input, weight, bias);
   if (half_precision(input))
     return linear_forward_cpu(op, act, upcast(input), upcast(weight), upcast(bias))
         .to(input.scalar_type());
-  const at::Tensor x = input.contiguous();
-  const at::Tensor w = weight.contiguous();
-  const c10::optional<at::Tensor> b = checks::contiguous(bias);
-  const int64_t k = w.size(1), h = w.size(0);
-  const int64_t rows = c10::multiply_integers(x.sizes().begin(), x.sizes().end() - 1);
-  at::Tensor y = new_output(checks::linear_output_shape(x, w), x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linear_cpu", [&] {
-    linear_forward<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
-                             ptr_or_null<scalar_t>(b), rows, k, h, act, y.data_ptr<scalar_t>(),
-                             torch_parallel_for());
+  const calls::Linear c = calls::linear(input, weight, bias, &new_output);
+  AT_DISPATCH_FLOATING_TYPES(c.x.scalar_type(), "linear_cpu", [&] {
+    linear_forward<scalar_t>(c.x.data_ptr<scalar_t>(), c.w.data_ptr<scalar_t>(),
+                             ptr_or_null<scalar_t>(c.b), c.rows, c.in_features, c.out_features,
+                             act, c.y.data_ptr<scalar_t>(), torch_parallel_for());
   });
-  return y;
+  return c.y;
 }
 
-// output: the forward's y for tanh, undefined for identity.
 LinearGrads linear_backward_cpu(
     const char* op, Activation act, const at::Tensor& grad_output, const at::Tensor& output,
     const at::Tensor& input, const at::Tensor& weight, std::array<bool, 3> output_mask) {
-  checks::linear_backward_args(op, grad_output, output, input, weight);
-  all_on_cpu(op, {&grad_output, &output, &input, &weight});
+  calls::check_linear_backward(at::kCPU, op, grad_output, output, input, weight);
   if (half_precision(input)) {
     auto [gx, gw, gb] = linear_backward_cpu(op, act, upcast(grad_output), upcast(output),
                                             upcast(input), upcast(weight), output_mask);
     const auto st = input.scalar_type();
     return {gx.to(st), gw.to(st), gb.to(st)};
   }
-  const at::Tensor gy = grad_output.contiguous();
-  const at::Tensor y = output.defined() ? output.contiguous() : at::Tensor();
-  const at::Tensor x = input.contiguous();
-  const at::Tensor w = weight.contiguous();
-  const int64_t k = w.size(1), h = w.size(0);
-  const int64_t rows = c10::multiply_integers(x.sizes().begin(), x.sizes().end() - 1);
-  at::Tensor grad_x = output_mask[0] ? new_output_like(x) : at::empty({0}, x.options());
-  at::Tensor grad_w = output_mask[1] ? at::empty_like(w) : at::empty({0}, x.options());
-  at::Tensor grad_b = output_mask[2] ? at::empty({h}, x.options()) : at::empty({0}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linear_backward_cpu", [&] {
-    linear_backward<scalar_t>(
-        gy.data_ptr<scalar_t>(), y.defined() ? y.data_ptr<scalar_t>() : nullptr,
-        x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), rows, k, h, act,
-        output_mask[0] ? grad_x.data_ptr<scalar_t>() : nullptr,
-        output_mask[1] ? grad_w.data_ptr<scalar_t>() : nullptr,
-        output_mask[2] ? grad_b.data_ptr<scalar_t>() : nullptr, torch_parallel_for());
+  const calls::LinearBackward c =
+      calls::linear_backward(grad_output, output, input, weight, output_mask, &new_output);
+  AT_DISPATCH_FLOATING_TYPES(c.x.scalar_type(), "linear_backward_cpu", [&] {
+    linear_backward<scalar_t>(c.gy.data_ptr<scalar_t>(), c.y_ptr<scalar_t>(),
+                              c.x.data_ptr<scalar_t>(), c.w.data_ptr<scalar_t>(), c.rows,
+                              c.in_features, c.out_features, act, c.grad_x_ptr<scalar_t>(),
+                              c.grad_w_ptr<scalar_t>(), c.grad_b_ptr<scalar_t>(),
+                              torch_parallel_for());
   });
-  return {grad_x, grad_w, grad_b};
+  return {c.grad_x, c.grad_w, c.grad_b};
 }
 
 // ---- cross_entropy --------------------------------------------------------------------------
@@ -196,11 +168,9 @@ CrossEntropyOutputs cross_entropy_cpu(
     const char* op, const at::Tensor& input, const at::Tensor& target,
     const c10::optional<at::Tensor>& weight, c10::string_view reduction, int64_t ignore_index,
     double label_smoothing, bool with_grad) {
-  const CrossEntropyOptions opt = checks::cross_entropy_forward_args(
-      input, target, weight, reduction, ignore_index, label_smoothing);
-  if (with_grad) checks::reduced_for_gradient(op, opt);
-  all_on_cpu(op, {&input, &target});
-  if (weight) all_on_cpu(op, {&*weight});
+  const CrossEntropyOptions opt =
+      calls::check_cross_entropy(at::kCPU, op, input, target, weight, reduction, ignore_index,
+                                 label_smoothing, with_grad);
   if (half_precision(input)) {
     auto [loss, lse, grad] = cross_entropy_cpu(op, upcast(input), target, upcast(weight),
                                                 reduction, ignore_index, label_smoothing,
@@ -208,32 +178,26 @@ CrossEntropyOutputs cross_entropy_cpu(
     return {loss.to(input.scalar_type()), lse,
             with_grad ? grad.to(input.scalar_type()) : grad};
   }
-  const at::Tensor x = input.contiguous();
-  const at::Tensor t = target.contiguous();
-  const c10::optional<at::Tensor> w = checks::contiguous(weight);
-  const int64_t n = x.size(0), c = x.size(1);
-  at::Tensor loss = opt.reduction == Reduction::None ? at::empty({n}, x.options())
-                                                     : at::empty({}, x.options());
-  at::Tensor lse = at::empty({n}, x.options().dtype(checks::kLseDtype));
-  at::Tensor grad = with_grad ? new_output_like(x) : at::Tensor();
+  const calls::CrossEntropy c =
+      calls::cross_entropy(input, target, weight, opt, with_grad, &new_output);
   int64_t bad = kAllValid;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cross_entropy_cpu", [&] {
-    with_index_type(t.scalar_type(), [&](auto index_tag) {
+  AT_DISPATCH_FLOATING_TYPES(c.x.scalar_type(), "cross_entropy_cpu", [&] {
+    with_index_type(c.t.scalar_type(), [&](auto index_tag) {
       using Index = decltype(index_tag);
       bad = cross_entropy_forward<scalar_t, Index>(
-          x.data_ptr<scalar_t>(), t.data_ptr<Index>(), ptr_or_null<scalar_t>(w), n, c, opt,
-          loss.data_ptr<scalar_t>(), lse.data_ptr<double>(),
-          with_grad ? grad.data_ptr<scalar_t>() : nullptr, torch_parallel_for());
+          c.x.data_ptr<scalar_t>(), c.t.data_ptr<Index>(), ptr_or_null<scalar_t>(c.w), c.n(),
+          c.classes(), opt, c.loss.data_ptr<scalar_t>(), c.lse.data_ptr<double>(),
+          with_grad ? c.grad.data_ptr<scalar_t>() : nullptr, torch_parallel_for());
     });
   });
-  if (bad != kAllValid) checks::bad_target(checks::index_at(t, bad), bad, c, ignore_index);
-  return {loss, lse, grad};
+  if (bad != kAllValid)
+    checks::bad_target(checks::index_at(c.t, bad), bad, c.classes(), ignore_index);
+  return {c.loss, c.lse, c.grad};
 }
 
 // grad *= grad_loss, skipped when grad_loss is 1 (on the CPU its value is at hand).
 void scale_grad_cpu(at::Tensor& grad, const at::Tensor& grad_loss) {
-  checks::scale_grad_args(grad, grad_loss);
-  all_on_cpu("scale_grad_", {&grad, &grad_loss});
+  calls::check_scale_grad(at::kCPU, grad, grad_loss);
   if (grad_loss.item<double>() != 1.0) grad.mul_(grad_loss);
 }
 
@@ -242,38 +206,28 @@ at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_loss, const at::Ten
                                       const c10::optional<at::Tensor>& weight,
                                       const at::Tensor& lse, c10::string_view reduction,
                                       int64_t ignore_index, double label_smoothing) {
-  const CrossEntropyOptions opt = checks::cross_entropy_backward_args(
-      grad_loss, input, target, weight, lse, reduction, ignore_index, label_smoothing);
-  all_on_cpu("cross_entropy_backward", {&grad_loss, &input, &target, &lse});
-  const int64_t n = input.size(0), c = input.size(1);
+  const CrossEntropyOptions opt = calls::check_cross_entropy_backward(
+      at::kCPU, grad_loss, input, target, weight, lse, reduction, ignore_index, label_smoothing);
   if (half_precision(input))
     return cross_entropy_backward_cpu(upcast(grad_loss), upcast(input), target, upcast(weight),
-                                      lse, reduction, ignore_index,
-                                      label_smoothing)
+                                      lse, reduction, ignore_index, label_smoothing)
         .to(input.scalar_type());
-  const at::Tensor x = input.contiguous();
-  const at::Tensor t = target.contiguous();
-  // (.to() is a dispatcher round trip even when nothing changes: skip it then)
-  const at::Tensor g = (grad_loss.scalar_type() == x.scalar_type() ? grad_loss
-                                                                   : grad_loss.to(x.scalar_type()))
-                           .contiguous();
-  const at::Tensor l =
-      (lse.scalar_type() == checks::kLseDtype ? lse : lse.to(checks::kLseDtype)).contiguous();
-  const c10::optional<at::Tensor> w = checks::contiguous(weight);
-  at::Tensor grad_input = new_output_like(x);
-  if (n == 0) return grad_input;
+  const calls::CrossEntropyBackward c =
+      calls::cross_entropy_backward(grad_loss, input, target, weight, lse, &new_output);
+  if (c.n() == 0) return c.grad_input;
   int64_t bad = kAllValid;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cross_entropy_backward_cpu", [&] {
-    with_index_type(t.scalar_type(), [&](auto index_tag) {
+  AT_DISPATCH_FLOATING_TYPES(c.x.scalar_type(), "cross_entropy_backward_cpu", [&] {
+    with_index_type(c.t.scalar_type(), [&](auto index_tag) {
       using Index = decltype(index_tag);
       bad = cross_entropy_backward<scalar_t, Index>(
-          g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), t.data_ptr<Index>(),
-          ptr_or_null<scalar_t>(w), l.data_ptr<double>(), n, c, opt,
-          grad_input.data_ptr<scalar_t>(), torch_parallel_for());
+          c.g.data_ptr<scalar_t>(), c.x.data_ptr<scalar_t>(), c.t.data_ptr<Index>(),
+          ptr_or_null<scalar_t>(c.w), c.lse.data_ptr<double>(), c.n(), c.classes(), opt,
+          c.grad_input.data_ptr<scalar_t>(), torch_parallel_for());
     });
   });
-  if (bad != kAllValid) checks::bad_target(checks::index_at(t, bad), bad, c, ignore_index);
-  return grad_input;
+  if (bad != kAllValid)
+    checks::bad_target(checks::index_at(c.t, bad), bad, c.classes(), ignore_index);
+  return c.grad_input;
 }
 
 // ---- the MLP engine ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-// CUDA registrations: the same checks as on the CPU, allocation through torch's caching
-// allocator (so CUDA-graph capture works), the current stream, then the torch-free launchers
-// in csrc/cuda. Nothing here reads device data on the host.
+// CUDA registrations: the checks, operands and outputs of op_calls.h (allocated through torch's
+// caching allocator, so CUDA-graph capture works), the current stream, then the torch-free
+// launchers in csrc/cuda. Nothing here reads device data on the host.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
@@ -14,6 +14,7 @@
 #include "checks.h"
 #include "cross_entropy_ops.h"
 #include "linear_ops.h"
+#include "op_calls.h"
 #include "pymakemore/cuda_kernels.h"
 
 namespace pymakemore {
@@ -31,10 +32,6 @@ cuda::Dtype dtype_of(const at::Tensor& t) {
 
 cuda::IndexDtype index_dtype_of(const at::Tensor& t) {
   return t.scalar_type() == at::kLong ? cuda::IndexDtype::Int64 : cuda::IndexDtype::Int32;
-}
-
-void all_on_cuda(const char* op, std::initializer_list<const at::Tensor*> tensors) {
-  checks::all_on(c10::DeviceType::CUDA, op, tensors);
 }
 
 cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
@@ -57,85 +54,63 @@ at::Tensor workspace(size_t bytes, const at::Tensor& like) {
 // ---- embedding ------------------------------------------------------------------------------
 at::Tensor embedding_cuda(const at::Tensor& input, const at::Tensor& weight, int64_t,
                           bool) {
-  checks::embedding_args(input, weight);
-  all_on_cuda("embedding", {&input, &weight});
+  calls::check_embedding(at::kCUDA, input, weight);
   const c10::cuda::CUDAGuard guard(weight.device());
-  const at::Tensor idx = input.contiguous();
-  const at::Tensor w = weight.contiguous();
-  at::Tensor out = at::empty(checks::embedding_output_shape(idx, w.size(1)), w.options());
+  const calls::Embedding c = calls::embedding(input, weight, &calls::empty);
   check_launch("embedding",
-               cuda::embedding_forward(dtype_of(w), index_dtype_of(idx), idx.data_ptr(),
-                                       idx.numel(), w.data_ptr(), w.size(0), w.size(1),
-                                       out.data_ptr(), stream()));
-  return out;
+               cuda::embedding_forward(dtype_of(c.weight), index_dtype_of(c.idx),
+                                       c.idx.data_ptr(), c.idx.numel(), c.weight.data_ptr(),
+                                       c.rows(), c.dim(), c.out.data_ptr(), stream()));
+  return c.out;
 }
 
 at::Tensor embedding_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
                                    int64_t num_weights, int64_t padding_idx,
                                    bool scale_grad_by_freq) {
-  checks::embedding_backward_args(grad_output, input, num_weights);
-  all_on_cuda("embedding_backward", {&grad_output, &input});
+  calls::check_embedding_backward(at::kCUDA, grad_output, input, num_weights);
   TORCH_CHECK(input.numel() < std::numeric_limits<int32_t>::max() &&
                   num_weights < std::numeric_limits<int32_t>::max(),
               "embedding_backward: on CUDA, indices and rows are limited to 2^31 - 1");
   const c10::cuda::CUDAGuard guard(grad_output.device());
-  const at::Tensor idx = input.contiguous();
-  const at::Tensor grad = grad_output.contiguous();
-  const int64_t dim = grad.size(-1);
-  at::Tensor grad_weight = at::empty({num_weights, dim}, grad.options());
+  const calls::EmbeddingBackward c =
+      calls::embedding_backward(grad_output, input, num_weights, &calls::empty);
+  const cuda::IndexDtype index_dtype = index_dtype_of(c.idx);
   at::Tensor ws = workspace(
-      cuda::embedding_backward_workspace_bytes(index_dtype_of(idx), idx.numel(), num_weights),
-      grad);
+      cuda::embedding_backward_workspace_bytes(index_dtype, c.idx.numel(), num_weights), c.grad);
   check_launch("embedding_backward",
-               cuda::embedding_backward(dtype_of(grad), index_dtype_of(idx), grad.data_ptr(),
-                                        idx.data_ptr(), idx.numel(), num_weights, dim,
-                                        padding_idx, scale_grad_by_freq, grad_weight.data_ptr(),
-                                        ws.data_ptr(), stream()));
-  return grad_weight;
+               cuda::embedding_backward(dtype_of(c.grad), index_dtype, c.grad.data_ptr(),
+                                        c.idx.data_ptr(), c.idx.numel(), num_weights, c.dim(),
+                                        padding_idx, scale_grad_by_freq,
+                                        c.grad_weight.data_ptr(), ws.data_ptr(), stream()));
+  return c.grad_weight;
 }
 
 // ---- linear, linear_tanh ---------------------------------------------------------------------
 at::Tensor linear_forward_cuda(const char* op, Activation act, const at::Tensor& input,
                                const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
-  checks::linear_args(op, input, weight, bias);
-  all_on_cuda(op, {&input, &weight});
-  if (bias) all_on_cuda(op, {&*bias});
+  calls::check_linear(at::kCUDA, op, input, weight, bias);
   const c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor x = input.contiguous();
-  const at::Tensor w = weight.contiguous();
-  const c10::optional<at::Tensor> b = checks::contiguous(bias);
-  const int64_t rows = c10::multiply_integers(x.sizes().begin(), x.sizes().end() - 1);
-  at::Tensor y = at::empty(checks::linear_output_shape(x, w), x.options());
-  check_launch(op, cuda::linear_forward(dtype_of(x), x.data_ptr(), w.data_ptr(), ptr_or_null(b),
-                                        rows, w.size(1), w.size(0), act, y.data_ptr(),
-                                        stream()));
-  return y;
+  const calls::Linear c = calls::linear(input, weight, bias, &calls::empty);
+  check_launch(op, cuda::linear_forward(dtype_of(c.x), c.x.data_ptr(), c.w.data_ptr(),
+                                        ptr_or_null(c.b), c.rows, c.in_features,
+                                        c.out_features, act, c.y.data_ptr(), stream()));
+  return c.y;
 }
 
 LinearGrads linear_backward_cuda(
     const char* op, Activation act, const at::Tensor& grad_output, const at::Tensor& output,
     const at::Tensor& input, const at::Tensor& weight, std::array<bool, 3> output_mask) {
-  checks::linear_backward_args(op, grad_output, output, input, weight);
-  all_on_cuda(op, {&grad_output, &output, &input, &weight});
+  calls::check_linear_backward(at::kCUDA, op, grad_output, output, input, weight);
   const c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor gy = grad_output.contiguous();
-  const at::Tensor y = output.defined() ? output.contiguous() : at::Tensor();
-  const at::Tensor x = input.contiguous();
-  const at::Tensor w = weight.contiguous();
-  const int64_t k = w.size(1), h = w.size(0);
-  const int64_t rows = c10::multiply_integers(x.sizes().begin(), x.sizes().end() - 1);
-  at::Tensor grad_x = output_mask[0] ? at::empty_like(x) : at::empty({0}, x.options());
-  at::Tensor grad_w = output_mask[1] ? at::empty_like(w) : at::empty({0}, x.options());
-  at::Tensor grad_b = output_mask[2] ? at::empty({h}, x.options()) : at::empty({0}, x.options());
-  at::Tensor ws = workspace(cuda::linear_backward_workspace_bytes(rows, k, h), x);
-  check_launch(op, cuda::linear_backward(dtype_of(x), gy.data_ptr(),
-                                         y.defined() ? y.data_ptr() : nullptr, x.data_ptr(),
-                                         w.data_ptr(), rows, k, h, act,
-                                         output_mask[0] ? grad_x.data_ptr() : nullptr,
-                                         output_mask[1] ? grad_w.data_ptr() : nullptr,
-                                         output_mask[2] ? grad_b.data_ptr() : nullptr,
-                                         ws.data_ptr(), stream()));
-  return {grad_x, grad_w, grad_b};
+  const calls::LinearBackward c =
+      calls::linear_backward(grad_output, output, input, weight, output_mask, &calls::empty);
+  at::Tensor ws = workspace(
+      cuda::linear_backward_workspace_bytes(c.rows, c.in_features, c.out_features), c.x);
+  check_launch(op, cuda::linear_backward(dtype_of(c.x), c.gy.data_ptr(), c.y_ptr(),
+                                         c.x.data_ptr(), c.w.data_ptr(), c.rows, c.in_features,
+                                         c.out_features, act, c.grad_x_ptr(), c.grad_w_ptr(),
+                                         c.grad_b_ptr(), ws.data_ptr(), stream()));
+  return {c.grad_x, c.grad_w, c.grad_b};
 }
 
 // ---- cross_entropy --------------------------------------------------------------------------
@@ -144,33 +119,24 @@ CrossEntropyOutputs cross_entropy_cuda(
     const char* op, const at::Tensor& input, const at::Tensor& target,
     const c10::optional<at::Tensor>& weight, c10::string_view reduction, int64_t ignore_index,
     double label_smoothing, bool with_grad) {
-  const CrossEntropyOptions opt = checks::cross_entropy_forward_args(
-      input, target, weight, reduction, ignore_index, label_smoothing);
-  if (with_grad) checks::reduced_for_gradient(op, opt);
-  all_on_cuda(op, {&input, &target});
-  if (weight) all_on_cuda(op, {&*weight});
+  const CrossEntropyOptions opt =
+      calls::check_cross_entropy(at::kCUDA, op, input, target, weight, reduction, ignore_index,
+                                 label_smoothing, with_grad);
   const c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor x = input.contiguous();
-  const at::Tensor t = target.contiguous();
-  const c10::optional<at::Tensor> w = checks::contiguous(weight);
-  const int64_t n = x.size(0), c = x.size(1);
-  at::Tensor loss = opt.reduction == Reduction::None ? at::empty({n}, x.options())
-                                                     : at::empty({}, x.options());
-  at::Tensor lse = at::empty({n}, x.options().dtype(checks::kLseDtype));
-  at::Tensor grad = with_grad ? at::empty_like(x) : at::Tensor();
-  at::Tensor ws = workspace(cuda::cross_entropy_workspace_bytes(n), x);
-  check_launch(op, cuda::cross_entropy_forward(dtype_of(x), index_dtype_of(t), x.data_ptr(),
-                                               t.data_ptr(), ptr_or_null(w), n, c, opt,
-                                               loss.data_ptr(), lse.data_ptr<double>(),
-                                               with_grad ? grad.data_ptr() : nullptr,
-                                               ws.data_ptr(), stream()));
-  return {loss, lse, grad};
+  const calls::CrossEntropy c =
+      calls::cross_entropy(input, target, weight, opt, with_grad, &calls::empty);
+  at::Tensor ws = workspace(cuda::cross_entropy_workspace_bytes(c.n()), c.x);
+  check_launch(op, cuda::cross_entropy_forward(
+                       dtype_of(c.x), index_dtype_of(c.t), c.x.data_ptr(), c.t.data_ptr(),
+                       ptr_or_null(c.w), c.n(), c.classes(), opt, c.loss.data_ptr(),
+                       c.lse.data_ptr<double>(), with_grad ? c.grad.data_ptr() : nullptr,
+                       ws.data_ptr(), stream()));
+  return {c.loss, c.lse, c.grad};
 }
 
 // grad *= grad_loss; whether grad_loss is 1 is decided on the device (no host read).
 void scale_grad_cuda(at::Tensor& grad, const at::Tensor& grad_loss) {
-  checks::scale_grad_args(grad, grad_loss);
-  all_on_cuda("scale_grad_", {&grad, &grad_loss});
+  calls::check_scale_grad(at::kCUDA, grad, grad_loss);
   const c10::cuda::CUDAGuard guard(grad.device());
   const at::Tensor factor = grad_loss.contiguous();
   check_launch("scale_grad_", cuda::scale_grad(dtype_of(grad), grad.data_ptr(), grad.numel(),
@@ -182,24 +148,19 @@ at::Tensor cross_entropy_backward_cuda(const at::Tensor& grad_loss, const at::Te
                                        const c10::optional<at::Tensor>& weight,
                                        const at::Tensor& lse, c10::string_view reduction,
                                        int64_t ignore_index, double label_smoothing) {
-  const CrossEntropyOptions opt = checks::cross_entropy_backward_args(
-      grad_loss, input, target, weight, lse, reduction, ignore_index, label_smoothing);
-  all_on_cuda("cross_entropy_backward", {&grad_loss, &input, &target, &lse});
-  const int64_t n = input.size(0), c = input.size(1);
+  const CrossEntropyOptions opt = calls::check_cross_entropy_backward(
+      at::kCUDA, grad_loss, input, target, weight, lse, reduction, ignore_index,
+      label_smoothing);
   const c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor x = input.contiguous();
-  const at::Tensor t = target.contiguous();
-  const at::Tensor g = grad_loss.to(x.scalar_type()).contiguous();
-  const at::Tensor l = lse.to(checks::kLseDtype).contiguous();
-  const c10::optional<at::Tensor> w = checks::contiguous(weight);
-  at::Tensor grad_input = at::empty_like(x);
-  at::Tensor ws = workspace(cuda::cross_entropy_workspace_bytes(n), x);
+  const calls::CrossEntropyBackward c =
+      calls::cross_entropy_backward(grad_loss, input, target, weight, lse, &calls::empty);
+  at::Tensor ws = workspace(cuda::cross_entropy_workspace_bytes(c.n()), c.x);
   check_launch("cross_entropy_backward",
-               cuda::cross_entropy_backward(dtype_of(x), index_dtype_of(t), g.data_ptr(),
-                                            x.data_ptr(), t.data_ptr(), ptr_or_null(w),
-                                            l.data_ptr<double>(), n, c, opt,
-                                            grad_input.data_ptr(), ws.data_ptr(), stream()));
-  return grad_input;
+               cuda::cross_entropy_backward(dtype_of(c.x), index_dtype_of(c.t), c.g.data_ptr(),
+                                            c.x.data_ptr(), c.t.data_ptr(), ptr_or_null(c.w),
+                                            c.lse.data_ptr<double>(), c.n(), c.classes(), opt,
+                                            c.grad_input.data_ptr(), ws.data_ptr(), stream()));
+  return c.grad_input;
 }
 
 // ---- the MLP engine ---------------------------------------------------------------------------
