@@ -3,6 +3,8 @@
 - "auto" (the default): the fastest of the three below that runs the model, device and
   options: "fused" for the makemore MLP on SGD, else "graph" on CUDA where it applies, else
   "ops" (see choose()).
+Each is an Engine (ENGINES): whether it runs a model here and why not, and how it runs a block
+of steps.
 - "ops": step by step from Python, each op through autograd (any model, any device).
 - "graph": CUDA only: one whole SGD step (minibatch draw, forward, backward, update) captured
   once in a CUDA graph and replayed, the learning rate in device memory; the same minibatches
@@ -15,36 +17,192 @@
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import torch
 
 from . import _C  # noqa: F401  (registers torch.ops.pymakemore.*)
+from . import distributed, manual_backprop
 from .devices import has_cuda_kernels
 from .models import MLP
+from .models.layers import IGNORE_TARGET
 
-ENGINES = ("auto", "ops", "graph", "fused")
 WARMUP_STEPS = 2  # eager steps (real ones) before the capture, as CUDA graphs require
 _ops = torch.ops.pymakemore
 
+# A block of training steps: (first step, stop step, learning rate) -> the steps' losses,
+# left on the device.
+Steps = Callable[[int, int, float], torch.Tensor]
 
-def fused_supports(model: torch.nn.Module, device: torch.device, config: dict
-                   ) -> Optional[str]:
-    """None when the fused engine can run this model here, else the reason it cannot."""
-    if config["optimizer"] != "sgd":  # its update is plain SGD, written in the kernel
-        return "--engine fused runs plain SGD (--optimizer sgd)"
-    if not isinstance(model, MLP):
-        return f"--engine fused runs the mlp model only, not {type(model).__name__}"
-    if model.ops != "fused":
-        return "--engine fused runs the fused ops; --ops torch needs --engine ops"
-    if device.type == "cuda" and not has_cuda_kernels():
-        return "--engine fused on CUDA needs the CUDA build of the kernels"
-    if device.type not in ("cpu", "cuda"):
-        return f"--engine fused runs on the CPU or CUDA, not {device.type}"
-    if any(p.dtype != torch.float32 for p in model.parameters()):
-        return "--engine fused needs float32 parameters"
-    return None
 
+@dataclass
+class Run:
+    """What an engine is given to train: the model (and its DDP wrapper under torchrun), the
+    optimizer, the training split and the minibatch generator, the options."""
+    model: torch.nn.Module
+    optimizer: Any
+    x: torch.Tensor
+    y: torch.Tensor
+    generator: torch.Generator
+    config: dict
+    device: torch.device
+    group: distributed.Group = distributed.SINGLE
+    trainer: Optional[torch.nn.Module] = None  # the model as DDP wraps it; else the model
+    ratios: Any = None  # a diagnostics.UpdateRatios to feed, when diagnostics are on
+
+
+class Engine:
+    """How the trainer runs blocks of steps. `options_problem` and `problem` say why this
+    engine cannot run a configuration (None: it can): the first from the options alone, when
+    they are parsed; the second with the model and device as well. `start` prepares a run and
+    returns its Steps."""
+    name: str
+    summary: str  # for --help
+    distributed = False  # runs under torchrun
+
+    def options_problem(self, config: dict) -> Optional[str]:
+        return None
+
+    def problem(self, model: torch.nn.Module, config: dict, device: torch.device,
+                distributed: bool) -> Optional[str]:
+        if distributed and not self.distributed:
+            return f"--engine {self.name} runs in one process, not under torchrun"
+        return self.options_problem(config)
+
+    def start(self, run: Run) -> Steps:
+        raise NotImplementedError
+
+
+class OpsEngine(Engine):
+    name = "ops"
+    summary = "step by step through autograd (any model, device and options)"
+    distributed = True
+
+    def start(self, run: Run) -> Steps:
+        manual = run.config["backprop"] == "manual"
+
+        def steps(first: int, stop: int, lr: float) -> torch.Tensor:
+            block = run_steps(run.trainer if run.trainer is not None else run.model,
+                              run.optimizer, run.x, run.y,
+                              run.config["batch_size"], run.generator, stop - first,
+                              first_step=first, lr=lr, manual=manual, ratios=run.ratios,
+                              group=run.group)
+            return distributed.mean_(block, run.group)  # the global batch's
+        return steps
+
+
+class GraphEngine(Engine):
+    name = "graph"
+    summary = "each step one CUDA-graph replay (CUDA, SGD)"
+
+    def options_problem(self, config: dict) -> Optional[str]:
+        if config["optimizer"] != "sgd":
+            return "--engine graph runs plain SGD (--optimizer sgd)"
+        if config["backprop"] != "autograd" or config["diagnostics"]:
+            return "--engine graph runs autograd's gradients without --diagnostics"
+        if config["batch_size"] < 1:
+            return "--engine graph draws minibatches: --batch-size must be >= 1"
+        return None
+
+    def problem(self, model, config, device, distributed) -> Optional[str]:
+        if device.type != "cuda":
+            return "--engine graph captures CUDA graphs: it needs --device cuda"
+        return super().problem(model, config, device, distributed)
+
+    def start(self, run: Run) -> Steps:
+        graphed = GraphedSteps(run.model, run.x, run.y, run.config["batch_size"], run.generator)
+        return lambda first, stop, lr: graphed.run(stop - first, lr)
+
+
+class FusedEngine(Engine):
+    name = "fused"
+    summary = ("the MLP's whole steps in one call (C++ on the CPU, one kernel on CUDA), "
+               "SGD")
+
+    def options_problem(self, config: dict) -> Optional[str]:
+        if config["optimizer"] != "sgd":  # its update is plain SGD, written in the kernel
+            return "--engine fused runs plain SGD (--optimizer sgd)"
+        if config["backprop"] != "autograd":
+            return "--backprop manual runs on --engine ops"
+        if config["batch_size"] < 1:
+            return "--batch-size 0 (the whole training set) runs on --engine ops"
+        if config["type"] != "mlp":
+            return f"--engine fused runs the mlp model only, not {config['type']}"
+        if config["ops"] != "fused":
+            return "--engine fused runs the fused ops; --ops torch needs --engine ops"
+        return None
+
+    def problem(self, model, config, device, distributed) -> Optional[str]:
+        if not isinstance(model, MLP):
+            return f"--engine fused runs the mlp model only, not {type(model).__name__}"
+        if model.ops != "fused":
+            return "--engine fused runs the fused ops; --ops torch needs --engine ops"
+        if device.type == "cuda" and not has_cuda_kernels():
+            return "--engine fused on CUDA needs the CUDA build of the kernels"
+        if device.type not in ("cpu", "cuda"):
+            return f"--engine fused runs on the CPU or CUDA, not {device.type}"
+        if any(p.dtype != torch.float32 for p in model.parameters()):
+            return "--engine fused needs float32 parameters"
+        return super().problem(model, config, device, distributed)
+
+    def start(self, run: Run) -> Steps:
+        config = run.config
+
+        def steps(first: int, stop: int, lr: float) -> torch.Tensor:
+            # minibatches from (seed + 1, step): a resumed run draws the same ones
+            return fused_steps(run.model, run.x, run.y, torch.full((stop - first,), lr),
+                               config["batch_size"], first, config["seed"] + 1)
+        return steps
+
+
+ENGINES: dict[str, Engine] = {e.name: e for e in (OpsEngine(), GraphEngine(), FusedEngine())}
+FASTEST_FIRST = ("fused", "graph", "ops")
+
+
+def choose(model: torch.nn.Module, config: dict, device: torch.device, distributed: bool
+           ) -> str:
+    """--engine auto: the first of FASTEST_FIRST that runs this model, device and options
+    (under torchrun, the ops engine)."""
+    return next(name for name in FASTEST_FIRST
+                if ENGINES[name].problem(model, config, device, distributed) is None)
+
+
+def run_steps(model: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor,
+              batch_size: int, gen: torch.Generator, steps: int, *, first_step: int = 0,
+              lr: float = 0.0, manual: bool = False, ratios=None,
+              group: distributed.Group = distributed.SINGLE) -> torch.Tensor:
+    """The ops engine's loop: `steps` optimizer steps on minibatches drawn on x's device
+    (batch_size 0: all of x); their losses, left on the device (no host read per step).
+    manual: gradients by hand (manual_backprop) instead of autograd; ratios: a
+    diagnostics.UpdateRatios to feed. Under torchrun every rank draws the same global batch and
+    trains on its share of it."""
+    losses = []
+    mine = group.share(batch_size)
+    # padded targets (gpt on words) make ranks' shares count unequally: weigh each rank's mean
+    # by its share of the global batch's targets, so DDP's average is the global mean
+    weigh = group.enabled and y.dim() > 1
+    for i in range(steps):
+        if batch_size:
+            every = torch.randint(0, len(x), (batch_size,), device=x.device, generator=gen)
+            ix = every[mine]
+            xb, yb = x.index_select(0, ix), y.index_select(0, ix)
+        else:
+            xb, yb = x, y
+        if manual:
+            loss = manual_backprop.loss_and_grads(model, xb, yb)
+        else:
+            _, loss = model(xb, yb)
+            if weigh:
+                counted = (y.index_select(0, every) != IGNORE_TARGET).sum().clamp(min=1)
+                loss = loss * ((yb != IGNORE_TARGET).sum() * group.world / counted)
+            optimizer.zero_grad()
+            loss.backward()
+        if ratios is not None and ratios.wanted(first_step + i):
+            ratios.record(first_step + i, lr)
+        optimizer.step()
+        losses.append(loss.detach())
+    return torch.stack(losses)
 
 @torch.no_grad()
 def fused_steps(model: MLP, x: torch.Tensor, y: torch.Tensor, lrs: torch.Tensor,
@@ -72,32 +230,6 @@ def _mlp_train_steps_fake(C, W1, b1, W2, b2, X, Y, lrs, batch_size, first_step, 
 @torch.library.register_fake("pymakemore::mlp_batch_indices")
 def _mlp_batch_indices_fake(seed, first_step, steps, batch_size, n_train):
     return torch.empty((steps, batch_size), dtype=torch.int64)
-
-
-def choose(model: torch.nn.Module, config: dict, device: torch.device, distributed: bool
-           ) -> str:
-    """--engine auto: "fused" where it runs, else "graph" on CUDA where it runs, else "ops"
-    (always under torchrun, which runs the ops engine only)."""
-    if distributed or config["batch_size"] == 0 or config["backprop"] != "autograd":
-        return "ops"
-    if fused_supports(model, device, config) is None:
-        return "fused"
-    if graph_supports(config, device) is None:
-        return "graph"
-    return "ops"
-
-
-def graph_supports(config: dict, device: torch.device) -> Optional[str]:
-    """None when the graph engine can run this configuration, else the reason it cannot."""
-    if device.type != "cuda":
-        return "--engine graph captures CUDA graphs: it needs --device cuda"
-    if config["optimizer"] != "sgd":
-        return "--engine graph runs plain SGD (--optimizer sgd)"
-    if config["backprop"] != "autograd" or config["diagnostics"]:
-        return "--engine graph runs autograd's gradients without --diagnostics"
-    if config["batch_size"] < 1:
-        return "--engine graph draws minibatches: --batch-size must be >= 1"
-    return None
 
 
 class GraphedSteps:

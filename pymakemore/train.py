@@ -16,260 +16,26 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
 from . import diagnostics, distributed, engines, manual_backprop, plots
-from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, model_from_checkpoint, save_checkpoint
+from .config import (LR_FIND_STEPS, ConfigError, build_parser, check_distributed,
+                     resolve_config)
 from .data import DataError, Splits, load_splits
 from .devices import DeviceError, resolve_device
-from .models import MODELS, build_model
+from .engines import run_steps
+from .models import build_model
 from .models.bigram import bigram_counts, counts_log_probs, counts_nll
-from .models.layers import IGNORE_TARGET, LECTURE_SEED, OPS
-from .models.mlp import INITS
+from .models.layers import IGNORE_TARGET, OPS
 from .sample import TEXT_SAMPLE_CHARS, print_samples, sample_text, sample_words
 from .workdir import Metrics, RunLock, WorkDirError, check_writable
 
-DEFAULTS: dict[str, Any] = dict(
-    type="mlp", preset=None, input_file=None, data="lines", work_dir="out", block_size=3,
-    n_embd=10, n_hidden=200, n_layer=1, n_head=4, dropout=0.0, hidden_bias=False,
-    init="lecture", batch_size=32, max_steps=200_000, optimizer="sgd", lr=0.1, lr_decay_at=None,
-    lr_decay=0.1, weight_decay=0.01, backprop="autograd", diagnostics=False, ops="fused",
-    engine="auto", device="auto", seed=LECTURE_SEED, split_seed=42, eval_every=10_000,
-    log_every=1_000, num_samples=10, quiet=False, resume=False, lr_find=False, threads=None,
-    ddp_timeout=300.0,
-)
-# The lectures' configurations. --type T alone takes preset T (gpt: gpt-names, or
-# gpt-shakespeare with --data text); any flag given overrides its preset's value.
-PRESETS: dict[str, dict[str, Any]] = {
-    # part 1: the neural bigram, full-batch gradient descent as in the lecture
-    "bigram": dict(type="bigram", block_size=1, batch_size=0, max_steps=300, lr=50.0,
-                   lr_decay=1.0, eval_every=0, log_every=50),
-    # part 2: the MLP (the defaults above)
-    "mlp": dict(type="mlp"),
-    # part 3: BatchNorm MLP, and its deeper 5-layer variant, with the diagnostics
-    "bnmlp": dict(type="bnmlp", lr_decay_at=100_000, diagnostics=True),
-    "bnmlp-deep": dict(type="bnmlp", n_layer=5, n_hidden=100, lr_decay_at=100_000,
-                       diagnostics=True),
-    # part 4 (its exercise 4): the same network, with the bias before BatchNorm, trained on
-    # gradients written by hand
-    "manual-backprop": dict(type="bnmlp", hidden_bias=True, backprop="manual",
-                            lr_decay_at=100_000),
-    # part 5: WaveNet
-    "wavenet": dict(type="wavenet", block_size=8, n_embd=24, n_hidden=128, lr_decay_at=150_000),
-    # makemore's transformer on word lists, plus dropout 0.1: trained on 80% of the names it
-    # overfits without (dev 2.019 at 20k steps, against 1.978 with; bench/RESULTS.md)
-    "gpt-names": dict(type="gpt", data="lines", block_size=None, n_embd=64, n_head=4, n_layer=4,
-                      dropout=0.1, optimizer="adamw", lr=5e-4, lr_decay=1.0, batch_size=32,
-                      max_steps=20_000, eval_every=2_000, log_every=100),
-    # the GPT lecture on a text (tinyshakespeare): a GPU run
-    "gpt-shakespeare": dict(type="gpt", data="text", block_size=256, n_embd=384, n_head=6,
-                            n_layer=6, dropout=0.2, optimizer="adamw", lr=3e-4, lr_decay=1.0,
-                            batch_size=64, max_steps=5_000, eval_every=500, log_every=100),
-    # the same model scaled down to train in minutes on a CPU
-    "gpt-shakespeare-small": dict(type="gpt", data="text", block_size=64, n_embd=128,
-                                  n_head=4, n_layer=4, dropout=0.1, optimizer="adamw", lr=1e-3,
-                                  lr_decay=1.0, batch_size=32, max_steps=3_000, eval_every=1_000,
-                                  log_every=100),
-}
-TYPE_PRESET = {"bigram": "bigram", "mlp": "mlp", "bnmlp": "bnmlp", "wavenet": "wavenet",
-               "gpt": "gpt-names"}
-# what a checkpoint fixes: a resumed run keeps these and refuses to change them
-RUN_KEYS = ("type", "preset", "input_file", "data", "block_size", "n_embd", "n_hidden", "n_layer",
-            "n_head", "dropout", "hidden_bias", "init", "batch_size", "optimizer", "lr",
-            "lr_decay_at", "lr_decay", "weight_decay", "backprop", "diagnostics", "ops", "engine",
-            "seed", "split_seed")
-OPTIMIZERS = ("sgd", "adamw")
-LR_FIND_STEPS = 1000
 DIAGNOSTIC_ROWS = 1024  # examples of the histograms (one minibatch of 32 is too noisy)
-
-
-class ConfigError(Exception):
-    """Options that do not fit together; the message is one line for the user."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m pymakemore.train",
-        description="Train a character-level language model (makemore) on a list of words "
-                    "(or, the gpt model, on a text).",
-        argument_default=None)
-    data = p.add_argument_group("data")
-    data.add_argument("-i", "--input-file",
-                      help="text file, one word a line (default: the built-in names)")
-    data.add_argument("--data", choices=["lines", "text"],
-                      help="lines: one word a line (default); text: one character stream, "
-                           "90/10 split (gpt only)")
-    data.add_argument("--block-size", type=int,
-                      help="characters of context per prediction (default: the preset's; "
-                           "mlp 3)")
-    data.add_argument("--split-seed", type=int,
-                      help="seed of the 80/10/10 word shuffle (default 42, the lecture's)")
-    model = p.add_argument_group("model")
-    model.add_argument("--type", choices=sorted(MODELS),
-                       help="model family (default mlp, or the preset's)")
-    model.add_argument("--preset", choices=sorted(PRESETS),
-                       help="a lecture's configuration; --type T alone means preset T "
-                            "(gpt: gpt-names)")
-    model.add_argument("--n-embd", type=int, help="embedding size per character (default 10)")
-    model.add_argument("--n-hidden", type=int, help="hidden units (default 200)")
-    model.add_argument("--n-layer", type=int,
-                       help="hidden layers (bnmlp) or transformer blocks (gpt)")
-    model.add_argument("--n-head", type=int, help="attention heads (gpt)")
-    model.add_argument("--dropout", type=float, help="dropout probability (gpt; default 0)")
-    model.add_argument("--hidden-bias", action=argparse.BooleanOptionalAction,
-                       help="bnmlp: a bias before the BatchNorm, as in part 4")
-    model.add_argument("--init", choices=INITS,
-                       help="mlp: lecture: plain randn as in part 2 (default); kaiming: "
-                            "scaled as in part 3")
-    model.add_argument("--ops", choices=sorted(OPS),
-                       help="fused: pymakemore's fused ops (default); torch: the same maths "
-                            "in plain PyTorch")
-    model.add_argument("--engine", choices=engines.ENGINES,
-                       help="auto (default): fused where it runs (the mlp on SGD), else "
-                            "graph on CUDA where it runs, else ops; ops: step by step through "
-                            "autograd; graph: each step one CUDA-graph replay (CUDA, SGD); "
-                            "fused: the MLP's whole steps in one call (C++ on the CPU, one "
-                            "kernel on CUDA)")
-    model.add_argument("--backprop", choices=["autograd", "manual"],
-                       help="manual: bnmlp with one hidden layer, updated with gradients "
-                            "written by hand (part 4) instead of autograd's")
-    model.add_argument("--seed", type=int,
-                       help="seed of the initial parameters; minibatches use seed+1, samples "
-                            f"seed+2, dropout seed+3 (default {LECTURE_SEED}, the lecture's)")
-    opt = p.add_argument_group("optimisation")
-    opt.add_argument("--batch-size", type=int,
-                     help="examples per step (default 32); 0: the whole training set")
-    opt.add_argument("--optimizer", choices=OPTIMIZERS,
-                     help="sgd (default) or adamw (the gpt presets)")
-    opt.add_argument("--weight-decay", type=float, help="adamw's weight decay (default 0.01)")
-    opt.add_argument("--max-steps", type=int, help="SGD steps in all (default 200000)")
-    opt.add_argument("--lr", type=float, help="learning rate (default 0.1)")
-    opt.add_argument("--lr-decay-at", type=int,
-                     help="step from which the rate is lr * lr-decay (default: max-steps / 2)")
-    opt.add_argument("--lr-decay", type=float, help="factor applied at --lr-decay-at (default 0.1)")
-    opt.add_argument("--lr-find", action="store_true", default=None,
-                     help=f"instead of training: sweep the rate from 1e-3 to 1 over "
-                          f"{LR_FIND_STEPS} steps, plot lr_find.png, print a suggestion")
-    run = p.add_argument_group("run")
-    run.add_argument("-o", "--work-dir", help="folder for checkpoint, metrics, plots (default out)")
-    run.add_argument("--device", choices=["cpu", "cuda", "auto"],
-                     help="auto: cuda when available (default)")
-    run.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
-    run.add_argument("--eval-every", type=int,
-                     help="full train/dev loss and a checkpoint every N steps; 0: at the end "
-                          "only (default 10000)")
-    run.add_argument("--log-every", type=int,
-                     help="steps between progress/metrics lines (default 1000)")
-    run.add_argument("--num-samples", type=int,
-                     help="words sampled at the end (default 10); text: a 500-character "
-                          "passage unless 0")
-    run.add_argument("--diagnostics", action=argparse.BooleanOptionalAction,
-                     help="bnmlp/wavenet: activation, gradient and update:data plots "
-                          "(on in the bnmlp presets)")
-    run.add_argument("--resume", action="store_true", default=None,
-                     help="continue from WORK_DIR/model.pt up to --max-steps")
-    run.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
-    run.add_argument("--ddp-timeout", type=float,
-                     help="under torchrun: seconds a collective waits for the other ranks "
-                          "before the job fails (default 300)")
-    return p
-
-
-def preset_for(explicit: dict[str, Any]) -> str:
-    if "preset" in explicit:
-        return explicit["preset"]
-    kind = explicit.get("type", DEFAULTS["type"])
-    if kind == "gpt" and explicit.get("data") == "text":
-        return "gpt-shakespeare"
-    return TYPE_PRESET[kind]
-
-
-def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
-    explicit = {k: v for k, v in vars(args).items() if v is not None}
-    ckpt = None
-    if explicit.get("resume"):
-        if explicit.get("lr_find"):
-            raise ConfigError("--lr-find and --resume do not go together")
-        ckpt = load_checkpoint(explicit.get("work_dir", DEFAULTS["work_dir"]))
-        config = {**DEFAULTS, **ckpt["config"]}
-        try:  # the checkpoint's own options, before any of the command line's
-            check_config(config)
-        except (ConfigError, TypeError, KeyError) as e:
-            raise CheckpointError(f"the checkpoint's options are invalid: {e}") from None
-        for key in RUN_KEYS:
-            if key == "engine" and explicit.get(key) == "auto":
-                continue  # whichever engine the checkpoint's run took
-            if key in explicit and explicit[key] != config[key]:
-                raise ConfigError(f"{flag(key)} cannot change on --resume (the checkpoint has "
-                                  f"{config[key]!r})")
-        config.update({k: v for k, v in explicit.items() if k not in RUN_KEYS})
-    else:
-        preset = preset_for(explicit)
-        if "type" in explicit and explicit["type"] != PRESETS[preset]["type"]:
-            raise ConfigError(f"--preset {preset} is a {PRESETS[preset]['type']} model, not "
-                              f"{explicit['type']}")
-        config = {**DEFAULTS, **PRESETS[preset], **explicit, "preset": preset}
-        if config["lr_decay_at"] is None:
-            config["lr_decay_at"] = config["max_steps"] // 2
-        elif "max_steps" in explicit and "lr_decay_at" not in explicit:
-            # a preset's decay step, moved with a shorter or longer schedule
-            preset_steps = PRESETS[preset].get("max_steps", DEFAULTS["max_steps"])
-            config["lr_decay_at"] = config["lr_decay_at"] * config["max_steps"] // preset_steps
-    check_config(config)
-    if config["input_file"] is not None:
-        config["input_file"] = str(Path(config["input_file"]).resolve())
-    return config, ckpt
-
-
-def flag(key: str) -> str:
-    """The command-line flag of a config key."""
-    return "--" + key.replace("_", "-")
-
-
-def check_config(config: dict[str, Any]) -> None:
-    for key in ("n_embd", "n_hidden", "n_layer", "n_head", "max_steps", "log_every"):
-        if config[key] < 1:
-            raise ConfigError(f"{flag(key)} must be >= 1, got {config[key]}")
-    for key in ("eval_every", "num_samples", "lr_decay_at", "batch_size"):
-        if config[key] < 0:
-            raise ConfigError(f"{flag(key)} must be >= 0, got {config[key]}")
-    if config["block_size"] is not None and config["block_size"] < 1:
-        raise ConfigError(f"--block-size must be >= 1, got {config['block_size']}")
-    if config["block_size"] is None and not (config["type"] == "gpt" and
-                                             config["data"] == "lines"):
-        raise ConfigError("--block-size is needed (only gpt on word lists finds it from the data)")
-    if not config["lr"] > 0:
-        raise ConfigError(f"--lr must be > 0, got {config['lr']}")
-    if not 0.0 <= config["dropout"] < 1.0:
-        raise ConfigError(f"--dropout must be in [0, 1), got {config['dropout']}")
-    if config["weight_decay"] < 0:
-        raise ConfigError(f"--weight-decay must be >= 0, got {config['weight_decay']}")
-    if config["data"] == "text" and config["type"] != "gpt":
-        raise ConfigError(f"--data text trains the gpt model only, not {config['type']}")
-    if config["type"] == "bigram" and config["block_size"] != 1:
-        raise ConfigError(f"the bigram model sees one character: --block-size 1, "
-                          f"not {config['block_size']}")
-    if config["type"] == "gpt" and config["n_embd"] % config["n_head"]:
-        raise ConfigError(f"--n-embd ({config['n_embd']}) must be a multiple of --n-head "
-                          f"({config['n_head']})")
-    if config["type"] == "wavenet":
-        b = config["block_size"]
-        if b < 2 or b & (b - 1):
-            raise ConfigError(f"the wavenet model needs --block-size a power of two >= 2, "
-                              f"got {b}")
-    if config["backprop"] == "manual":
-        if config["type"] != "bnmlp" or config["n_layer"] != 1:
-            raise ConfigError("--backprop manual is written for --type bnmlp --n-layer 1")
-        if config["engine"] not in ("ops", "auto"):
-            raise ConfigError("--backprop manual runs on --engine ops")
-    if config["diagnostics"] and config["type"] not in ("bnmlp", "wavenet"):
-        raise ConfigError(f"--diagnostics follows the tanh layers of bnmlp and wavenet, "
-                          f"not {config['type']}")
-    if config["batch_size"] == 0 and config["engine"] not in ("ops", "auto"):
-        raise ConfigError("--batch-size 0 (the whole training set) runs on --engine ops")
 
 
 def layout(config: dict[str, Any]) -> str:
@@ -345,42 +111,6 @@ def set_lr(optimizer, lr: float) -> None:
     else:
         for group in optimizer.param_groups:
             group["lr"] = lr
-
-
-def run_steps(model: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor,
-              batch_size: int, gen: torch.Generator, steps: int, *, first_step: int = 0,
-              lr: float = 0.0, manual: bool = False, ratios=None,
-              group: distributed.Group = distributed.SINGLE) -> torch.Tensor:
-    """`steps` optimizer steps on minibatches drawn on x's device (batch_size 0: all of x);
-    their losses, left on the device (no host read per step). manual: gradients by hand
-    (manual_backprop) instead of autograd; ratios: a diagnostics.UpdateRatios to feed.
-    Under torchrun every rank draws the same global batch and trains on its share of it."""
-    losses = []
-    mine = group.share(batch_size)
-    # padded targets (gpt on words) make ranks' shares count unequally: weigh each rank's mean
-    # by its share of the global batch's targets, so DDP's average is the global mean
-    weigh = group.enabled and y.dim() > 1
-    for i in range(steps):
-        if batch_size:
-            every = torch.randint(0, len(x), (batch_size,), device=x.device, generator=gen)
-            ix = every[mine]
-            xb, yb = x.index_select(0, ix), y.index_select(0, ix)
-        else:
-            xb, yb = x, y
-        if manual:
-            loss = manual_backprop.loss_and_grads(model, xb, yb)
-        else:
-            _, loss = model(xb, yb)
-            if weigh:
-                counted = (y.index_select(0, every) != IGNORE_TARGET).sum().clamp(min=1)
-                loss = loss * ((yb != IGNORE_TARGET).sum() * group.world / counted)
-            optimizer.zero_grad()
-            loss.backward()
-        if ratios is not None and ratios.wanted(first_step + i):
-            ratios.record(first_step + i, lr)
-        optimizer.step()
-        losses.append(loss.detach())
-    return torch.stack(losses)
 
 
 def learning_rate(config: dict[str, Any], step: int) -> float:
@@ -471,212 +201,270 @@ def bigram_report(splits: Splits, work_dir: Path) -> dict[str, float]:
     return report
 
 
-def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: torch.device,
-          work_dir: Path, group: distributed.Group = distributed.SINGLE) -> int:
-    """The training run; under torchrun every rank runs it, rank 0 alone writes and prints."""
-    started = time.perf_counter()
-    main_rank = group.is_main
+@dataclass
+class Hook:
+    """A model-specific report around the loop. `at`: "start" (before the first step, every
+    rank) or "end" (after the final evaluation, rank 0). make(run, splits, work_dir) returns
+    its summary.json entry under `key` (None: no entry); `line(entry)`, when given, is printed
+    after the losses."""
+    key: Optional[str]
+    at: str
+    make: Callable[[engines.Run, Splits, Path], Any]
+    line: Optional[Callable[[Any], str]] = None
+
+
+def hooks_for(run: engines.Run) -> list[Hook]:
+    config, hooks = run.config, []
+    if config["backprop"] == "manual":  # part 4: hand-written gradients against autograd's
+        hooks.append(Hook("gradient_check", "start", lambda r, splits, work_dir: gradient_check(
+            r.model, r.x, r.y, config["batch_size"], config["seed"] + 3, work_dir)))
+    if config["type"] == "bigram":  # part 1: the counts model beside the neural one
+        hooks.append(Hook("counts_model", "end", lambda r, splits, work_dir: bigram_report(
+            splits, work_dir), line=lambda c: (
+                f"counts model: train {c['train_loss']:.4f}  dev {c['dev_loss']:.4f}  "
+                f"test {c['test_loss']:.4f}; fitted on all the data {c['all_data_loss']:.4f}")))
+    if run.ratios is not None:  # part 3: activations, gradients, update:data ratios
+        hooks.append(Hook("saturated", "end", layer_diagnostics))
+    if hasattr(run.model, "C"):  # the embedding table's first two dimensions, as in part 2
+        hooks.append(Hook(None, "end", lambda r, splits, work_dir: plots.embedding_scatter(
+            r.model.C, list(splits.vocab.itos), work_dir / "embedding.png")))
+    return hooks
+
+
+def run_hooks(hooks: list[Hook], at: str, run: engines.Run, splits: Splits, work_dir: Path
+              ) -> dict[str, Any]:
+    """The hooks of one moment, in order; their summary.json entries."""
+    entries = {}
+    for hook in hooks:
+        if hook.at == at:
+            entry = hook.make(run, splits, work_dir)
+            if hook.key is not None:
+                entries[hook.key] = entry
+    return entries
+
+
+def layer_diagnostics(run: engines.Run, splits: Splits, work_dir: Path) -> list[float]:
+    report = diagnostics.layer_report(run.model, *check_batch(run.x, run.y, DIAGNOSTIC_ROWS,
+                                                              run.config["seed"] + 3))
+    diagnostics.write(report, run.ratios, work_dir)
+    return [r["saturated"] for r in report["tanh_layers"]]
+
+
+def prepare(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: torch.device,
+            group: distributed.Group) -> tuple[engines.Run, int, torch.Tensor]:
+    """The model, optimizer and generators, new or as the checkpoint left them; the step to
+    start from and the losses buffer (the checkpoint's losses filled in)."""
     if ckpt is not None:
         model, _ = model_from_checkpoint(ckpt, device)
     else:
         model = build_model(config, splits.vocab.size).to(device)
-    optimizer = make_optimizer(config, model)
-    gen = torch.Generator(device=device).manual_seed(config["seed"] + 1)
-    ratios = diagnostics.UpdateRatios(model) if config["diagnostics"] else None
-    manual = config["backprop"] == "manual"
-    max_steps = config["max_steps"]
-    losses = torch.zeros(max_steps, device=device)
-    step = 0
-    torch.manual_seed(config["seed"] + 3 + group.rank)  # dropout's draws
-    if ckpt is not None:
-        try:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except (ValueError, KeyError) as e:
-            raise CheckpointError(f"the checkpoint's optimizer state does not fit: {e}") from None
-        set_rng_state(gen, ckpt["rng"], device)
-        step = ckpt["step"]
-        if group.enabled:  # rank 0's dropout state is saved; each rank needs its own draws
-            torch.manual_seed(config["seed"] + 3 + group.rank + step * group.world)
-        if step >= max_steps:
-            raise ConfigError(f"the checkpoint is at step {step}; give --max-steps above it "
-                              f"to train on")
-        losses[:step] = ckpt["losses"][:step].to(device)
-        if ratios is not None and "update_ratios" in ckpt:
-            ratios.load_state_dict(ckpt["update_ratios"])
     x, y = splits.tensors["train"]
+    run = engines.Run(model, make_optimizer(config, model), x, y,
+                      torch.Generator(device=device).manual_seed(config["seed"] + 1), config,
+                      device, group, trainer=distributed.wrap(model, group, device),
+                      ratios=diagnostics.UpdateRatios(model) if config["diagnostics"] else None)
+    losses = torch.zeros(config["max_steps"], device=device)
+    torch.manual_seed(config["seed"] + 3 + group.rank)  # dropout's draws
+    if ckpt is None:
+        return run, 0, losses
+    try:
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"the checkpoint's optimizer state does not fit: {e}") from None
+    set_rng_state(run.generator, ckpt["rng"], device)
+    step = ckpt["step"]
+    if group.enabled:  # rank 0's dropout state is saved; each rank needs its own draws
+        torch.manual_seed(config["seed"] + 3 + group.rank + step * group.world)
+    if step >= config["max_steps"]:
+        raise ConfigError(f"the checkpoint is at step {step}; give --max-steps above it "
+                          f"to train on")
+    losses[:step] = ckpt["losses"][:step].to(device)
+    if run.ratios is not None and "update_ratios" in ckpt:
+        run.ratios.load_state_dict(ckpt["update_ratios"])
+    return run, step, losses
+
+
+def next_stop(config: dict[str, Any], step: int) -> int:
+    """The next step at which the loop must stop: log, eval, lr change or the end."""
+    stops = [config["max_steps"], (step // config["log_every"] + 1) * config["log_every"]]
+    if config["eval_every"]:
+        stops.append((step // config["eval_every"] + 1) * config["eval_every"])
+    if step < config["lr_decay_at"]:
+        stops.append(config["lr_decay_at"])
+    return min(stops)
+
+
+class Progress:
+    """What rank 0 reports as the loop runs: the progress bar, metrics.jsonl, the clock of the
+    training steps alone (evaluations and checkpoints excluded)."""
+
+    def __init__(self, config: dict[str, Any], step: int, resumed: bool, work_dir: Path,
+                 main_rank: bool):
+        from tqdm import tqdm  # progress bar: rate, ETA and postfix without hand-written code
+        self.main_rank, self.first_step, self.window_start = main_rank, step, step
+        self.started, self.train_seconds = time.perf_counter(), 0.0
+        self.metrics = Metrics(work_dir / "metrics.jsonl", resume_step=step if resumed else None,
+                               evaluates_there=bool(config["eval_every"]) and
+                               step % config["eval_every"] == 0) if main_rank else None
+        self.bar = tqdm(total=config["max_steps"], initial=step, unit="step",
+                        disable=config["quiet"] or not main_rank, file=sys.stderr,
+                        dynamic_ncols=True, mininterval=0.5)
+
+    @contextlib.contextmanager
+    def timing(self, device: torch.device):
+        t0 = time.perf_counter()
+        yield
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.train_seconds += time.perf_counter() - t0
+
+    def steps_per_s(self, step: int) -> float:
+        return (step - self.first_step) / max(self.train_seconds, 1e-9)
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.main_rank:
+            self.metrics.write(record)
+
+    def training(self, step: int, losses: torch.Tensor, lr: float) -> None:
+        recent = losses[self.window_start:step].mean().item()  # the one host read
+        self.window_start = step
+        self.bar.set_postfix(loss=f"{recent:.4f}", lr=f"{lr:g}")
+        self.log({"step": step, "loss": recent, "lr": lr, "steps_per_s": self.steps_per_s(step),
+                  "elapsed_s": time.perf_counter() - self.started})
+
+    def evaluation(self, step: int, found: dict[str, float]) -> None:
+        self.log({"step": step, "train_loss": found["train"], "dev_loss": found["dev"]})
+        if self.main_rank:
+            self.bar.write(f"step {step}: train {found['train']:.4f}, dev {found['dev']:.4f}",
+                           file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.main_rank:
+            self.metrics.close()
+
+
+def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: torch.device,
+          work_dir: Path, group: distributed.Group = distributed.SINGLE) -> int:
+    """The training run; under torchrun every rank runs it, rank 0 alone writes and prints."""
+    run, step, losses = prepare(config, ckpt, splits, device, group)
     auto = config["engine"] == "auto"
     if auto:  # resolved once: the checkpoint keeps the engine the run took
-        config["engine"] = engines.choose(model, config, device, group.enabled)
-    if config["engine"] == "fused":
-        reason = engines.fused_supports(model, device, config)
-        if reason:
-            raise ConfigError(reason)
-    graphed = None
-    if config["engine"] == "graph":
-        reason = engines.graph_supports(config, device)
-        if reason:
-            raise ConfigError(reason)
-        graphed = engines.GraphedSteps(model, x, y, config["batch_size"], gen)
-    n_params = sum(p.numel() for p in model.parameters())
-    trainer = distributed.wrap(model, group, device)
-    metrics = Metrics(work_dir / "metrics.jsonl", resume_step=step if ckpt is not None else None,
-                      evaluates_there=bool(config["eval_every"]) and
-                      step % config["eval_every"] == 0) if main_rank else None
-    extra: dict[str, Any] = {}
-    if manual:
-        extra["gradient_check"] = gradient_check(model, x, y, config["batch_size"],
-                                                 config["seed"] + 3, work_dir)
-
-    def checkpoint(at: int) -> None:
-        if not main_rank:
-            return
-        payload = {
-            "config": config, "vocab": splits.vocab.chars, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "step": at, "rng": rng_state(gen, device),
-            "losses": losses[:at].cpu(), "train_words": "\n".join(splits.words["train"]),
-            "data_fingerprint": splits.fingerprint()}
-        if ratios is not None:
-            payload["update_ratios"] = ratios.state_dict()
-        save_checkpoint(work_dir, payload)
-
-    def boundaries(start: int) -> int:
-        """The next step at which the loop must stop: log, eval, lr change or the end."""
-        stops = [max_steps, (start // config["log_every"] + 1) * config["log_every"]]
-        if config["eval_every"]:
-            stops.append((start // config["eval_every"] + 1) * config["eval_every"])
-        if start < config["lr_decay_at"]:
-            stops.append(config["lr_decay_at"])
-        return min(stops)
+        config["engine"] = engines.choose(run.model, config, device, group.enabled)
+    engine = engines.ENGINES[config["engine"]]
+    why = engine.problem(run.model, config, device, group.enabled)
+    if why:
+        raise ConfigError(why)
+    train_steps = engine.start(run)
+    hooks = hooks_for(run)
+    reports = run_hooks(hooks, "start", run, splits, work_dir)
+    progress = Progress(config, step, ckpt is not None, work_dir, group.is_main)
 
     def evaluate(names) -> dict[str, float]:
-        return {name: split_loss(model, *splits.evaluation(name), group=group)
+        return {name: split_loss(run.model, *splits.evaluation(name), group=group)
                 for name in names}
 
-    def log(record: dict[str, Any]) -> None:
-        if main_rank:
-            metrics.write(record)
+    def save(at: int) -> None:
+        if group.is_main:
+            save_checkpoint(work_dir, checkpoint_payload(run, splits, losses, at))
 
-    from tqdm import tqdm  # progress bar: rate, ETA and postfix without hand-written code
-    bar = tqdm(total=max_steps, initial=step, unit="step",
-               disable=config["quiet"] or not main_rank, file=sys.stderr, dynamic_ncols=True,
-               mininterval=0.5)
-    train_seconds, window_start, first_step = 0.0, step, step
-    if main_rank:
+    if group.is_main:
         ranks = f" x {group.world} processes (DDP)" if group.enabled else ""
-        print(f"{config['type']} ({config['preset']}) with {n_params:,} parameters, "
+        print(f"{config['type']} ({config['preset']}) with {n_params(run.model):,} parameters, "
               f"{config['ops']} ops, {config['engine']} engine{' (auto)' if auto else ''}, "
-              f"{config['backprop']} backprop, "
-              f"on {device}{ranks}; {len(x):,} training examples", file=sys.stderr)
+              f"{config['backprop']} backprop, on {device}{ranks}; {len(run.x):,} training "
+              f"examples", file=sys.stderr)
     try:
-        while step < max_steps:
-            stop = boundaries(step)
-            lr = learning_rate(config, step)
-            set_lr(optimizer, lr)
-            t0 = time.perf_counter()
-            if config["engine"] == "fused":  # minibatches from (seed + 1, step): resumable
-                lrs = torch.full((stop - step,), lr)
-                losses[step:stop] = engines.fused_steps(model, x, y, lrs, config["batch_size"],
-                                                        step, config["seed"] + 1)
-            elif graphed is not None:
-                losses[step:stop] = graphed.run(stop - step, lr)
-            else:
-                block = run_steps(trainer, optimizer, x, y, config["batch_size"], gen,
-                                  stop - step, first_step=step, lr=lr, manual=manual,
-                                  ratios=ratios, group=group)
-                losses[step:stop] = distributed.mean_(block, group)  # the global batch's
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            train_seconds += time.perf_counter() - t0
-            bar.update(stop - step)
+        while step < config["max_steps"]:
+            stop, lr = next_stop(config, step), learning_rate(config, step)
+            set_lr(run.optimizer, lr)
+            with progress.timing(device):
+                losses[step:stop] = train_steps(step, stop, lr)
+            progress.bar.update(stop - step)
             step = stop
-            if step % config["log_every"] == 0 or step == max_steps:
-                recent = losses[window_start:step].mean().item()  # the one host read
-                window_start = step
-                bar.set_postfix(loss=f"{recent:.4f}", lr=f"{lr:g}")
-                log({"step": step, "loss": recent, "lr": lr,
-                     "steps_per_s": (step - first_step) / max(train_seconds, 1e-9),
-                     "elapsed_s": time.perf_counter() - started})
-            if config["eval_every"] and step % config["eval_every"] == 0 and step < max_steps:
-                found = evaluate(("train", "dev"))
-                record = {"step": step, "train_loss": found["train"], "dev_loss": found["dev"]}
-                log(record)
-                if main_rank:
-                    bar.write(f"step {step}: train {record['train_loss']:.4f}, "
-                              f"dev {record['dev_loss']:.4f}", file=sys.stderr)
-                checkpoint(step)
-    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
-        bar.close()
-        what = "terminated" if isinstance(stop, Terminated) else "interrupted"
-        if main_rank:
-            checkpoint(step)
-            metrics.close()
+            if step % config["log_every"] == 0 or step == config["max_steps"]:
+                progress.training(step, losses, lr)
+            if config["eval_every"] and step % config["eval_every"] == 0 \
+                    and step < config["max_steps"]:
+                progress.evaluation(step, evaluate(("train", "dev")))
+                save(step)
+    except KeyboardInterrupt as stopped:  # Ctrl-C, or SIGTERM (Terminated)
+        progress.bar.close()
+        what = "terminated" if isinstance(stopped, Terminated) else "interrupted"
+        if group.is_main:
+            save(step)
+            progress.metrics.close()
             print(f"\n{what}: saved step {step} to {work_dir / 'model.pt'}; continue with "
                   f"--resume -o {work_dir}", file=sys.stderr)
-        return 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
-    bar.close()
+        return 128 + signal.SIGTERM if isinstance(stopped, Terminated) else 130
+    progress.bar.close()
 
     final = evaluate(("train", "dev", "test"))
-    if not main_rank:
+    if not group.is_main:
         return 0
-    log({"step": step, **{f"{k}_loss": v for k, v in final.items()}})
-    metrics.close()
-    checkpoint(step)
-    steps_run = step - first_step
-    if config["type"] == "bigram":
-        extra["counts_model"] = bigram_report(splits, work_dir)
-    if ratios is not None:
-        report = diagnostics.layer_report(model, *check_batch(x, y, DIAGNOSTIC_ROWS,
-                                                              config["seed"] + 3))
-        diagnostics.write(report, ratios, work_dir)
-        extra["saturated"] = [r["saturated"] for r in report["tanh_layers"]]
-    summary = {
-        "model": config["type"], "preset": config["preset"], "n_params": n_params,
-        "config": config, "device": str(device), "ops": config["ops"],
-        "engine": config["engine"], "steps": step, "seconds": train_seconds,
-        "steps_per_s": steps_run / max(train_seconds, 1e-9),
-        "n_train": len(x), "n_dev": len(splits.tensors["dev"][0]),
-        "n_test": len(splits.tensors["test"][0]),
-        "train_loss": final["train"], "dev_loss": final["dev"], "test_loss": final["test"],
-        **extra,
-    }
-    (work_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plots.loss_curve(losses[:step], work_dir / "loss.png")
-    if hasattr(model, "C"):
-        plots.embedding_scatter(model.C, list(splits.vocab.itos), work_dir / "embedding.png")
-    print(f"train {final['train']:.4f}  dev {final['dev']:.4f}  test {final['test']:.4f}  "
-          f"({steps_run:,} steps in {train_seconds:.1f} s, "
-          f"{summary['steps_per_s']:,.0f} steps/s; outputs in {work_dir})")
-    if "counts_model" in extra:
-        c = extra["counts_model"]
-        print(f"counts model: train {c['train_loss']:.4f}  dev {c['dev_loss']:.4f}  "
-              f"test {c['test_loss']:.4f}; fitted on all the data {c['all_data_loss']:.4f}")
+    progress.log({"step": step, **{f"{k}_loss": v for k, v in final.items()}})
+    progress.close()
+    save(step)
+    reports.update(run_hooks(hooks, "end", run, splits, work_dir))
+    finish(run, splits, final, step, progress, losses, reports, work_dir)
+    for hook in hooks:
+        if hook.line is not None:
+            print(hook.line(reports[hook.key]))
     if config["num_samples"]:
-        sample_gen = torch.Generator(device=device).manual_seed(config["seed"] + 2)
-        if config["data"] == "text":
-            print("sample:")
-            print(sample_text(model, splits.vocab, TEXT_SAMPLE_CHARS, generator=sample_gen,
-                              device=device))
-        else:
-            words = sample_words(model, splits.vocab, config["num_samples"],
-                                 generator=sample_gen, device=device)
-            print("samples:")
-            print_samples(words, set(splits.words["train"]))
+        print_final_samples(run, splits)
     return 0
 
 
-def check_distributed(config: dict[str, Any], group: distributed.Group) -> None:
-    if not group.enabled:
-        return
-    for key, value, why in (("lr_find", True, "--lr-find"), ("engine", "fused", "--engine fused"),
-                            ("engine", "graph", "--engine graph"),
-                            ("backprop", "manual", "--backprop manual (DDP averages "
-                                                   "autograd's gradients)"),
-                            ("batch_size", 0, "--batch-size 0 (the whole training set)")):
-        if config[key] == value:
-            raise ConfigError(f"{why} runs in one process, not under torchrun")
-    if config["batch_size"] % group.world:
-        raise ConfigError(f"--batch-size {config['batch_size']} is the global batch: it must "
-                          f"split evenly over the {group.world} processes")
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def checkpoint_payload(run: engines.Run, splits: Splits, losses: torch.Tensor, step: int
+                       ) -> dict[str, Any]:
+    payload = {
+        "config": run.config, "vocab": splits.vocab.chars, "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(), "step": step,
+        "rng": rng_state(run.generator, run.device), "losses": losses[:step].cpu(),
+        "train_words": "\n".join(splits.words["train"]), "data_fingerprint": splits.fingerprint()}
+    if run.ratios is not None:
+        payload["update_ratios"] = run.ratios.state_dict()
+    return payload
+
+
+def finish(run: engines.Run, splits: Splits, final: dict[str, float], step: int,
+           progress: Progress, losses: torch.Tensor, reports: dict[str, Any], work_dir: Path
+           ) -> None:
+    """summary.json, the loss plot and the losses line."""
+    config, seconds = run.config, progress.train_seconds
+    summary = {
+        "model": config["type"], "preset": config["preset"], "n_params": n_params(run.model),
+        "config": config, "device": str(run.device), "ops": config["ops"],
+        "engine": config["engine"], "steps": step, "seconds": seconds,
+        "steps_per_s": progress.steps_per_s(step),
+        "n_train": len(run.x), "n_dev": len(splits.tensors["dev"][0]),
+        "n_test": len(splits.tensors["test"][0]),
+        "train_loss": final["train"], "dev_loss": final["dev"], "test_loss": final["test"],
+        **reports,
+    }
+    (work_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plots.loss_curve(losses[:step], work_dir / "loss.png")
+    print(f"train {final['train']:.4f}  dev {final['dev']:.4f}  test {final['test']:.4f}  "
+          f"({step - progress.first_step:,} steps in {seconds:.1f} s, "
+          f"{summary['steps_per_s']:,.0f} steps/s; outputs in {work_dir})")
+
+
+def print_final_samples(run: engines.Run, splits: Splits) -> None:
+    config, device = run.config, run.device
+    sample_gen = torch.Generator(device=device).manual_seed(config["seed"] + 2)
+    if config["data"] == "text":
+        print("sample:")
+        print(sample_text(run.model, splits.vocab, TEXT_SAMPLE_CHARS, generator=sample_gen,
+                          device=device))
+    else:
+        words = sample_words(run.model, splits.vocab, config["num_samples"],
+                             generator=sample_gen, device=device)
+        print("samples:")
+        print_samples(words, set(splits.words["train"]))
 
 
 class Terminated(KeyboardInterrupt):
@@ -704,7 +492,8 @@ def _main(args: argparse.Namespace) -> int:
     started = False
     try:
         config, ckpt = resolve_config(args)
-        check_distributed(config, group)
+        if group.enabled:
+            check_distributed(config, group.world)
         device = resolve_device(config["device"], config["ops"])
         if config["threads"]:
             torch.set_num_threads(config["threads"])

@@ -65,14 +65,14 @@ def test_a_stalled_rank_ends_the_job_with_a_clear_error(tmp_path):
     script = tmp_path / "stall.py"
     script.write_text(textwrap.dedent("""
         import os, sys, time
-        from pymakemore import train
+        from pymakemore import engines, train
         if os.environ["RANK"] == "1":  # this rank stops taking part after its first steps
-            steps = train.run_steps
+            steps = engines.run_steps
             def stall(*args, **kwargs):
                 if kwargs.get("first_step", 0) >= 10:
                     time.sleep(600)
                 return steps(*args, **kwargs)
-            train.run_steps = stall
+            engines.run_steps = stall
         sys.exit(train.main(sys.argv[1:]))
     """))
     started = time.monotonic()

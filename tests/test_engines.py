@@ -152,7 +152,7 @@ def test_opcheck_engine_ops():
 
 def test_auto_takes_the_fastest_engine_that_runs():
     from pymakemore.models import BNMLP
-    from pymakemore.train import DEFAULTS
+    from pymakemore.config import DEFAULTS
     cpu = torch.device("cpu")
     sgd = {**DEFAULTS, "optimizer": "sgd"}
     mlp = MLP(27)
@@ -162,6 +162,29 @@ def test_auto_takes_the_fastest_engine_that_runs():
     assert engines.choose(mlp, {**sgd, "batch_size": 0}, cpu, False) == "ops"
     assert engines.choose(MLP(27, ops="torch"), sgd, cpu, False) == "ops"
     assert engines.choose(BNMLP(27), sgd, cpu, False) == "ops"  # graph needs CUDA
+
+
+def test_every_engine_says_why_it_cannot_run_a_configuration():
+    from pymakemore.models import BNMLP
+    from pymakemore.config import DEFAULTS
+    cpu, sgd = torch.device("cpu"), dict(DEFAULTS)
+    mlp = MLP(27)
+    assert set(engines.ENGINES) == {"ops", "graph", "fused"}
+    assert engines.ENGINES["ops"].problem(BNMLP(27), {**sgd, "optimizer": "adamw"}, cpu,
+                                          True) is None  # any model, options, torchrun
+    why = {name: e.problem(mlp, sgd, cpu, False) for name, e in engines.ENGINES.items()}
+    assert why == {"ops": None, "fused": None,
+                   "graph": "--engine graph captures CUDA graphs: it needs --device cuda"}
+    fused = engines.ENGINES["fused"]
+    assert "runs in one process" in fused.problem(mlp, sgd, cpu, distributed=True)
+    assert "mlp model only, not BNMLP" in fused.problem(BNMLP(27), sgd, cpu, False)
+    assert "float32" in fused.problem(MLP(27).double(), sgd, cpu, False)
+    assert fused.options_problem({**sgd, "batch_size": 0}) == \
+        "--batch-size 0 (the whole training set) runs on --engine ops"
+    # the options alone are checked when they are read, before any data loads
+    with pytest.raises(train.ConfigError, match="--backprop manual runs on --engine ops"):
+        train.resolve_config(train.build_parser().parse_args(
+            ["--preset", "manual-backprop", "--engine", "fused"]))
 
 
 def test_auto_says_which_engine_it_took_and_resumes_with_it(tmp_path, capsys):

@@ -106,6 +106,23 @@ def test_fused_and_torch_ops_give_the_same_model(make):
 
 
 # ---- data layouts --------------------------------------------------------------------------------
+def test_models_are_built_of_the_public_modules_with_the_lectures_init():
+    from pymakemore import nn as pmnn
+    from pymakemore.models.layers import lecture_linear
+    fused, plain = BNMLP(27, ops="fused"), BNMLP(27, ops="torch")
+    assert type(fused.out) is pmnn.Linear and type(plain.out) is torch.nn.Linear
+    assert all(type(h) is pmnn.Linear for h in WaveNet(27).hidden)
+    # the lecture's draws: randn(fan_in, fan_out) * scale, stored transposed, then the bias
+    g = torch.Generator().manual_seed(5)
+    layer = lecture_linear(6, 4, True, g, scale=0.5, bias_scale=0.1)
+    g = torch.Generator().manual_seed(5)
+    w, b = torch.randn((6, 4), generator=g) * 0.5, torch.randn(4, generator=g) * 0.1
+    assert torch.equal(layer.weight, w.t()) and torch.equal(layer.bias, b)
+    state = torch.get_rng_state()
+    lecture_linear(6, 4, False, torch.Generator(), ops="torch")
+    assert torch.equal(torch.get_rng_state(), state)  # torch's global generator is untouched
+
+
 def test_sequences_layout(tmp_path):
     words = tmp_path / "w.txt"
     words.write_text("ab\nc\nabcd\n" * 4)

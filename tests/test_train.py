@@ -183,10 +183,43 @@ def test_lr_find_writes_its_plot_and_suggests_a_rate(tmp_path, capsys):
     (["--max-steps", "0"], "--max-steps must be >= 1"),
     (["--lr", "-1"], "--lr must be > 0"),
     (["--block-size", "0"], "--block-size must be >= 1"),
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--lr-decay", "nan"], "--lr-decay must be a finite number >= 0"),
+    (["--weight-decay", "inf"], "--weight-decay must be a finite number >= 0"),
+    (["--ddp-timeout", "0"], "--ddp-timeout must be > 0"),
 ])
 def test_bad_options(tmp_path, capsys, args, match):
     assert train.main([*FAST, "-o", str(tmp_path / "x"), *args]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_the_parser_defaults_and_resume_rules_come_from_the_option_declarations():
+    from pymakemore import config
+    parser = config.build_parser()
+    flags = {a.dest: a for a in parser._actions if a.dest != "help"}
+    assert set(flags) == {o.key for o in config.OPTIONS}  # every option, nothing else
+    for o in config.OPTIONS:
+        assert o.flag in flags[o.key].option_strings
+        if o.show_default and o.kind != "switch":  # the help states the declared default
+            shown = "on" if o.default is True else "off" if o.default is False else o.default
+            assert f"(default {shown}" in flags[o.key].help, o.key
+    # nothing given: the mlp preset, which is the declared defaults
+    resolved, _ = config.resolve_config(parser.parse_args([]))
+    assert {k: v for k, v in resolved.items() if k not in ("preset", "lr_decay_at")} == \
+        {k: v for k, v in config.DEFAULTS.items() if k not in ("preset", "lr_decay_at")}
+    assert "lr" in config.RUN_KEYS and "max_steps" not in config.RUN_KEYS
+
+
+def test_a_new_option_needs_one_declaration(monkeypatch):
+    from pymakemore import config, valid
+    extra = config.Option("warmup", 0, "warm-up steps", "optimisation", type=int, run=True,
+                          check=valid.at_least(0))
+    monkeypatch.setattr(config, "OPTIONS", (*config.OPTIONS, extra))
+    monkeypatch.setattr(config, "DEFAULTS", {**config.DEFAULTS, "warmup": 0})
+    args = config.build_parser().parse_args(["--warmup", "5"])
+    assert config.resolve_config(args)[0]["warmup"] == 5
+    with pytest.raises(config.ConfigError, match="--warmup must be >= 0, got -1"):
+        config.resolve_config(config.build_parser().parse_args(["--warmup", "-1"]))
 
 
 # ---- sampling -------------------------------------------------------------------------------

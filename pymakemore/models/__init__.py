@@ -2,7 +2,7 @@
 names in CONFIG_KEYS the trainer options its constructor takes."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -21,4 +21,12 @@ def build_model(config: dict[str, Any], vocab_size: int) -> torch.nn.Module:
     return cls(vocab_size, **{k: config[k] for k in cls.CONFIG_KEYS})
 
 
-__all__ = ["Bigram", "BNMLP", "GPT", "MLP", "WaveNet", "MODELS", "build_model"]
+def model_problem(config: dict[str, Any], name: Callable[[str], str] = str) -> Optional[str]:
+    """What is wrong with the config's hyperparameters for its model type (a model's own rules
+    beyond each value's range, e.g. gpt's n_embd a multiple of n_head), or None."""
+    cls = MODELS[config["type"]]
+    rules = getattr(cls, "problem", None)
+    return rules({k: config[k] for k in cls.CONFIG_KEYS}, name) if rules else None
+
+
+__all__ = ["Bigram", "BNMLP", "GPT", "MLP", "WaveNet", "MODELS", "build_model", "model_problem"]

@@ -8,7 +8,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .layers import BatchNorm, LECTURE_SEED, Linear, OPS, check_ops, lm_loss
+from .. import valid
+from ..valid import refuse
+from .layers import LECTURE_SEED, OPS, BatchNorm, check_ops, lecture_linear, lm_loss
 
 TANH_GAIN = 5 / 3  # keeps tanh's activations at unit scale (Kaiming init for tanh)
 
@@ -29,8 +31,7 @@ class BNMLP(torch.nn.Module):
                  ops: str = "fused", seed: int = LECTURE_SEED, bn_momentum: float = 0.001):
         super().__init__()
         check_ops(ops)
-        if n_layer < 1:
-            raise ValueError(f"n_layer must be >= 1, got {n_layer}")
+        refuse(valid.problem("n_layer", n_layer, valid.at_least(1)))
         self.block_size, self.ops = block_size, ops
         g = torch.Generator().manual_seed(seed)
         self.C = torch.nn.Parameter(torch.randn((vocab_size, n_embd), generator=g))
@@ -38,11 +39,12 @@ class BNMLP(torch.nn.Module):
         self.norms = torch.nn.ModuleList()
         fan_in = n_embd * block_size
         for _ in range(n_layer):
-            self.hidden.append(Linear(fan_in, n_hidden, hidden_bias, g, ops,
-                                      scale=TANH_GAIN / math.sqrt(fan_in), bias_scale=0.1))
+            self.hidden.append(lecture_linear(fan_in, n_hidden, hidden_bias, g, ops,
+                                              scale=TANH_GAIN / math.sqrt(fan_in),
+                                              bias_scale=0.1))
             self.norms.append(BatchNorm(n_hidden, momentum=bn_momentum))
             fan_in = n_hidden
-        self.out = Linear(n_hidden, vocab_size, True, g, ops, scale=0.01)
+        self.out = lecture_linear(n_hidden, vocab_size, True, g, ops, scale=0.01)
 
     def forward(self, idx: Tensor, targets: Optional[Tensor] = None,
                 record: Optional[list[Tensor]] = None) -> tuple[Tensor, Optional[Tensor]]:

@@ -3,12 +3,14 @@ embeddings, n_layer pre-LayerNorm blocks of causal self-attention and a ReLU MLP
 residual connections and dropout, a final LayerNorm and a linear head to the vocabulary."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import valid
+from ..valid import refuse
 from .layers import LECTURE_SEED, OPS, check_ops, lm_loss
 
 
@@ -51,15 +53,20 @@ class GPT(torch.nn.Module):
     CONFIG_KEYS = ("block_size", "n_embd", "n_head", "n_layer", "dropout", "ops", "seed")
     autoregressive = True  # samplers feed it the whole context, not a fixed window
 
+    @staticmethod
+    def problem(values: dict, name: Callable[[str], str] = str) -> Optional[str]:
+        """What is wrong with these hyperparameters, in the words of `name` (trainer flags)."""
+        if values["n_embd"] % values["n_head"]:
+            return (f"{name('n_embd')} ({values['n_embd']}) must be a multiple of "
+                    f"{name('n_head')} ({values['n_head']})")
+        return valid.problem(name("dropout"), values["dropout"], valid.fraction)
+
     def __init__(self, vocab_size: int, block_size: int = 16, n_embd: int = 64, n_head: int = 4,
                  n_layer: int = 4, dropout: float = 0.0, ops: str = "fused",
                  seed: int = LECTURE_SEED):
         super().__init__()
         check_ops(ops)
-        if n_embd % n_head:
-            raise ValueError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        refuse(self.problem(dict(n_embd=n_embd, n_head=n_head, dropout=dropout)))
         self.block_size, self.ops = block_size, ops
         self.tok = torch.nn.Parameter(torch.empty(vocab_size, n_embd))
         self.pos = torch.nn.Parameter(torch.empty(block_size, n_embd))

@@ -9,10 +9,12 @@ from typing import Iterator, Optional
 import torch
 from torch import Tensor
 
+from .. import nn as fused_nn
 from .. import ops as fused_ops
 from .. import reference
 
 OPS = {"fused": fused_ops, "torch": reference}
+LINEAR = {"fused": fused_nn.Linear, "torch": torch.nn.Linear}
 
 # The lectures' generator seed (torch.Generator().manual_seed(2147483647)): the models'
 # default initialisation seed and the trainer's default --seed.
@@ -28,23 +30,20 @@ def check_ops(ops: str) -> None:
         raise ValueError(f"ops must be one of {sorted(OPS)}, got {ops!r}")
 
 
-class Linear(torch.nn.Module):
-    """F.linear with the weight stored (out, in); initialised as the lectures' Linear:
-    randn(fan_in, fan_out) * scale (default 1 / sqrt(fan_in)), bias randn * bias_scale."""
-
-    def __init__(self, fan_in: int, fan_out: int, bias: bool, generator: torch.Generator,
-                 ops: str = "fused", scale: Optional[float] = None, bias_scale: float = 0.0):
-        super().__init__()
-        scale = 1.0 / math.sqrt(fan_in) if scale is None else scale
-        w = torch.randn((fan_in, fan_out), generator=generator) * scale
-        self.weight = torch.nn.Parameter(w.t().contiguous())
-        self.bias = None
-        if bias:
-            self.bias = torch.nn.Parameter(torch.randn(fan_out, generator=generator) * bias_scale)
-        self.ops = ops
-
-    def forward(self, x: Tensor) -> Tensor:
-        return OPS[self.ops].linear(x, self.weight, self.bias)
+def lecture_linear(fan_in: int, fan_out: int, bias: bool, generator: torch.Generator,
+                   ops: str = "fused", scale: Optional[float] = None,
+                   bias_scale: float = 0.0) -> torch.nn.Linear:
+    """The lectures' Linear as a public module (pymakemore.nn.Linear on the fused ops, or
+    torch.nn.Linear): the weight drawn as randn(fan_in, fan_out) * scale (default
+    1 / sqrt(fan_in)) and stored (out, in), the bias randn * bias_scale."""
+    check_ops(ops)
+    layer = LINEAR[ops](fan_in, fan_out, bias=bias, device="meta")  # shapes only, no draws
+    scale = 1.0 / math.sqrt(fan_in) if scale is None else scale
+    w = torch.randn((fan_in, fan_out), generator=generator) * scale
+    layer.weight = torch.nn.Parameter(w.t().contiguous())
+    if bias:
+        layer.bias = torch.nn.Parameter(torch.randn(fan_out, generator=generator) * bias_scale)
+    return layer
 
 
 class BatchNorm(torch.nn.Module):

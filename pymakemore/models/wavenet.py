@@ -2,12 +2,14 @@
 log2(block_size) times, each level linear (no bias) -> BatchNorm over batch and time -> tanh."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
-from .layers import BatchNorm, FlattenConsecutive, LECTURE_SEED, Linear, OPS, check_ops, lm_loss
+from ..valid import refuse
+from .layers import (LECTURE_SEED, OPS, BatchNorm, FlattenConsecutive, check_ops, lecture_linear,
+                     lm_loss)
 
 
 class WaveNet(torch.nn.Module):
@@ -20,13 +22,19 @@ class WaveNet(torch.nn.Module):
 
     CONFIG_KEYS = ("block_size", "n_embd", "n_hidden", "ops", "seed")
 
+    @staticmethod
+    def problem(values: dict, name: Callable[[str], str] = str) -> Optional[str]:
+        """What is wrong with these hyperparameters, in the words of `name` (trainer flags)."""
+        b = values["block_size"]
+        if b < 2 or b & (b - 1):
+            return f"the wavenet model needs {name('block_size')} a power of two >= 2, got {b}"
+        return None
+
     def __init__(self, vocab_size: int, block_size: int = 8, n_embd: int = 24,
                  n_hidden: int = 128, ops: str = "fused", seed: int = LECTURE_SEED):
         super().__init__()
         check_ops(ops)
-        if block_size < 2 or block_size & (block_size - 1):
-            raise ValueError(f"the wavenet model needs a block size that is a power of two "
-                             f">= 2, got {block_size}")
+        refuse(self.problem(dict(block_size=block_size)))
         self.block_size, self.ops = block_size, ops
         g = torch.Generator().manual_seed(seed)
         self.C = torch.nn.Parameter(torch.randn((vocab_size, n_embd), generator=g))
@@ -36,10 +44,11 @@ class WaveNet(torch.nn.Module):
         self.norms = torch.nn.ModuleList()
         fan_in = 2 * n_embd
         for _ in range(levels):
-            self.hidden.append(Linear(fan_in, n_hidden, False, g, ops))
+            self.hidden.append(lecture_linear(fan_in, n_hidden, False, g, ops))
             self.norms.append(BatchNorm(n_hidden))
             fan_in = 2 * n_hidden
-        self.out = Linear(n_hidden, vocab_size, True, g, ops, scale=0.1 / n_hidden ** 0.5)
+        self.out = lecture_linear(n_hidden, vocab_size, True, g, ops,
+                                  scale=0.1 / n_hidden ** 0.5)
 
     def forward(self, idx: Tensor, targets: Optional[Tensor] = None,
                 record: Optional[list[Tensor]] = None) -> tuple[Tensor, Optional[Tensor]]:
