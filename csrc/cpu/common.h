@@ -40,9 +40,18 @@ inline int64_t grain_for(int64_t elements_per_item) {
 }
 
 // Scratch memory that a thread keeps between calls: no allocation and no zeroing once warm
-// (the contents are left over from the last call; callers write before they read). A call
-// takes distinct slots for buffers that are alive at the same time on one thread.
-enum ScratchSlot : int { kSlotA, kSlotB, kSlotC, kSlotInnerA, kSlotInnerB, kSlots };
+// (the contents are left over from the last call; callers write before they read). One slot
+// per kind of buffer, so buffers alive at the same time on one thread never share one (the
+// calling thread is also a worker of the parallel regions).
+enum ScratchSlot : int {
+  kPackedWeight,        // the weight transposed or zero-padded for the register tiles
+  kPackedBias,          // the bias zero-padded to whole tiles
+  kPartialWeightGrads,  // one weight gradient per piece of rows, summed in a fixed order
+  kPartialBiasGrads,    // likewise for the bias
+  kTileOutputGrads,     // a worker's rows of the gradient before the activation
+  kTileInputsT,         // a worker's rows of the input, transposed
+  kSlots
+};
 
 template <typename T>
 T* scratch(ScratchSlot slot, size_t count) {

@@ -64,13 +64,13 @@ void linear_forward(const T* x, const T* w, const T* bias, int64_t n, int64_t k,
   constexpr int64_t B = kFwdVecs * L;  // output columns per full tile
   const int64_t hp = cpu::round_up(h, B);
   // w transposed to (k, hp) and zero-padded, so a tile's columns are contiguous.
-  T* wt = cpu::scratch<T>(cpu::kSlotA, static_cast<size_t>(k * hp));
+  T* wt = cpu::scratch<T>(cpu::kPackedWeight, static_cast<size_t>(k * hp));
   for (int64_t q = 0; q < k; ++q) {
     T* row = wt + q * hp;
     for (int64_t j = 0; j < h; ++j) row[j] = w[j * k + q];
     std::fill(row + h, row + hp, T(0));
   }
-  T* b = cpu::scratch<T>(cpu::kSlotB, static_cast<size_t>(hp));
+  T* b = cpu::scratch<T>(cpu::kPackedBias, static_cast<size_t>(hp));
   if (bias)
     std::copy(bias, bias + h, b);
   else
@@ -109,7 +109,7 @@ void linear_backward(const T* gy, const T* y, const T* x, const T* w, int64_t n,
   constexpr int64_t R = kBwdRows;
   const int64_t kp = cpu::round_up(std::max<int64_t>(k, 1), B);
   // w zero-padded to (h, kp): grad_x tiles read whole blocks.
-  T* wp = cpu::scratch<T>(cpu::kSlotA, static_cast<size_t>(h * kp));
+  T* wp = cpu::scratch<T>(cpu::kPackedWeight, static_cast<size_t>(h * kp));
   for (int64_t j = 0; j < h; ++j) {
     std::copy(w + j * k, w + (j + 1) * k, wp + j * kp);
     std::fill(wp + j * kp + k, wp + (j + 1) * kp, T(0));
@@ -120,15 +120,18 @@ void linear_backward(const T* gy, const T* y, const T* x, const T* w, int64_t n,
       std::max<int64_t>(1, std::min(kMaxPieces, kPartialBudget / std::max<int64_t>(per_piece, 1)));
   const int64_t piece = cpu::round_up(cpu::piece_size(n, 256, max_pieces), R);
   const int64_t pieces = cpu::ceil_div(n, piece);
-  T* partial_w = grad_w ? cpu::scratch<T>(cpu::kSlotB, static_cast<size_t>(pieces * h * kp))
-                        : nullptr;
-  T* partial_b = grad_b ? cpu::scratch<T>(cpu::kSlotC, static_cast<size_t>(pieces * h)) : nullptr;
+  T* partial_w =
+      grad_w ? cpu::scratch<T>(cpu::kPartialWeightGrads, static_cast<size_t>(pieces * h * kp))
+             : nullptr;
+  T* partial_b =
+      grad_b ? cpu::scratch<T>(cpu::kPartialBiasGrads, static_cast<size_t>(pieces * h))
+             : nullptr;
   if (partial_w) std::fill(partial_w, partial_w + pieces * h * kp, T(0));
   if (partial_b) std::fill(partial_b, partial_b + pieces * h, T(0));
 
   pfor(pieces, 1, [&](int64_t p0, int64_t p1) {
-    T* gz = cpu::scratch<T>(cpu::kSlotInnerA, static_cast<size_t>(R * h));
-    T* xt = cpu::scratch<T>(cpu::kSlotInnerB, static_cast<size_t>(R * kp));
+    T* gz = cpu::scratch<T>(cpu::kTileOutputGrads, static_cast<size_t>(R * h));
+    T* xt = cpu::scratch<T>(cpu::kTileInputsT, static_cast<size_t>(R * kp));
     alignas(64) T out[R][B];
     for (int64_t p = p0; p < p1; ++p) {
       T* pw = grad_w ? partial_w + p * h * kp : nullptr;
@@ -185,7 +188,8 @@ void linear_backward(const T* gy, const T* y, const T* x, const T* w, int64_t n,
             // the tile's input block stays in registers while every output row passes by
             V xv[R][kBwdVecs];
             for (int64_t r = 0; r < R; ++r)
-              for (int64_t v = 0; v < kBwdVecs; ++v) xv[r][v] = simd::load(xt + r * kp + c0 + v * L);
+              for (int64_t v = 0; v < kBwdVecs; ++v)
+                xv[r][v] = simd::load(xt + r * kp + c0 + v * L);
             for (int64_t j = 0; j < h; ++j) {
               T* dst = pw + j * kp + c0;
               V row[kBwdVecs];
