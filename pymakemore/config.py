@@ -39,7 +39,7 @@ class Option:
     run: bool = False              # a checkpoint fixes it: --resume refuses to change it
     check: Optional[valid.Check] = None  # of the value, when not None
     short: Optional[str] = None    # a one-letter flag too
-    show_default: bool = True
+    default_text: Optional[str] = None  # the default in words, where the value does not say it
 
     @property
     def flag(self) -> str:
@@ -53,8 +53,8 @@ def flag(key: str) -> str:
 
 OPTIONS: tuple[Option, ...] = (
     # data
-    Option("input_file", None, "text file, one word a line (default: the built-in names)",
-           "data", short="-i", run=True, show_default=False),
+    Option("input_file", None, "text file, one word a line", "data", short="-i", run=True,
+           default_text="the built-in names"),
     Option("data", "lines", "lines: one word a line; text: one character stream, 90/10 split "
            "(gpt only)", "data", choices=("lines", "text"), run=True),
     Option("block_size", 3, "characters of context per prediction (gpt on word lists: the "
@@ -66,7 +66,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("type", "mlp", "model family", "model", choices=tuple(sorted(MODELS)), run=True),
     Option("preset", None, "a lecture's configuration; --type T alone means preset T "
            "(gpt: gpt-names, or gpt-shakespeare with --data text)", "model", run=True,
-           show_default=False),  # choices: PRESETS, set below
+           default_text="the type's"),  # choices: PRESETS, given to the parser
     Option("n_embd", 10, "embedding size per character", "model", type=int, run=True,
            check=valid.at_least(1)),
     Option("n_hidden", 200, "hidden units", "model", type=int, run=True,
@@ -102,9 +102,9 @@ OPTIONS: tuple[Option, ...] = (
            check=valid.at_least(1)),
     Option("lr", 0.1, "learning rate", "optimisation", type=float, run=True,
            check=valid.above(0)),
-    Option("lr_decay_at", None, "step from which the rate is lr * lr-decay (default: "
-           "max-steps / 2, or the preset's, moved with --max-steps)", "optimisation", type=int,
-           run=True, check=valid.at_least(0), show_default=False),
+    Option("lr_decay_at", None, "step from which the rate is lr * lr-decay", "optimisation",
+           type=int, run=True, check=valid.at_least(0),
+           default_text="max-steps / 2, or the preset's moved with --max-steps"),
     Option("lr_decay", 0.1, "factor applied at --lr-decay-at", "optimisation", type=float,
            run=True, check=valid.finite_at_least(0)),
     Option("lr_find", False, f"instead of training: sweep the rate from 1e-3 to 1 over "
@@ -113,8 +113,8 @@ OPTIONS: tuple[Option, ...] = (
     # run
     Option("work_dir", "out", "folder for checkpoint, metrics, plots", "run", short="-o"),
     Option("device", "auto", "auto: cuda when available", "run", choices=("cpu", "cuda", "auto")),
-    Option("threads", None, "CPU threads for torch (default: torch's)", "run", type=int,
-           check=valid.at_least(1), show_default=False),
+    Option("threads", None, "CPU threads for torch", "run", type=int, check=valid.at_least(1),
+           default_text="torch's"),
     Option("eval_every", 10_000, "full train/dev loss and a checkpoint every N steps; 0: at "
            "the end only", "run", type=int, check=valid.at_least(0)),
     Option("log_every", 1_000, "steps between progress/metrics lines", "run", type=int,
@@ -172,13 +172,20 @@ TYPE_PRESET = {"bigram": "bigram", "mlp": "mlp", "bnmlp": "bnmlp", "wavenet": "w
 SET_BY_PRESETS = {key for preset in PRESETS.values() for key in preset} - {"type"}
 
 
-def help_text(option: Option) -> str:
-    if not option.show_default or option.kind == "switch":
-        return option.help
+def default_text(option: Option) -> str:
+    """The default as --help and the docs say it ("" for a switch)."""
+    if option.kind == "switch":
+        return ""
+    if option.default_text is not None:
+        return option.default_text
     default = "on" if option.default is True else "off" if option.default is False \
         else option.default
-    by_preset = ", or the preset's" if option.key in SET_BY_PRESETS else ""
-    return f"{option.help} (default {default}{by_preset})"
+    return f"{default}, or the preset's" if option.key in SET_BY_PRESETS else str(default)
+
+
+def help_text(option: Option) -> str:
+    default = default_text(option)
+    return f"{option.help} (default {default})" if default else option.help
 
 
 GROUP_TITLES = {"data": "data", "model": "model", "optimisation": "optimisation", "run": "run"}
@@ -324,3 +331,26 @@ def check_distributed(config: dict[str, Any], world: int) -> None:
     if config["batch_size"] % world:
         raise ConfigError(f"--batch-size {config['batch_size']} is the global batch: it must "
                           f"split evenly over the {world} processes")
+
+
+def options_table() -> str:
+    """The options as a Markdown table, for docs/training.md (a test keeps the two equal)."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    rows = ["| option | default | meaning | on `--resume` |", "|---|---|---|---|"]
+    for o in OPTIONS:
+        names = ", ".join(f"`{n}`" for n in ([o.short] if o.short else []) + [o.flag])
+        if o.kind == "toggle":
+            names = f"`--[no-]{o.flag[2:]}`"
+        if o.key == "preset":
+            names += f" ({cell(' | '.join(PRESETS))})"
+        elif o.choices:
+            names += f" ({cell(' | '.join(map(str, o.choices)))})"
+        rows.append(f"| {names} | {cell(default_text(o))} | {cell(o.help)} | "
+                    f"{'fixed' if o.run else ''} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(options_table(), end="")

@@ -200,8 +200,9 @@ def test_the_parser_defaults_and_resume_rules_come_from_the_option_declarations(
     assert set(flags) == {o.key for o in config.OPTIONS}  # every option, nothing else
     for o in config.OPTIONS:
         assert o.flag in flags[o.key].option_strings
-        if o.show_default and o.kind != "switch":  # the help states the declared default
-            shown = "on" if o.default is True else "off" if o.default is False else o.default
+        if o.kind != "switch":  # the help states the declared default
+            shown = o.default_text or ("on" if o.default is True else "off"
+                                       if o.default is False else o.default)
             assert f"(default {shown}" in flags[o.key].help, o.key
     # nothing given: the mlp preset, which is the declared defaults
     resolved, _ = config.resolve_config(parser.parse_args([]))
