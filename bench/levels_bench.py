@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cases  # noqa: E402
 from conftest import cpu_name  # noqa: E402
 from pymakemore import _C, engines  # noqa: E402
-from pymakemore.data import load_splits  # noqa: E402
 from pymakemore.config import DEFAULTS  # noqa: E402
+from pymakemore.data import load_splits  # noqa: E402
 from pymakemore.engines import run_steps  # noqa: E402
 from pymakemore.models import build_model  # noqa: E402
 from pymakemore.train import SGD  # noqa: E402

@@ -16,12 +16,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cases  # noqa: E402
 from pymakemore import engines  # noqa: E402
+from pymakemore.config import DEFAULTS  # noqa: E402
 from pymakemore.data import load_splits  # noqa: E402
 from pymakemore.devices import resolve_device  # noqa: E402
-from pymakemore.models.layers import LECTURE_SEED  # noqa: E402
-from pymakemore.config import DEFAULTS  # noqa: E402
 from pymakemore.engines import run_steps  # noqa: E402
 from pymakemore.models import build_model  # noqa: E402
+from pymakemore.models.layers import LECTURE_SEED  # noqa: E402
 from pymakemore.train import SGD  # noqa: E402
 
 
