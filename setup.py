@@ -38,7 +38,8 @@ cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=fast", "-Wno-uninitialized",
              "-Wno-maybe-uninitialized"] + ([f"-march={cpu_arch}"] if cpu_arch else [])
 link_flags = ["-fopenmp"]
 ext_sources = sources("cpu/*.cpp") + sources("cpu/levels/*/*.cpp") + ["csrc/torch/schema.cpp", "csrc/torch/autograd.cpp",
-                                      "csrc/torch/cpu_ops.cpp", "csrc/torch/python_api.cpp"]
+                                      "csrc/torch/cpu_ops.cpp", "csrc/torch/python_api.cpp",
+                                      "csrc/torch/linear_cross_entropy.cpp"]
 include_dirs = [os.path.abspath("csrc/include"), os.path.abspath("csrc/cpu")]
 
 if want_cuda():

@@ -2,12 +2,14 @@
 keys and initialisation, so they swap in for their torch.nn twins."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
 from . import ops
 
-__all__ = ["Embedding", "Linear", "LinearTanh", "CrossEntropyLoss"]
+__all__ = ["Embedding", "Linear", "LinearTanh", "CrossEntropyLoss", "LinearCrossEntropyLoss"]
 
 
 class Embedding(torch.nn.Embedding):
@@ -39,3 +41,24 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
         return ops.cross_entropy(input, target, weight=self.weight,
                                  ignore_index=self.ignore_index, reduction=self.reduction,
                                  label_smoothing=self.label_smoothing)
+
+
+class LinearCrossEntropyLoss(torch.nn.Module):
+    """The loss of a linear head, F.cross_entropy(F.linear(input, weight, bias), target),
+    without its logits (ops.linear_cross_entropy): call it with the head's parameters, e.g.
+    loss_fn(hidden, model.head.weight, targets, model.head.bias)."""
+
+    def __init__(self, ignore_index: int = -100, reduction: str = "mean",
+                 label_smoothing: float = 0.0, softcap: Optional[float] = None,
+                 z_loss: float = 0.0):
+        super().__init__()
+        self.ignore_index, self.reduction = ignore_index, reduction
+        self.label_smoothing, self.softcap, self.z_loss = label_smoothing, softcap, z_loss
+
+    def forward(self, input: Tensor, weight: Tensor, target: Tensor,
+                bias: Optional[Tensor] = None) -> Tensor:
+        return ops.linear_cross_entropy(input, weight, target, bias,
+                                        ignore_index=self.ignore_index,
+                                        reduction=self.reduction,
+                                        label_smoothing=self.label_smoothing,
+                                        softcap=self.softcap, z_loss=self.z_loss)

@@ -5,6 +5,7 @@
     h = ops.linear_tanh(x, w, b)                    # torch.tanh(F.linear(x, w, b))
     loss = ops.cross_entropy(logits, targets)       # F.cross_entropy(logits, targets)
     out = ops.linear(x, w, b)                       # F.linear(x, w, b)
+    loss = ops.linear_cross_entropy(h, w, targets)  # F.cross_entropy(F.linear(h, w), targets)
 
 Each is a PyTorch custom op (torch.ops.pymakemore.*) with its backward also a custom op, fake
 kernels for torch.compile, and index/target range checks inside the op (no host-side checks
@@ -20,7 +21,7 @@ from torch import Tensor
 
 from . import _C  # loads the library that registers torch.ops.pymakemore.*
 
-__all__ = ["embedding", "linear", "linear_tanh", "cross_entropy"]
+__all__ = ["embedding", "linear", "linear_tanh", "cross_entropy", "linear_cross_entropy"]
 
 _ops = torch.ops.pymakemore
 _compiling = torch.compiler.is_compiling
@@ -287,3 +288,166 @@ def _cross_entropy_backward_fake(grad_loss, input, target, weight, lse, reductio
     return torch.empty_like(input)
 
 
+
+
+# ---- linear_cross_entropy -------------------------------------------------------------------
+def linear_cross_entropy(
+    input: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    bias: Optional[Tensor] = None,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    softcap: Optional[float] = None,
+    z_loss: float = 0.0,
+) -> Tensor:
+    """F.cross_entropy(F.linear(input, weight, bias), target, ...) without the N x V logits.
+
+    input (N, D) with target (N,), or (D,) with a 0-d target; weight (V, D); bias (V,).
+    softcap: logits c * tanh(logits / c) before the loss (Gemma 2); z_loss: z_loss * lse**2
+    added per counted row (PaLM). Rows go through in chunks whose logits are never kept: the
+    peak extra memory is two chunks (about 16 MiB each) plus O(N). When a gradient is needed
+    and the loss is one value (mean, sum), the forward computes the gradients in its pass and
+    the backward scales them; for reduction="none" the backward recomputes the chunks.
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    if _transformed():
+        return _linear_cross_entropy_composite(input, weight, target, bias, ignore_index,
+                                               reduction, label_smoothing, softcap, z_loss)
+    cast = _autocast(False, input, weight, bias)
+    if cast is not None:  # F.linear in autocast's dtype; the loss in float32, as autocast's
+        with torch.autocast(input.device.type, enabled=False):
+            return _linear_cross_entropy_rows(*cast[:2], target, cast[2], ignore_index,
+                                              reduction, label_smoothing, softcap, z_loss,
+                                              keep_float32=True)
+    return _linear_cross_entropy_rows(input, weight, target, bias, ignore_index, reduction,
+                                      label_smoothing, softcap, z_loss, keep_float32=False)
+
+
+def _linear_cross_entropy_composite(input, weight, target, bias, ignore_index, reduction,
+                                    label_smoothing, softcap, z_loss):
+    """The same loss from torch's own ops (torch.func transforms, gradients of gradients)."""
+    logits = F.linear(input, weight, bias)
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    loss = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none",
+                           label_smoothing=label_smoothing)
+    if z_loss:
+        lse = torch.logsumexp(logits, dim=-1)
+        loss = loss + torch.where(target != ignore_index, z_loss * lse * lse,
+                                  torch.zeros_like(lse))
+    if reduction == "none":
+        return loss
+    total = loss.sum()
+    return total if reduction == "sum" else total / (target != ignore_index).sum()
+
+
+def _linear_cross_entropy_rows(input, weight, target, bias, ignore_index, reduction,
+                               label_smoothing, softcap, z_loss, keep_float32):
+    if input.dim() == 1:  # one sample: (D,) with a 0-d target
+        if target.dim() != 0:
+            raise RuntimeError(
+                f"linear_cross_entropy: input of shape {tuple(input.shape)} (unbatched) "
+                f"expects a 0-D target, but got shape {tuple(target.shape)}")
+        loss = _linear_cross_entropy_rows(input.unsqueeze(0), weight, target.unsqueeze(0), bias,
+                                          ignore_index, reduction, label_smoothing, softcap,
+                                          z_loss, keep_float32)
+        return loss.squeeze(0) if reduction == "none" else loss
+    if softcap is not None and not softcap > 0:
+        raise ValueError(f"linear_cross_entropy: softcap must be > 0, got {softcap}")
+    needs = (torch.is_grad_enabled() and input.requires_grad,
+             torch.is_grad_enabled() and weight.requires_grad,
+             torch.is_grad_enabled() and bias is not None and bias.requires_grad)
+    in_forward = list(needs) if reduction != "none" else [False] * 3
+    loss = _ops.linear_cross_entropy(input, weight, target, bias, ignore_index, reduction,
+                                     float(label_smoothing),
+                                     None if softcap is None else float(softcap),
+                                     float(z_loss), in_forward)[0]
+    return loss if keep_float32 else loss.to(input.dtype)
+
+
+def _lce_setup_context(ctx, inputs, output):
+    (input, weight, target, bias, ignore_index, reduction, label_smoothing, softcap, z_loss,
+     grad_mask) = inputs
+    ctx.save_for_backward(input, weight, target, bias)
+    ctx.options = (ignore_index, reduction, label_smoothing, softcap, z_loss)
+    ctx.grads = list(output[1:]) if any(grad_mask) else None
+    ctx.grad_mask = grad_mask
+    ctx.mark_non_differentiable(*output[1:])
+
+
+def _lce_backward(ctx, grad_loss, *unused):
+    input, weight, target, bias = ctx.saved_tensors
+    ignore_index, reduction, label_smoothing, softcap, z_loss = ctx.options
+    wanted = (ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+              bias is not None and ctx.needs_input_grad[3])
+    if torch.is_grad_enabled():  # create_graph: differentiable formulas, exact higher orders
+        loss = _linear_cross_entropy_composite(input, weight, target, bias, ignore_index,
+                                               reduction, label_smoothing, softcap, z_loss)
+        tensors = (input, weight, bias)
+        asked = [t for t, w in zip(tensors, wanted) if w]
+        found = iter(torch.autograd.grad(loss, asked, grad_loss, create_graph=True))
+        gx, gw, gb = (next(found) if w else None for w in wanted)
+        return gx, gw, None, gb, *([None] * 6)
+    grads = ctx.grads
+    if grads is not None and all(not w or m for w, m in zip(wanted, ctx.grad_mask)):
+        g = grad_loss.to(grads[0].dtype if grads[0].numel() else grads[1].dtype)
+        if all(type(t) is torch.Tensor for t in grads):
+            # eager: scale the forward's gradients in place (no copy of grad_weight) and let
+            # autograd take them; a second backward through a retained graph recomputes
+            ctx.grads = None
+            for t in grads:
+                if t.numel():
+                    _ops.scale_grad_(t, g.to(t.dtype))
+        else:  # traced (torch.compile): out of place
+            grads = [t * g.to(t.dtype) for t in grads]
+        gx, gw, gb = grads
+    else:
+        gx, gw, gb = _ops.linear_cross_entropy_backward(
+            grad_loss, input, weight, target, bias, ignore_index, reduction, label_smoothing,
+            softcap, z_loss, list(wanted))
+    return (gx if wanted[0] else None, gw if wanted[1] else None, None,
+            gb if wanted[2] else None, *([None] * 6))
+
+
+torch.library.register_autograd("pymakemore::linear_cross_entropy", _lce_backward,
+                                setup_context=_lce_setup_context)
+
+
+def _lce_check_fake(input, weight, target, bias):
+    _check_same_device("linear_cross_entropy", input, weight, target, bias)
+    torch._check(input.dim() == 2 and weight.dim() == 2 and input.shape[1] == weight.shape[1],
+                 lambda: "linear_cross_entropy: input (N, D) and weight (V, D) expected")
+
+
+def _loss_dtype(input):
+    return torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+
+
+@torch.library.register_fake("pymakemore::linear_cross_entropy")
+def _linear_cross_entropy_fake(input, weight, target, bias, ignore_index, reduction,
+                               label_smoothing, softcap, z_loss, grad_mask):
+    _lce_check_fake(input, weight, target, bias)
+    loss = input.new_empty((input.shape[0],) if reduction == "none" else (),
+                           dtype=_loss_dtype(input))
+    return (loss, *_lce_grads_fake(input, weight, bias, grad_mask))
+
+
+def _lce_grads_fake(input, weight, bias, mask):
+    """grad_input, grad_weight, grad_bias: each asked-for one its parameter's shape, the
+    others (distinct) empty tensors."""
+    return (torch.empty_like(input) if mask[0] else input.new_empty((0,)),
+            torch.empty_like(weight) if mask[1] else input.new_empty((0,)),
+            weight.new_empty((weight.shape[0],)) if mask[2] and bias is not None
+            else input.new_empty((0,)))
+
+
+@torch.library.register_fake("pymakemore::linear_cross_entropy_backward")
+def _linear_cross_entropy_backward_fake(grad_loss, input, weight, target, bias, ignore_index,
+                                        reduction, label_smoothing, softcap, z_loss,
+                                        output_mask):
+    _lce_check_fake(input, weight, target, bias)
+    return _lce_grads_fake(input, weight, bias, output_mask)

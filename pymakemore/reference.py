@@ -72,3 +72,25 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
     if reduction == "sum":
         return row_loss.sum()
     return row_loss.sum() / w_target.sum()
+
+
+def linear_cross_entropy(input: Tensor, weight: Tensor, target: Tensor,
+                         bias: Optional[Tensor] = None, ignore_index: int = -100,
+                         reduction: str = "mean", label_smoothing: float = 0.0,
+                         softcap: Optional[float] = None, z_loss: float = 0.0) -> Tensor:
+    """The composite: cross entropy of the (softcapped) logits input @ weight.T + bias, plus
+    z_loss * lse^2 per counted row (PaLM's z-loss), reduced as the cross entropy is."""
+    logits = linear(input, weight, bias)
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    loss = cross_entropy(logits, target, ignore_index=ignore_index, reduction="none",
+                         label_smoothing=label_smoothing)
+    keep = target != ignore_index
+    if z_loss:
+        lse = torch.logsumexp(logits, dim=1)
+        loss = loss + torch.where(keep, z_loss * lse * lse, torch.zeros_like(lse))
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / keep.sum()

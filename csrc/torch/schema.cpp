@@ -30,6 +30,19 @@ TORCH_LIBRARY(pymakemore, m) {
   // grad *= grad_loss (one value), in place; nothing is written when grad_loss is 1, and on
   // CUDA that is decided on the device (no host read).
   m.def("scale_grad_(Tensor(a!) grad, Tensor grad_loss) -> ()");
+  // F.cross_entropy(F.linear(input, weight, bias), target) with Gemma 2's logit softcap
+  // (c * tanh(z / c)) and PaLM's z-loss (z_loss * lse^2 per counted row), never holding the
+  // N x V logits. Returns (loss, grad_input, grad_weight, grad_bias): the gradients grad_mask
+  // asks for, of a mean or sum loss for a loss gradient of 1, from the same pass (the others
+  // empty tensors). The loss is float32 for float16/bfloat16 inputs.
+  m.def("linear_cross_entropy(Tensor input, Tensor weight, Tensor target, Tensor? bias, "
+        "int ignore_index, str reduction, float label_smoothing, float? softcap, float z_loss, "
+        "bool[3] grad_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+  // The gradients for grad_loss ((N,) for "none", 0-d otherwise), recomputed chunk by chunk;
+  // an entry whose mask is False comes back empty.
+  m.def("linear_cross_entropy_backward(Tensor grad_loss, Tensor input, Tensor weight, "
+        "Tensor target, Tensor? bias, int ignore_index, str reduction, float label_smoothing, "
+        "float? softcap, float z_loss, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   // The makemore MLP's whole SGD steps (engine "fused"): updates C, W1, b1, W2, b2 in place,
   // returns the steps' losses. lrs: one rate per step. batch_indices (steps, batch_size): rows
   // of X to use instead of the counter-based draws of mlp_batch_indices.

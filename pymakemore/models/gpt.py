@@ -11,7 +11,8 @@ from torch import Tensor
 
 from .. import valid
 from ..valid import refuse
-from .layers import LECTURE_SEED, OPS, check_ops, lm_loss
+from .. import ops as fused_ops
+from .layers import IGNORE_TARGET, LECTURE_SEED, OPS, check_ops, lm_loss
 
 
 class CausalSelfAttention(torch.nn.Module):
@@ -93,5 +94,12 @@ class GPT(torch.nn.Module):
         x = self.drop(f.embedding(idx, self.tok) + f.embedding(positions, self.pos))
         for block in self.blocks:
             x = block(x)
-        logits = self.head(self.ln_f(x))
+        x = self.ln_f(x)
+        if targets is not None and self.ops == "fused":
+            # the head and the loss in one op that never holds the (B*T, vocab) logits;
+            # the logits are not computed (None), as nothing in training reads them
+            return None, fused_ops.linear_cross_entropy(
+                x.reshape(-1, x.shape[-1]), self.head.weight, targets.reshape(-1),
+                self.head.bias, ignore_index=IGNORE_TARGET)
+        logits = self.head(x)
         return logits, lm_loss(self.ops, logits, targets)

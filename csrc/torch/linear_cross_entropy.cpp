@@ -1,0 +1,251 @@
+// linear_cross_entropy: F.cross_entropy(F.linear(input, weight, bias), target) without the
+// N x V logits. Rows go through in chunks sized from the shapes: a chunk's logits come from one
+// matrix product (torch's: MKL/oneDNN on the CPU, cuBLAS on CUDA), the row logic runs through
+// pymakemore's own cross-entropy kernels (cross_entropy / cross_entropy_with_grad on that
+// chunk), and, when the gradients are wanted, the chunk's logit gradient is turned into its
+// share of grad_input, grad_weight and grad_bias right away, then dropped. Peak extra memory:
+// two chunk-sized buffers plus O(N); nothing reads device data on the host, so on CUDA it is
+// graph-capturable. Device-agnostic: registered once, for every backend.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <optional>
+#include <tuple>
+
+#include "checks.h"
+#include "op_handles.h"
+
+namespace pymakemore {
+namespace {
+
+// The logits of one chunk: about 16 MiB of float32. Fewer rows per chunk mean less memory and
+// more passes over grad_weight (read and written once per chunk).
+constexpr int64_t kChunkLogits = int64_t(1) << 22;
+constexpr int64_t kMinChunkRows = 16;
+
+int64_t rows_per_chunk(int64_t rows, int64_t classes) {
+  const int64_t fit = kChunkLogits / std::max<int64_t>(classes, 1);
+  return std::max<int64_t>(1, std::min(rows, std::max(fit, kMinChunkRows)));
+}
+
+struct Options {
+  int64_t ignore_index;
+  std::string reduction;  // "mean", "sum" or "none"
+  double label_smoothing;
+  std::optional<double> softcap;
+  double z_loss;
+};
+
+void check_args(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& target,
+                const c10::optional<at::Tensor>& bias, const Options& opt) {
+  TORCH_CHECK(input.dim() == 2, "linear_cross_entropy: input must be 2-D (rows, features), "
+              "got ", input.dim(), "-D");
+  TORCH_CHECK(weight.dim() == 2, "linear_cross_entropy: weight must be 2-D (classes, "
+              "features), got ", weight.dim(), "-D");
+  TORCH_CHECK(input.size(1) == weight.size(1), "linear_cross_entropy: input has ",
+              input.size(1), " features but weight has ", weight.size(1),
+              " (mat1 and mat2 shapes cannot be multiplied)");
+  TORCH_CHECK(input.is_floating_point() && input.scalar_type() == weight.scalar_type(),
+              "linear_cross_entropy: input and weight must have one floating dtype, got ",
+              input.scalar_type(), " and ", weight.scalar_type());
+  TORCH_CHECK(target.dim() == 1, "linear_cross_entropy: target must be 1-D, got ",
+              target.dim(), "-D");
+  if (target.size(0) != input.size(0))
+    throw c10::ValueError(c10::str("Expected input batch_size (", input.size(0),
+                                   ") to match target batch_size (", target.size(0), ")."),
+                          nullptr);
+  TORCH_CHECK(target.scalar_type() == at::kLong || target.scalar_type() == at::kInt,
+              "linear_cross_entropy: target must be int64 or int32, got ", target.scalar_type());
+  if (bias && bias->defined()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0),
+                "linear_cross_entropy: bias must have shape (", weight.size(0), "), got ",
+                bias->sizes());
+    TORCH_CHECK(bias->scalar_type() == weight.scalar_type(),
+                "linear_cross_entropy: bias must have the weight's dtype, got ",
+                bias->scalar_type());
+  }
+  checks::same_device("linear_cross_entropy", {&input, &weight, &target});
+  if (bias && bias->defined()) checks::same_device("linear_cross_entropy", {&input, &*bias});
+  TORCH_CHECK(opt.reduction == "mean" || opt.reduction == "sum" || opt.reduction == "none",
+              opt.reduction, " is not a valid value for reduction");
+  TORCH_CHECK(opt.label_smoothing >= 0.0 && opt.label_smoothing <= 1.0,
+              "label_smoothing must be between 0.0 and 1.0. Got: ", opt.label_smoothing);
+  TORCH_CHECK(!opt.softcap || *opt.softcap > 0.0,
+              "linear_cross_entropy: softcap must be > 0, got ", *opt.softcap);
+  TORCH_CHECK(opt.z_loss >= 0.0, "linear_cross_entropy: z_loss must be >= 0, got ", opt.z_loss);
+}
+
+bool half_precision(const at::Tensor& t) { return at::isReducedFloatingType(t.scalar_type()); }
+
+// What one pass over the chunks produces. grads: (grad_input, grad_weight, grad_bias), each
+// undefined where not wanted.
+struct Pass {
+  at::Tensor loss;  // (N,) per row for "none"; else one value (the sum, or the mean)
+  LinearGrads grads;
+};
+
+// One pass over the rows in chunks. want: which gradients to compute (none: the loss alone);
+// row_scale: the gradient of a "none" loss (N,), each row's logit gradient times its entry;
+// undefined: the gradients of the sum (or mean) for a loss gradient of 1. The loss is
+// computed only when with_loss.
+Pass run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& target,
+                const c10::optional<at::Tensor>& bias, const Options& opt,
+                std::array<bool, 3> want, const at::Tensor& row_scale, bool with_loss) {
+  static const auto cross_entropy =
+      handles::op<handles::CrossEntropy>("pymakemore::cross_entropy");
+  static const auto cross_entropy_with_grad =
+      handles::op<handles::CrossEntropyWithGrad>("pymakemore::cross_entropy_with_grad");
+  const bool has_bias = bias && bias->defined();
+  const bool grads = want[0] || want[1] || want[2];
+  const int64_t n = input.size(0), classes = weight.size(0);
+  const at::Tensor x = input.contiguous(), w = weight.contiguous(), t = target.contiguous();
+  const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
+  // the row logic in float32 for float16/bfloat16 (as F.cross_entropy under autocast), the
+  // weight gradient accumulated in float32 across chunks
+  const bool half = half_precision(x);
+  const at::ScalarType row_dtype = half ? at::kFloat : x.scalar_type();
+  const c10::string_view per_row = "none", summed = "sum";
+
+  Pass out;
+  const at::TensorOptions rows_options = x.options().dtype(row_dtype);
+  const bool none = opt.reduction == "none";
+  at::Tensor loss_rows = with_loss && none ? at::empty({n}, rows_options) : at::Tensor();
+  at::Tensor loss_sum =
+      with_loss && !none ? at::zeros({}, x.options().dtype(at::kDouble)) : at::Tensor();
+  at::Tensor grad_x = want[0] ? at::empty_like(x) : at::Tensor();
+  at::Tensor grad_w = want[1] ? at::zeros(w.sizes(), rows_options) : at::Tensor();
+  at::Tensor grad_b = want[2] ? at::zeros({classes}, rows_options) : at::Tensor();
+  const int64_t step = rows_per_chunk(n, classes);
+  for (int64_t r0 = 0; r0 < n; r0 += step) {
+    const int64_t rows = std::min(step, n - r0);
+    const at::Tensor xr = x.narrow(0, r0, rows), tr = t.narrow(0, r0, rows);
+    at::Tensor z = has_bias ? at::addmm(b, xr, w.t()) : at::mm(xr, w.t());  // (rows, V)
+    if (half) z = z.to(at::kFloat);
+    if (opt.softcap) z.div_(*opt.softcap).tanh_().mul_(*opt.softcap);  // c * tanh(z / c)
+    at::Tensor lse, dz;
+    if (grads) {
+      // dz = softmax - smoothed one-hot per counted row, zero for ignored rows
+      at::Tensor chunk_loss;
+      std::tie(chunk_loss, lse, dz) = cross_entropy_with_grad.call(
+          z, tr, c10::nullopt, summed, opt.ignore_index, opt.label_smoothing);
+      if (with_loss) loss_sum.add_(chunk_loss);  // (with_grad: never "none")
+    } else {
+      at::Tensor chunk_loss;
+      std::tie(chunk_loss, lse) = cross_entropy.call(
+          z, tr, c10::nullopt, none ? per_row : summed, opt.ignore_index, opt.label_smoothing);
+      if (none)
+        loss_rows.narrow(0, r0, rows).copy_(chunk_loss);
+      else
+        loss_sum.add_(chunk_loss);
+    }
+    const at::Tensor counted = tr.ne(opt.ignore_index);
+    if (opt.z_loss > 0.0) {
+      // PaLM's z-loss: z_loss * lse^2 per counted row; its gradient 2 z_loss lse softmax
+      const at::Tensor zl = lse.mul(lse).mul_(opt.z_loss).mul_(counted);
+      if (with_loss && none)
+        loss_rows.narrow(0, r0, rows).add_(zl);
+      else if (with_loss)
+        loss_sum.add_(zl.sum());
+      if (grads) {
+        // softmax = dz + q where q is the smoothed one-hot of a counted row
+        const at::Tensor coef = lse.mul(2.0 * opt.z_loss).mul_(counted).to(row_dtype);
+        const double eps = opt.label_smoothing;
+        const at::Tensor safe_t = at::where(counted, tr, at::zeros_like(tr)).to(at::kLong);
+        dz.mul_(coef.add(1.0).unsqueeze(1));
+        if (eps > 0.0) dz.add_(coef.mul(eps / classes).unsqueeze(1));
+        dz.scatter_add_(1, safe_t.unsqueeze(1), coef.mul(1.0 - eps).unsqueeze(1));
+      }
+    }
+    if (!grads) continue;
+    if (opt.softcap) {  // through c * tanh(z / c): times 1 - (capped / c)^2, in z's buffer
+      z.div_(*opt.softcap).square_().neg_().add_(1.0).mul_(dz);
+      dz = z;
+    }
+    if (row_scale.defined())
+      dz.mul_(row_scale.narrow(0, r0, rows).to(dz.scalar_type()).unsqueeze(1));
+    const at::Tensor dz_x = half ? dz.to(x.scalar_type()) : dz;
+    if (want[0]) {
+      at::Tensor rows_of_grad_x = grad_x.narrow(0, r0, rows);
+      at::mm_out(rows_of_grad_x, dz_x, w);
+    }
+    if (want[1]) grad_w.addmm_(dz.t(), half ? xr.to(at::kFloat) : xr);
+    if (grad_b.defined()) grad_b.add_(dz.sum(0));
+  }
+  // the loss in the row dtype (float32 for float16/bfloat16: the caller casts it)
+  if (with_loss && none) out.loss = loss_rows;
+  if (with_loss && !none)
+    out.loss = (opt.reduction == "mean" ? loss_sum / t.ne(opt.ignore_index).sum() : loss_sum)
+                   .to(row_dtype);
+  if (grads && opt.reduction == "mean" && !row_scale.defined()) {
+    // the mean's 1 / (counted rows); all rows ignored: zero gradients (the loss is NaN)
+    const at::Tensor inv =
+        t.ne(opt.ignore_index).sum().clamp_min(1).to(at::kDouble).reciprocal();
+    for (at::Tensor* g : {&grad_x, &grad_w, &grad_b})
+      if (g->defined()) g->mul_(inv.to(g->scalar_type()));
+  }
+  out.grads = {grad_x.defined() ? grad_x : at::empty({0}, x.options()),
+               grad_w.defined() ? grad_w.to(w.scalar_type()) : at::empty({0}, x.options()),
+               grad_b.defined() ? grad_b.to(w.scalar_type()) : at::empty({0}, x.options())};
+  return out;
+}
+
+Options options(c10::string_view reduction, int64_t ignore_index, double label_smoothing,
+                c10::optional<double> softcap, double z_loss) {
+  return {ignore_index, std::string(reduction), label_smoothing,
+          softcap ? std::optional<double>(*softcap) : std::nullopt, z_loss};
+}
+
+// (loss, grad_input, grad_weight, grad_bias): the gradients grad_mask asks for, of a mean or
+// sum loss for a loss gradient of 1, from the same pass (empty tensors otherwise).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_cross_entropy(
+    const at::Tensor& input, const at::Tensor& weight, const at::Tensor& target,
+    const c10::optional<at::Tensor>& bias, int64_t ignore_index, c10::string_view reduction,
+    double label_smoothing, c10::optional<double> softcap, double z_loss,
+    std::array<bool, 3> grad_mask) {
+  const Options opt = options(reduction, ignore_index, label_smoothing, softcap, z_loss);
+  check_args(input, weight, target, bias, opt);
+  const bool has_bias = bias && bias->defined();
+  const std::array<bool, 3> want{grad_mask[0], grad_mask[1], grad_mask[2] && has_bias};
+  TORCH_CHECK(opt.reduction != "none" || !(want[0] || want[1] || want[2]),
+              "linear_cross_entropy: gradients in the forward need reduction 'mean' or 'sum'");
+  Pass pass = run_chunks(input, weight, target, bias, opt, want, at::Tensor(), true);
+  auto [gx, gw, gb] = pass.grads;
+  return {pass.loss, gx, gw, gb};
+}
+
+// The gradients for grad_loss (per row for "none", one value otherwise), recomputed chunk by
+// chunk; an entry whose mask is False comes back empty.
+LinearGrads linear_cross_entropy_backward(
+    const at::Tensor& grad_loss, const at::Tensor& input, const at::Tensor& weight,
+    const at::Tensor& target, const c10::optional<at::Tensor>& bias, int64_t ignore_index,
+    c10::string_view reduction, double label_smoothing, c10::optional<double> softcap,
+    double z_loss, std::array<bool, 3> output_mask) {
+  const Options opt = options(reduction, ignore_index, label_smoothing, softcap, z_loss);
+  check_args(input, weight, target, bias, opt);
+  const int64_t n = input.size(0);
+  TORCH_CHECK(opt.reduction == "none" ? grad_loss.dim() == 1 && grad_loss.size(0) == n
+                                      : grad_loss.dim() == 0,
+              "linear_cross_entropy_backward: grad_loss must have the loss's shape, got ",
+              grad_loss.sizes());
+  const bool has_bias = bias && bias->defined();
+  const std::array<bool, 3> want{output_mask[0], output_mask[1], output_mask[2] && has_bias};
+  if (opt.reduction == "none")  // each row's logit gradient times its loss's gradient
+    return run_chunks(input, weight, target, bias, opt, want, grad_loss, false).grads;
+  // mean, sum: the forward's computation, then times grad_loss, so that a recomputation (a
+  // second backward through a retained graph) gives the first one's gradients bit for bit
+  LinearGrads grads = run_chunks(input, weight, target, bias, opt, want, at::Tensor(), false)
+                          .grads;
+  for (at::Tensor* g : {&std::get<0>(grads), &std::get<1>(grads), &std::get<2>(grads)})
+    if (g->numel()) g->mul_(grad_loss.to(g->scalar_type()));
+  return grads;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pymakemore, CompositeExplicitAutograd, m) {
+  m.impl("linear_cross_entropy", &linear_cross_entropy);
+  m.impl("linear_cross_entropy_backward", &linear_cross_entropy_backward);
+}
+
+}  // namespace pymakemore

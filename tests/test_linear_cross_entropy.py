@@ -1,0 +1,266 @@
+"""ops.linear_cross_entropy against the composite F.cross_entropy(F.linear(...)) and the
+reference: forward, every gradient, every option and dtype, chunk boundaries, errors, compile,
+tied weights, and a memory bound that fails if the N x V logits are ever allocated."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import DEVICES, ROOT, assert_close, dtypes_for
+from pymakemore import nn as pmnn
+from pymakemore import ops, reference
+
+OPTIONS = [{}, dict(label_smoothing=0.1), dict(softcap=3.0), dict(z_loss=1e-3),
+           dict(label_smoothing=0.2, softcap=2.0, z_loss=0.01)]
+
+
+def composite(x, w, t, b=None, ignore_index=-100, reduction="mean", label_smoothing=0.0,
+              softcap=None, z_loss=0.0):
+    """What a user writes without the fused op: torch's own functions."""
+    logits = F.linear(x, w, b)
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    loss = F.cross_entropy(logits, t, ignore_index=ignore_index, reduction="none",
+                           label_smoothing=label_smoothing)
+    if z_loss:
+        lse = torch.logsumexp(logits, dim=-1)
+        loss = loss + torch.where(t != ignore_index, z_loss * lse * lse, torch.zeros_like(lse))
+    if reduction == "none":
+        return loss
+    return loss.sum() if reduction == "sum" else loss.sum() / (t != ignore_index).sum()
+
+
+def _grads(fn, x, w, t, b, grad=None, **kw):
+    leaves = [p.detach().clone().requires_grad_(True) for p in (x, w, b) if p is not None]
+    bias = leaves[2] if b is not None else None
+    loss = fn(leaves[0], leaves[1], t, bias, **kw)
+    loss.backward(torch.ones_like(loss) if grad is None else grad)
+    return loss.detach(), [p.grad for p in leaves]
+
+
+def _case(n, d, v, device, dtype, ignore_frac=0.2, ignore_index=-100):
+    x = torch.randn(n, d, device=device, dtype=dtype)
+    w = torch.randn(v, d, device=device, dtype=dtype) / d ** 0.5
+    b = torch.randn(v, device=device, dtype=dtype) * 0.1
+    t = torch.randint(0, v, (n,), device=device)
+    if n:
+        t[torch.rand(n, device=device) < ignore_frac] = ignore_index
+    return x, w, t, b
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(1, 1, 2), (37, 16, 11), (0, 8, 5), (64, 3, 27), (5, 30, 1)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", range(len(OPTIONS)))
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_matches_the_composite_and_the_reference(device, shape, reduction, options, with_bias):
+    kw = dict(reduction=reduction, **OPTIONS[options])
+    for dtype in dtypes_for(device):
+        x, w, t, b = _case(*shape, device, dtype)
+        b = b if with_bias else None
+        grad = torch.randn(shape[0], device=device, dtype=dtype) if reduction == "none" \
+            else torch.tensor(1.7, device=device, dtype=dtype)
+        loss, grads = _grads(ops.linear_cross_entropy, x, w, t, b, grad, **kw)
+        loss_c, grads_c = _grads(composite, x, w, t, b, grad, **kw)
+        assert loss.dtype == loss_c.dtype and loss.shape == loss_c.shape
+        scale = max(1.0, shape[0] ** 0.5) if reduction == "sum" else 1.0
+        assert_close(loss, loss_c, dtype, scale * 4)
+        for g, g_c in zip(grads, grads_c):
+            assert_close(g, g_c, dtype, 4)
+        if dtype == torch.float64:
+            loss_r, grads_r = _grads(reference.linear_cross_entropy, x, w, t, b, grad, **kw)
+            assert_close(loss, loss_r, dtype, scale * 4)
+            for g, g_r in zip(grads, grads_r):
+                assert_close(g, g_r, dtype, 4)
+
+
+@pytest.mark.parametrize("classes", [2, 1000, 50304, 262144])
+def test_vocabularies_up_to_262144_over_several_chunks(classes):
+    # enough rows for several chunks at the large vocabularies (a chunk holds about 4M logits)
+    n = max(8, min(80, (3 << 22) // classes + 5))
+    x, w, t, b = _case(n, 4, classes, "cpu", torch.float64)
+    for reduction in ("mean", "none"):
+        grad = torch.randn(n, dtype=torch.float64) if reduction == "none" else None
+        loss, grads = _grads(ops.linear_cross_entropy, x, w, t, b, grad, reduction=reduction,
+                             z_loss=1e-4, label_smoothing=0.1)
+        loss_c, grads_c = _grads(composite, x, w, t, b, grad, reduction=reduction, z_loss=1e-4,
+                                 label_smoothing=0.1)
+        assert_close(loss, loss_c, torch.float64, 4)
+        for g, g_c in zip(grads, grads_c):
+            assert_close(g, g_c, torch.float64, 4)
+
+
+def test_all_rows_ignored_gives_nan_mean_and_zero_gradients():
+    x, w, _, b = _case(6, 5, 7, "cpu", torch.float32)
+    t = torch.full((6,), -100)
+    for fn in (ops.linear_cross_entropy, composite):
+        loss, grads = _grads(fn, x, w, t, b)
+        assert torch.isnan(loss)
+        assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)
+    loss, _ = _grads(ops.linear_cross_entropy, x, w, t, b, reduction="sum")
+    assert loss.item() == 0.0
+
+
+def test_ignore_index_and_int32_targets():
+    x, w, t, b = _case(40, 6, 9, "cpu", torch.float64, ignore_index=3)
+    for targets in (t, t.int()):
+        loss, grads = _grads(ops.linear_cross_entropy, x, w, targets, b, ignore_index=3)
+        loss_c, grads_c = _grads(composite, x, w, t, b, ignore_index=3)
+        assert_close(loss, loss_c, torch.float64)
+        for g, g_c in zip(grads, grads_c):
+            assert_close(g, g_c, torch.float64)
+
+
+def test_unbatched_input():
+    x, w, t, b = _case(1, 6, 9, "cpu", torch.float64, ignore_frac=0)
+    for reduction in ("mean", "none"):
+        a = ops.linear_cross_entropy(x[0], w, t[0], b, reduction=reduction)
+        c = composite(x[0], w, t[0], b, reduction=reduction)
+        assert a.shape == c.shape == ()
+        assert_close(a, c, torch.float64)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_gradcheck_and_gradgradcheck(reduction):
+    x, w, t, b = _case(13, 5, 7, "cpu", torch.float64)
+    x, w, b = (p.requires_grad_() for p in (x, w, b))
+
+    def fn(x, w, b):
+        return ops.linear_cross_entropy(x, w, t, b, reduction=reduction,
+                                        **OPTIONS[-1])
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+def test_a_retained_graph_backs_up_twice_with_the_same_gradients():
+    x, w, t, b = _case(20, 6, 9, "cpu", torch.float32)
+    x.requires_grad_()
+    loss = ops.linear_cross_entropy(x, w, t, b)
+    first, = torch.autograd.grad(loss * 2, x, retain_graph=True)
+    second, = torch.autograd.grad(loss * 2, x)
+    assert torch.equal(first, second)
+
+
+def test_only_the_gradients_asked_for():
+    x, w, t, b = _case(20, 6, 9, "cpu", torch.float32)
+    w.requires_grad_()
+    ops.linear_cross_entropy(x, w, t, b).backward()
+    assert w.grad is not None and x.grad is None and b.grad is None
+    _, gx, gw, gb = torch.ops.pymakemore.linear_cross_entropy(
+        x, w, t, b, -100, "mean", 0.0, None, 0.0, [False, True, False])
+    assert gx.numel() == 0 and gw.shape == w.shape and gb.numel() == 0
+
+
+def test_tied_embedding_and_head_weights():
+    # the GPT's way: the token table is the head's weight; its gradient adds both uses
+    vocab, dim = 11, 8
+    table = torch.randn(vocab, dim, dtype=torch.float64)
+    idx = torch.randint(0, vocab, (30,))
+    t = torch.randint(0, vocab, (30,))
+    found = []
+    for loss_fn in (ops.linear_cross_entropy, composite):
+        w = table.clone().requires_grad_()
+        h = torch.tanh(F.embedding(idx, w) * 1.5)
+        loss_fn(h, w, t).backward()
+        found.append(w.grad)
+    assert_close(found[0], found[1], torch.float64)
+
+
+def test_module_matches_the_functional():
+    x, w, t, b = _case(9, 4, 6, "cpu", torch.float64)
+    loss_fn = pmnn.LinearCrossEntropyLoss(reduction="sum", softcap=5.0, z_loss=1e-3)
+    assert_close(loss_fn(x, w, t, b),
+                 ops.linear_cross_entropy(x, w, t, b, reduction="sum", softcap=5.0,
+                                          z_loss=1e-3), torch.float64)
+
+
+def test_opcheck():
+    x, w, t, b = _case(9, 4, 6, "cpu", torch.float32)
+    x.requires_grad_()
+    w.requires_grad_()
+    for mask in ([False, False, False], [True, True, True]):
+        torch.library.opcheck(torch.ops.pymakemore.linear_cross_entropy,
+                              (x, w, t, b, -100, "mean", 0.1, 2.0, 1e-3, mask))
+    torch.library.opcheck(torch.ops.pymakemore.linear_cross_entropy_backward,
+                          (torch.randn(9), x.detach(), w.detach(), t, b, -100, "none", 0.0,
+                           None, 0.0, [True, True, True]))
+
+
+def test_torch_compile_fullgraph():
+    x, w, t, b = _case(24, 8, 10, "cpu", torch.float32)
+
+    def step(x, w, b, t):
+        return ops.linear_cross_entropy(torch.relu(x), w, t, b, softcap=4.0)
+    compiled = torch.compile(step, fullgraph=True)
+    for fn in (step, compiled):
+        loss, grads = _grads(lambda x, w, t, b: fn(x, w, b, t), x, w, t, b)
+        if fn is step:
+            expected = (loss, grads)
+    assert_close(loss, expected[0], torch.float32)
+    for g, e in zip(grads, expected[1]):
+        assert_close(g, e, torch.float32)
+
+
+def test_torch_func_and_autocast():
+    x, w, t, b = _case(10, 4, 6, "cpu", torch.float32)
+    g = torch.func.grad(lambda w: ops.linear_cross_entropy(x, w, t, b))(w)
+    assert_close(g, torch.func.grad(lambda w: composite(x, w, t, b))(w), torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = ops.linear_cross_entropy(x, w, t, b)
+        expected = F.cross_entropy(F.linear(x, w, b), t)
+    assert loss.dtype == expected.dtype == torch.float32
+    torch.testing.assert_close(loss, expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("args,error,match", [
+    (dict(x=torch.randn(4, 5)), RuntimeError, "cannot be multiplied"),
+    (dict(t=torch.randint(0, 6, (3,))), ValueError, "to match target batch_size"),
+    (dict(t=torch.tensor([0, 1, 2, 6])), IndexError, "out of bounds"),
+    (dict(t=torch.tensor([0, 1, 2, -3])), IndexError, "out of bounds"),
+    (dict(w=torch.randn(6, 4, dtype=torch.float64)), RuntimeError, "dtype"),
+    (dict(b=torch.randn(5)), RuntimeError, "bias"),
+    (dict(reduction="avg"), ValueError, "is not a valid value for reduction"),
+    (dict(label_smoothing=1.5), RuntimeError, "label_smoothing must be between"),
+    (dict(softcap=0.0), ValueError, "softcap must be > 0"),
+    (dict(t=torch.zeros(4, 1, dtype=torch.long)), RuntimeError, "target"),
+])
+def test_bad_input_is_refused_like_the_composite(args, error, match):
+    kw = dict(x=torch.randn(4, 4), w=torch.randn(6, 4), t=torch.tensor([0, 1, 2, 3]),
+              b=None, reduction="mean", label_smoothing=0.0, softcap=None)
+    kw.update(args)
+    with pytest.raises(error, match=match):
+        ops.linear_cross_entropy(kw["x"], kw["w"], kw["t"], kw["b"], reduction=kw["reduction"],
+                                 label_smoothing=kw["label_smoothing"], softcap=kw["softcap"])
+    if "reduction" in args or "softcap" in args:
+        return  # (the composite helper above applies those two by hand, unchecked)
+    with pytest.raises(error):  # the composite refuses it too
+        composite(kw["x"], kw["w"], kw["t"], kw["b"], label_smoothing=kw["label_smoothing"])
+
+
+def test_the_logits_are_never_allocated_whole():
+    # N x V float32 logits are 2 GiB here, everything else a few MiB: the peak growth of the
+    # process over fwd + bwd must stay far below one such buffer (measured in a fresh process)
+    script = textwrap.dedent("""
+        import resource, torch
+        from pymakemore import ops
+        n, d, v = 8192, 8, 65536
+        x = torch.randn(n, d, requires_grad=True)
+        w = (torch.randn(v, d) * 0.1).requires_grad_()
+        t = torch.randint(0, v, (n,))
+        small = ops.linear_cross_entropy(x[:64], w, t[:64])  # warm up the libraries
+        small.backward()
+        x.grad = w.grad = None
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        ops.linear_cross_entropy(x, w, t).backward()
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print((after - before) * 1024)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    grown = int(proc.stdout.strip())
+    logits_bytes = 8192 * 65536 * 4
+    assert grown < logits_bytes / 8, f"peak grew by {grown / 2**20:.0f} MiB"
