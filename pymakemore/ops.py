@@ -209,6 +209,9 @@ def cross_entropy(
     reduce: Optional[bool] = None,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
+    *,
+    softcap: Optional[float] = None,
+    z_loss: float = 0.0,
 ) -> Tensor:
     """F.cross_entropy with class-index targets, fused: the softmax is never stored. When the
     logits need a gradient and the loss is one value (mean, sum), the forward also writes that
@@ -218,9 +221,17 @@ def cross_entropy(
     Same arguments as F.cross_entropy. Input (N, C) with target (N,), input (C,) with target
     (), or input (N, C, d1, ...) with target (N, d1, ...); targets int64 or int32.
     Floating-point (class-probability) targets are handed to F.cross_entropy.
+
+    Beyond F.cross_entropy, as linear_cross_entropy: softcap (the logits become
+    c * tanh(logits / c) first, Gemma 2) and z_loss (z_loss * lse**2 added to each counted row's
+    loss, weighted as the row is, PaLM). Those two run as torch elementwise ops around the
+    fused loss (one more logits-sized tensor each); without them nothing changes.
     """
     if size_average is not None or reduce is not None:
         reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
+    if softcap is not None or z_loss:
+        return _capped_cross_entropy(input, target, weight, ignore_index, reduction,
+                                     label_smoothing, softcap, z_loss)
     cast = _autocast(True, input, weight)
     if cast is not None:  # autocast runs cross entropy in float32, as F.cross_entropy's
         with torch.autocast(input.device.type, enabled=False):
@@ -255,6 +266,38 @@ def cross_entropy(
     loss, _ = _ops.cross_entropy(rows, target.reshape(-1), weight, reduction, ignore_index,
                                  label_smoothing)
     return loss.reshape(target.shape) if reduction == "none" else loss
+
+
+def _capped_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing,
+                          softcap, z_loss):
+    """cross_entropy with softcap and/or z_loss: the logits capped, then the fused loss, plus
+    the z-loss rows reduced as the loss's rows are."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    if softcap is not None:
+        if not softcap > 0:
+            raise ValueError(f"cross_entropy: softcap must be > 0, got {softcap}")
+        input = softcap * torch.tanh(input / softcap)
+    loss = cross_entropy(input, target, weight, ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing)
+    if not z_loss:
+        return loss
+    if z_loss < 0:
+        raise ValueError(f"cross_entropy: z_loss must be >= 0, got {z_loss}")
+    if target.is_floating_point():
+        raise ValueError("cross_entropy: z_loss needs class-index targets")
+    lse = torch.logsumexp(input, dim=1 if input.dim() > 1 else 0)
+    counted = target != ignore_index
+    safe = torch.where(counted, target, torch.zeros_like(target))
+    row_weight = counted.to(lse.dtype) if weight is None else \
+        torch.where(counted, weight.to(lse.dtype)[safe], torch.zeros_like(lse))
+    rows = z_loss * lse * lse * row_weight
+    if reduction == "none":
+        return loss + rows.to(loss.dtype)
+    total = rows.sum()
+    if reduction == "mean":
+        total = total / row_weight.sum()
+    return loss + total.to(loss.dtype)
 
 
 @torch.library.register_fake("pymakemore::cross_entropy")
@@ -377,10 +420,13 @@ def _lce_setup_context(ctx, inputs, output):
     ctx.grads = list(output[1:]) if any(grad_mask) else None
     ctx.grad_mask = grad_mask
     ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for those outputs
 
 
 def _lce_backward(ctx, grad_loss, *unused):
     input, weight, target, bias = ctx.saved_tensors
+    if grad_loss is None:  # (nothing came back to the loss)
+        return (None,) * 10
     ignore_index, reduction, label_smoothing, softcap, z_loss = ctx.options
     wanted = (ctx.needs_input_grad[0], ctx.needs_input_grad[1],
               bias is not None and ctx.needs_input_grad[3])

@@ -361,3 +361,51 @@ def test_gradient_op_pair_matches_the_backward_op():
         OPS.scale_grad_(grad, torch.ones(2, dtype=torch.float64))
     with pytest.raises(RuntimeError, match="same dtype"):
         OPS.scale_grad_(grad, torch.tensor(2.0))
+
+
+def _capped_composite(x, t, weight, reduction, label_smoothing, softcap, z_loss,
+                      ignore_index=-100):
+    """softcap and z-loss spelled out over F.cross_entropy's per-row losses."""
+    z = x if softcap is None else softcap * torch.tanh(x / softcap)
+    rows = F.cross_entropy(z, t, weight, ignore_index=ignore_index, reduction="none",
+                           label_smoothing=label_smoothing)
+    counted = t != ignore_index
+    row_weight = counted.to(x.dtype) if weight is None else \
+        torch.where(counted, weight[torch.where(counted, t, 0)], torch.zeros_like(rows))
+    lse = torch.logsumexp(z, dim=1)
+    rows = rows + z_loss * lse * lse * row_weight
+    if reduction == "none":
+        return rows
+    return rows.sum() if reduction == "sum" else rows.sum() / row_weight.sum()
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("softcap,z_loss", [(None, 1e-2), (2.5, 0.0), (4.0, 1e-3)])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_softcap_and_z_loss(reduction, softcap, z_loss, weighted):
+    x = torch.randn(30, 9, dtype=torch.float64) * 3
+    t = _targets(30, 9, "cpu", ignore=-100)
+    weight = torch.rand(9, dtype=torch.float64) + 0.5 if weighted else None
+    kw = dict(reduction=reduction, label_smoothing=0.1)
+    grad = torch.randn(30, dtype=torch.float64) if reduction == "none" else None
+    loss, gx = _run(lambda x, t, **k: ops.cross_entropy(x, t, weight, softcap=softcap,
+                                                          z_loss=z_loss, **k), x, t, grad, **kw)
+    loss_c, gx_c = _run(lambda x, t, **k: _capped_composite(x, t, weight, softcap=softcap,
+                                                              z_loss=z_loss, **k),
+                        x, t, grad, **kw)
+    assert_close(loss, loss_c, torch.float64)
+    assert_close(gx, gx_c, torch.float64)
+    leaf = x.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x: ops.cross_entropy(x, t, weight, softcap=softcap, z_loss=z_loss, **kw),
+        (leaf,))
+
+
+def test_softcap_and_z_loss_refuse_bad_values():
+    x, t = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+    with pytest.raises(ValueError, match="softcap must be > 0"):
+        ops.cross_entropy(x, t, softcap=0.0)
+    with pytest.raises(ValueError, match="z_loss must be >= 0"):
+        ops.cross_entropy(x, t, z_loss=-1.0)
+    with pytest.raises(ValueError, match="class-index targets"):
+        ops.cross_entropy(x, torch.softmax(x, 1), z_loss=1e-3)

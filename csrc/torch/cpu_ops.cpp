@@ -11,6 +11,7 @@
 #endif
 
 #include "checks.h"
+#include "cpu_glue.h"
 #include "cross_entropy_ops.h"
 #include "linear_ops.h"
 #include "op_calls.h"
@@ -18,18 +19,6 @@
 
 namespace pymakemore {
 namespace {
-
-const ParallelFor& torch_parallel_for() {
-  static const ParallelFor pfor = [](int64_t n, int64_t grain, const RangeFn& fn) {
-    if (n <= 0) return;
-    if (n == 1 || n <= grain) {  // one piece: no parallel region to open
-      fn(0, n);
-      return;
-    }
-    at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { fn(begin, end); });
-  };
-  return pfor;
-}
 
 // Outputs are written once, right after allocation. For large ones most of that time goes
 // to page faults (4 KiB each, zeroed by the kernel); asking for transparent huge pages
@@ -63,15 +52,6 @@ c10::optional<at::Tensor> upcast(const c10::optional<at::Tensor>& t) {
 
 // float16 or bfloat16 (computed in float32 here)
 bool half_precision(const at::Tensor& t) { return at::isReducedFloatingType(t.scalar_type()); }
-
-// Runs body with Index = int32_t or int64_t.
-template <typename Body>
-void with_index_type(at::ScalarType st, Body&& body) {
-  if (st == at::kLong)
-    body(int64_t{});
-  else
-    body(int32_t{});
-}
 
 template <typename T>
 const T* ptr_or_null(const c10::optional<at::Tensor>& t) {

@@ -14,18 +14,19 @@
 #include <tuple>
 
 #include "checks.h"
+#include "cpu_glue.h"
 #include "op_handles.h"
 
 namespace pymakemore {
 namespace {
 
-// The logits of one chunk: about 16 MiB of float32. Fewer rows per chunk mean less memory and
-// more passes over grad_weight (read and written once per chunk).
-constexpr int64_t kChunkLogits = int64_t(1) << 22;
+// The chunk buffers together: about 48 MiB. Fewer rows per chunk mean less memory and more
+// passes over grad_weight (read and written once per chunk) and smaller, slower products.
+constexpr int64_t kChunkBytes = int64_t(48) << 20;
 constexpr int64_t kMinChunkRows = 16;
 
-int64_t rows_per_chunk(int64_t rows, int64_t classes) {
-  const int64_t fit = kChunkLogits / std::max<int64_t>(classes, 1);
+int64_t rows_per_chunk(int64_t rows, int64_t bytes_per_row) {
+  const int64_t fit = kChunkBytes / std::max<int64_t>(bytes_per_row, 1);
   return std::max<int64_t>(1, std::min(rows, std::max(fit, kMinChunkRows)));
 }
 
@@ -78,6 +79,38 @@ void check_args(const at::Tensor& input, const at::Tensor& weight, const at::Ten
 
 bool half_precision(const at::Tensor& t) { return at::isReducedFloatingType(t.scalar_type()); }
 
+// A chunk's (loss summed over its rows, lse) and its logit gradient for that sum (softmax -
+// smoothed one-hot per counted row). in_place (CPU): the gradient written over the logits
+// themselves by the CPU kernel, one chunk buffer instead of two.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> chunk_loss_and_grad(at::Tensor& z,
+                                                                   const at::Tensor& tr,
+                                                                   const Options& opt,
+                                                                   bool in_place) {
+  if (!in_place) {
+    static const auto with_grad =
+        handles::op<handles::CrossEntropyWithGrad>("pymakemore::cross_entropy_with_grad");
+    return with_grad.call(z, tr, c10::nullopt, "sum", opt.ignore_index, opt.label_smoothing);
+  }
+  const CrossEntropyOptions ce =
+      checks::cross_entropy_options("sum", opt.ignore_index, opt.label_smoothing);
+  const int64_t rows = z.size(0), classes = z.size(1);
+  at::Tensor loss = at::empty({}, z.options());
+  at::Tensor lse = at::empty({rows}, z.options().dtype(checks::kLseDtype));
+  int64_t bad = kAllValid;
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "linear_cross_entropy", [&] {
+    with_index_type(tr.scalar_type(), [&](auto index_tag) {
+      using Index = decltype(index_tag);
+      bad = cross_entropy_forward<scalar_t, Index>(
+          z.data_ptr<scalar_t>(), tr.data_ptr<Index>(), nullptr, rows, classes, ce,
+          loss.data_ptr<scalar_t>(), lse.data_ptr<double>(), z.data_ptr<scalar_t>(),
+          torch_parallel_for());
+    });
+  });
+  if (bad != kAllValid)
+    checks::bad_target(checks::index_at(tr, bad), bad, classes, opt.ignore_index);
+  return {loss, lse, z};
+}
+
 // What one pass over the chunks produces. grads: (grad_input, grad_weight, grad_bias), each
 // undefined where not wanted.
 struct Pass {
@@ -94,8 +127,6 @@ Pass run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
                 std::array<bool, 3> want, const at::Tensor& row_scale, bool with_loss) {
   static const auto cross_entropy =
       handles::op<handles::CrossEntropy>("pymakemore::cross_entropy");
-  static const auto cross_entropy_with_grad =
-      handles::op<handles::CrossEntropyWithGrad>("pymakemore::cross_entropy_with_grad");
   const bool has_bias = bias && bias->defined();
   const bool grads = want[0] || want[1] || want[2];
   const int64_t n = input.size(0), classes = weight.size(0);
@@ -114,9 +145,17 @@ Pass run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
   at::Tensor loss_sum =
       with_loss && !none ? at::zeros({}, x.options().dtype(at::kDouble)) : at::Tensor();
   at::Tensor grad_x = want[0] ? at::empty_like(x) : at::Tensor();
-  at::Tensor grad_w = want[1] ? at::zeros(w.sizes(), rows_options) : at::Tensor();
+  // written by the first chunk, added to by the others (zeros when there are no rows)
+  at::Tensor grad_w = want[1] ? (n ? at::empty(w.sizes(), rows_options)
+                                   : at::zeros(w.sizes(), rows_options))
+                              : at::Tensor();
   at::Tensor grad_b = want[2] ? at::zeros({classes}, rows_options) : at::Tensor();
-  const int64_t step = rows_per_chunk(n, classes);
+  // CPU without softcap (whose derivative needs the capped logits): the gradient in place
+  const bool in_place = grads && x.is_cpu() && !opt.softcap;
+  const int64_t buffers = grads && !in_place ? 2 : 1;  // logits, and a gradient beside them
+  const int64_t row_bytes = c10::elementSize(row_dtype) * buffers +
+                            (half ? c10::elementSize(x.scalar_type()) : 0);
+  const int64_t step = rows_per_chunk(n, classes * row_bytes);
   for (int64_t r0 = 0; r0 < n; r0 += step) {
     const int64_t rows = std::min(step, n - r0);
     const at::Tensor xr = x.narrow(0, r0, rows), tr = t.narrow(0, r0, rows);
@@ -127,8 +166,7 @@ Pass run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
     if (grads) {
       // dz = softmax - smoothed one-hot per counted row, zero for ignored rows
       at::Tensor chunk_loss;
-      std::tie(chunk_loss, lse, dz) = cross_entropy_with_grad.call(
-          z, tr, c10::nullopt, summed, opt.ignore_index, opt.label_smoothing);
+      std::tie(chunk_loss, lse, dz) = chunk_loss_and_grad(z, tr, opt, in_place);
       if (with_loss) loss_sum.add_(chunk_loss);  // (with_grad: never "none")
     } else {
       at::Tensor chunk_loss;
@@ -169,7 +207,10 @@ Pass run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
       at::Tensor rows_of_grad_x = grad_x.narrow(0, r0, rows);
       at::mm_out(rows_of_grad_x, dz_x, w);
     }
-    if (want[1]) grad_w.addmm_(dz.t(), half ? xr.to(at::kFloat) : xr);
+    if (want[1] && r0 == 0)
+      at::mm_out(grad_w, dz.t(), half ? xr.to(at::kFloat) : xr);
+    else if (want[1])
+      grad_w.addmm_(dz.t(), half ? xr.to(at::kFloat) : xr);
     if (grad_b.defined()) grad_b.add_(dz.sum(0));
   }
   // the loss in the row dtype (float32 for float16/bfloat16: the caller casts it)

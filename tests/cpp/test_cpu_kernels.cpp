@@ -244,6 +244,18 @@ void test_cross_entropy() {
             const bool same_loss = loss2 == loss || (std::isnan(loss[0]) && std::isnan(loss2[0]));
             check(same_loss && lse2 == lse && fused == unit_grad,
                   "forward's gradient equals the backward's" + tag);
+            // in place: the gradient over the logits themselves, the same numbers
+            std::vector<float> in_place = x, loss3(1);
+            std::vector<double> lse3(n);
+            check(cross_entropy_forward<float, int64_t>(in_place.data(), t.data(), wp, n, c, opt,
+                                                        loss3.data(), lse3.data(),
+                                                        in_place.data(), threads_for(2)) ==
+                      kAllValid,
+                  "cross entropy in place valid" + tag);
+            const bool same_loss3 =
+                loss3 == loss2 || (std::isnan(loss2[0]) && std::isnan(loss3[0]));
+            check(same_loss3 && lse3 == lse2 && in_place == fused,
+                  "the gradient written over the logits equals the one written beside" + tag);
           }
         }
       }

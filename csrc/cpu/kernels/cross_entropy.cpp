@@ -150,8 +150,6 @@ int64_t cross_entropy_forward(const T* logits, const Index* target, const T* cla
               continue;
             }
             const int64_t ti = static_cast<int64_t>(t);
-            if (grad_logits)
-              row_gradient(x, ti, class_weight, lse[i], c, grad_scale, terms, grad_logits + i * c);
             const double wt = class_weight ? static_cast<double>(class_weight[ti]) : 1.0;
             // -log p_t = (max - x_t) + log_sum: no rounding at the logits' magnitude
             row_loss = (1.0 - eps) * wt * ((max - static_cast<double>(x[ti])) + log_sum);
@@ -164,6 +162,10 @@ int64_t cross_entropy_forward(const T* logits, const Index* target, const T* cla
                                         weight_total * log_sum;
               row_loss += eps / static_cast<double>(c) * smooth;
             }
+            // last: the row's logits are read before its gradient is written, so the
+            // gradient may overwrite them (grad_logits == logits)
+            if (grad_logits)
+              row_gradient(x, ti, class_weight, lse[i], c, grad_scale, terms, grad_logits + i * c);
           }
           if (opt.reduction == Reduction::None)
             loss[i] = static_cast<T>(row_loss);
