@@ -11,8 +11,9 @@
 #             without -x, each test under a time limit; every failure listed in the summary
 #   sanitize  probe compute-sanitizer on a trivial kernel ("unavailable", not a failure, where
 #             the runtime refuses it), then memcheck and racecheck over bench/sanitize_ops.py
-#   bench     bench/gpu_bench.py (COMPILE=0 leaves out the torch.compile column); with names.txt,
-#             bench/train_bench.py --device cuda
+#   bench     bench/gpu_bench.py (COMPILE=0 leaves out the torch.compile column);
+#             bench/lce_bench.py (linear_cross_entropy, N=4096 and 16384, fp32 and bf16); with
+#             names.txt, bench/train_bench.py --device cuda
 #   train     2,000 steps of each engine (ops, graph, fused) and each lecture preset; LONG=1 adds
 #             the lecture's 200,000-step runs (fused, graph); GPT_FULL=1 with tinyshakespeare.txt
 #             the GPT lecture's run (preset gpt-shakespeare)
@@ -134,6 +135,11 @@ phase_bench() {
   local compile=()
   [ "${COMPILE:-1}" = 0 ] && compile=(--no-compile)
   step bench "gpu_bench" 300 "$PY" bench/gpu_bench.py --out "$OUT/gpu_bench.md" "${compile[@]}"
+  # the fused head + loss at GPT-2's vocabulary: float32, bfloat16, and 16,384 rows (the
+  # composite eager and compiled beside it, peak memory measured); its tables into bench.log
+  step bench "lce_bench_fp32" 60 "$PY" bench/lce_bench.py --device cuda --repeat 5
+  step bench "lce_bench_bf16" 60 "$PY" bench/lce_bench.py --device cuda --dtype bfloat16 --repeat 5
+  step bench "lce_bench_16k" 90 "$PY" bench/lce_bench.py --device cuda --n 16384 --repeat 5
   if have_data names.txt; then
     step bench "train_bench" 180 "$PY" bench/train_bench.py --device cuda --steps 20000 \
       -i "$DATA/names.txt"

@@ -69,6 +69,9 @@ class GPT(torch.nn.Module):
         check_ops(ops)
         refuse(self.problem(dict(n_embd=n_embd, n_head=n_head, dropout=dropout)))
         self.block_size, self.ops = block_size, ops
+        # with targets and the fused ops: head and loss as one ops.linear_cross_entropy (False:
+        # the head's logits, then ops.cross_entropy; for comparisons)
+        self.fused_head = True
         self.tok = torch.nn.Parameter(torch.empty(vocab_size, n_embd))
         self.pos = torch.nn.Parameter(torch.empty(block_size, n_embd))
         self.drop = torch.nn.Dropout(dropout)
@@ -95,7 +98,7 @@ class GPT(torch.nn.Module):
         for block in self.blocks:
             x = block(x)
         x = self.ln_f(x)
-        if targets is not None and self.ops == "fused":
+        if targets is not None and self.ops == "fused" and self.fused_head:
             # the head and the loss in one op that never holds the (B*T, vocab) logits;
             # the logits are not computed (None), as nothing in training reads them
             return None, fused_ops.linear_cross_entropy(
