@@ -351,7 +351,7 @@ def linear_cross_entropy(
     input (N, D) with target (N,), or (D,) with a 0-d target; weight (V, D); bias (V,).
     softcap: logits c * tanh(logits / c) before the loss (Gemma 2); z_loss: z_loss * lse**2
     added per counted row (PaLM). Rows go through in chunks whose logits are never kept: the
-    peak extra memory is two chunks (about 16 MiB each) plus O(N). When a gradient is needed
+    peak extra memory is one chunk (about 48 MiB) plus O(N). When a gradient is needed
     and the loss is one value (mean, sum), the forward computes the gradients in its pass and
     the backward scales them; for reduction="none" the backward recomputes the chunks.
     """
@@ -401,6 +401,8 @@ def _linear_cross_entropy_rows(input, weight, target, bias, ignore_index, reduct
         return loss.squeeze(0) if reduction == "none" else loss
     if softcap is not None and not softcap > 0:
         raise ValueError(f"linear_cross_entropy: softcap must be > 0, got {softcap}")
+    if not z_loss >= 0:
+        raise ValueError(f"linear_cross_entropy: z_loss must be >= 0, got {z_loss}")
     needs = (torch.is_grad_enabled() and input.requires_grad,
              torch.is_grad_enabled() and weight.requires_grad,
              torch.is_grad_enabled() and bias is not None and bias.requires_grad)

@@ -225,16 +225,18 @@ def test_torch_func_and_autocast():
     (dict(reduction="avg"), ValueError, "is not a valid value for reduction"),
     (dict(label_smoothing=1.5), RuntimeError, "label_smoothing must be between"),
     (dict(softcap=0.0), ValueError, "softcap must be > 0"),
+    (dict(z_loss=-1.0), ValueError, "z_loss must be >= 0"),
     (dict(t=torch.zeros(4, 1, dtype=torch.long)), RuntimeError, "target"),
 ])
 def test_bad_input_is_refused_like_the_composite(args, error, match):
     kw = dict(x=torch.randn(4, 4), w=torch.randn(6, 4), t=torch.tensor([0, 1, 2, 3]),
-              b=None, reduction="mean", label_smoothing=0.0, softcap=None)
+              b=None, reduction="mean", label_smoothing=0.0, softcap=None, z_loss=0.0)
     kw.update(args)
     with pytest.raises(error, match=match):
         ops.linear_cross_entropy(kw["x"], kw["w"], kw["t"], kw["b"], reduction=kw["reduction"],
-                                 label_smoothing=kw["label_smoothing"], softcap=kw["softcap"])
-    if "reduction" in args or "softcap" in args:
+                                 label_smoothing=kw["label_smoothing"], softcap=kw["softcap"],
+                                 z_loss=kw["z_loss"])
+    if {"reduction", "softcap", "z_loss"} & set(args):
         return  # (the composite helper above applies those two by hand, unchecked)
     with pytest.raises(error):  # the composite refuses it too
         composite(kw["x"], kw["w"], kw["t"], kw["b"], label_smoothing=kw["label_smoothing"])

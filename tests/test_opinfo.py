@@ -3,7 +3,6 @@ sample_input (outputs and gradients against the F.* original) and every error_in
 same exception type). torch.testing._internal needs expecttest (dev requirements)."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import DEVICES, assert_close
 from pymakemore import ops
