@@ -38,6 +38,15 @@ def main():
                     (loss.sum() * 0.5).backward(retain_graph=True)
                     loss.sum().backward()
                 F.cross_entropy(logits.float(), t.long())  # a torch op beside ours
+            # the head and loss without logits: every reduction, softcap and z-loss, twice
+            # (the retained graph's second backward recomputes the chunks)
+            t = torch.randint(0, 70, (37,), device=dev, dtype=index_dtype)
+            t[5] = -100
+            for reduction in ("mean", "none"):
+                loss = ops.linear_cross_entropy(x, W, t, b, reduction=reduction,
+                                                label_smoothing=0.1, softcap=3.0, z_loss=1e-3)
+                loss.sum().backward(retain_graph=True)
+                loss.sum().backward()
     from pymakemore import engines
     from pymakemore.models import MLP
     x = torch.randint(0, 27, (300, 3), device=dev)
