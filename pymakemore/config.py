@@ -283,6 +283,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[d
     """The run's config from the command line (preset, then flags) or, with --resume, from the
     checkpoint (whose RUN_KEYS the flags may not change); with the checkpoint when resuming."""
     explicit = {k: v for k, v in vars(args).items() if v is not None}
+    if "input_file" in explicit:  # one spelling of a file (the checkpoint keeps this one)
+        explicit["input_file"] = str(Path(explicit["input_file"]).resolve())
     ckpt = None
     if explicit.get("resume"):
         if explicit.get("lr_find"):
@@ -313,8 +315,6 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[d
             preset_steps = PRESETS[preset].get("max_steps", DEFAULTS["max_steps"])
             config["lr_decay_at"] = config["lr_decay_at"] * config["max_steps"] // preset_steps
     check_config(config)
-    if config["input_file"] is not None:
-        config["input_file"] = str(Path(config["input_file"]).resolve())
     return config, ckpt
 
 

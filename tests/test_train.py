@@ -193,6 +193,26 @@ def test_bad_options(tmp_path, capsys, args, match):
     assert match in capsys.readouterr().err
 
 
+def test_resume_takes_the_input_file_however_it_is_spelled(tmp_path, monkeypatch):
+    # the checkpoint keeps the resolved path; a relative path or a link to the same file is
+    # the same file
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(["emma", "olivia", "ava", "isabella", "sophia"] * 20) + "\n")
+    link = tmp_path / "link.txt"
+    link.symlink_to(words)
+    code, work = run_train(tmp_path, "-i", words, "--max-steps", "20")
+    assert code == 0
+    monkeypatch.chdir(tmp_path)
+    for spelling, steps in (("words.txt", 40), (str(link), 60)):
+        assert train.main([*FAST, "-o", str(work), "-i", spelling, "--resume",
+                           "--max-steps", str(steps)]) == 0
+        assert load_checkpoint(work)["step"] == steps
+    other = tmp_path / "other.txt"
+    other.write_text(words.read_text())
+    assert train.main([*FAST, "-o", str(work), "-i", str(other), "--resume",
+                       "--max-steps", "80"]) == 2  # another file is still refused
+
+
 def test_the_parser_defaults_and_resume_rules_come_from_the_option_declarations():
     from pymakemore import config
     parser = config.build_parser()
