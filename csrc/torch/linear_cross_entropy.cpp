@@ -26,9 +26,12 @@ namespace {
 constexpr int64_t kChunkBytes = int64_t(48) << 20;
 constexpr int64_t kMinChunkRows = 16;
 
+// Rows per chunk: as many as fit the budget, evened out over the chunks (no small last chunk,
+// whose products would run at a small chunk's speed).
 int64_t rows_per_chunk(int64_t rows, int64_t bytes_per_row) {
-  const int64_t fit = kChunkBytes / std::max<int64_t>(bytes_per_row, 1);
-  return std::max<int64_t>(1, std::min(rows, std::max(fit, kMinChunkRows)));
+  const int64_t fit = std::max(kChunkBytes / std::max<int64_t>(bytes_per_row, 1), kMinChunkRows);
+  const int64_t chunks = std::max<int64_t>(1, (rows + fit - 1) / fit);
+  return std::max<int64_t>(1, (rows + chunks - 1) / chunks);
 }
 
 struct Options {
