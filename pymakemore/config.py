@@ -188,7 +188,7 @@ def help_text(option: Option) -> str:
     return f"{option.help} (default {default})" if default else option.help
 
 
-GROUP_TITLES = {"data": "data", "model": "model", "optimisation": "optimisation", "run": "run"}
+GROUPS = ("data", "model", "optimisation", "run")  # --help's sections, in this order
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a character-level language model (makemore) on a list of words "
                     "(or, the gpt model, on a text).",
         argument_default=None)
-    groups = {name: p.add_argument_group(title) for name, title in GROUP_TITLES.items()}
+    groups = {name: p.add_argument_group(name) for name in GROUPS}
     for o in OPTIONS:
         names = ([o.short] if o.short else []) + [o.flag]
         kw: dict[str, Any] = dict(dest=o.key, help=help_text(o))
