@@ -47,9 +47,9 @@ def _transformed() -> bool:
     """True under torch.func transforms (grad, vjp, jacrev, jacfwd, jvp, vmap) or forward-mode
     AD (torch.autograd.forward_ad): the ops then run as their torch composites, which every
     transform supports (batching rules, forward derivatives); the fused kernels serve eager
-    code and torch.compile. Two cheap reads in eager code."""
-    return not _compiling() and (_functorch_active() or
-                                 torch.autograd.forward_ad._current_level >= 0)
+    code and torch.compile. Two cheap reads in eager code; torch.compile reads them while it
+    traces, so a compiled function that applies a transform to the ops gets the composites."""
+    return _functorch_active() or torch.autograd.forward_ad._current_level >= 0
 
 
 def _autocast(to_float32: bool, *tensors: Optional[Tensor]):

@@ -241,6 +241,29 @@ def test_torch_func_transforms_match_functional(case):
                                vjp_ref(torch.tensor(1.5, dtype=x.dtype)))
 
 
+@pytest.mark.parametrize("case", range(4))
+def test_a_compiled_function_that_transforms_the_ops(case):
+    # torch.compile of code that itself calls torch.func on the ops: the composites run there
+    x, cases = _func_cases()
+    _, ours, theirs = cases[case]
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: torch.func.grad(ours)(x), fullgraph=True)
+    torch.testing.assert_close(compiled(x), torch.func.grad(theirs)(x))
+
+
+def test_compile_alone_still_runs_the_fused_ops():
+    x, cases = _func_cases()
+    graphs = []
+
+    def backend(graph_module, example_inputs):
+        graphs.append(graph_module.code)
+        return graph_module
+
+    torch._dynamo.reset()
+    torch.compile(cases[0][1], backend=backend, fullgraph=True)(x)
+    assert "pymakemore" in graphs[0] and "cross_entropy" in graphs[0]
+
+
 def test_vmap_has_no_fallback_and_matches_functional():
     xs = torch.randn(6, 4, 5)
     t = torch.tensor([0, 1, 2, 0])
