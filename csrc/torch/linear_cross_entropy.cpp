@@ -36,7 +36,7 @@ int64_t rows_per_chunk(int64_t rows, int64_t bytes_per_row) {
 
 struct Options {
   int64_t ignore_index;
-  std::string reduction;  // "mean", "sum" or "none"
+  Reduction reduction;
   double label_smoothing;
   std::optional<double> softcap;
   double z_loss;
@@ -51,31 +51,24 @@ void check_args(const at::Tensor& input, const at::Tensor& weight, const at::Ten
   TORCH_CHECK(input.size(1) == weight.size(1), "linear_cross_entropy: input has ",
               input.size(1), " features but weight has ", weight.size(1),
               " (mat1 and mat2 shapes cannot be multiplied)");
-  TORCH_CHECK(input.is_floating_point() && input.scalar_type() == weight.scalar_type(),
-              "linear_cross_entropy: input and weight must have one floating dtype, got ",
-              input.scalar_type(), " and ", weight.scalar_type());
+  checks::float_dtype("linear_cross_entropy", "input", input);
+  checks::same_dtype("linear_cross_entropy", input, "input", weight, "weight");
   TORCH_CHECK(target.dim() == 1, "linear_cross_entropy: target must be 1-D, got ",
               target.dim(), "-D");
   if (target.size(0) != input.size(0))
     throw c10::ValueError(c10::str("Expected input batch_size (", input.size(0),
                                    ") to match target batch_size (", target.size(0), ")."),
                           nullptr);
-  TORCH_CHECK(target.scalar_type() == at::kLong || target.scalar_type() == at::kInt,
-              "linear_cross_entropy: target must be int64 or int32, got ", target.scalar_type());
-  if (bias && bias->defined()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0),
+  checks::index_dtype("linear_cross_entropy", "target", target);
+  const at::Tensor no_bias;
+  const at::Tensor& b = bias && bias->defined() ? *bias : no_bias;
+  if (b.defined()) {
+    TORCH_CHECK(b.dim() == 1 && b.size(0) == weight.size(0),
                 "linear_cross_entropy: bias must have shape (", weight.size(0), "), got ",
-                bias->sizes());
-    TORCH_CHECK(bias->scalar_type() == weight.scalar_type(),
-                "linear_cross_entropy: bias must have the weight's dtype, got ",
-                bias->scalar_type());
+                b.sizes());
+    checks::same_dtype("linear_cross_entropy", b, "bias", weight, "weight");
   }
-  checks::same_device("linear_cross_entropy", {&input, &weight, &target});
-  if (bias && bias->defined()) checks::same_device("linear_cross_entropy", {&input, &*bias});
-  TORCH_CHECK(opt.reduction == "mean" || opt.reduction == "sum" || opt.reduction == "none",
-              opt.reduction, " is not a valid value for reduction");
-  TORCH_CHECK(opt.label_smoothing >= 0.0 && opt.label_smoothing <= 1.0,
-              "label_smoothing must be between 0.0 and 1.0. Got: ", opt.label_smoothing);
+  checks::same_device("linear_cross_entropy", {&input, &weight, &target, &b});
   TORCH_CHECK(!opt.softcap || *opt.softcap > 0.0,
               "linear_cross_entropy: softcap must be > 0, got ", *opt.softcap);
   TORCH_CHECK(opt.z_loss >= 0.0, "linear_cross_entropy: z_loss must be >= 0, got ", opt.z_loss);
@@ -144,7 +137,7 @@ Pass run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
 
   Pass out;
   const at::TensorOptions rows_options = x.options().dtype(row_dtype);
-  const bool none = opt.reduction == "none";
+  const bool none = opt.reduction == Reduction::None;
   at::Tensor loss_rows = with_loss && none ? at::empty({n}, rows_options) : at::Tensor();
   at::Tensor loss_sum =
       with_loss && !none ? at::zeros({}, x.options().dtype(at::kDouble)) : at::Tensor();
@@ -220,9 +213,9 @@ Pass run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
   // the loss in the row dtype (float32 for float16/bfloat16: the caller casts it)
   if (with_loss && none) out.loss = loss_rows;
   if (with_loss && !none)
-    out.loss = (opt.reduction == "mean" ? loss_sum / t.ne(opt.ignore_index).sum() : loss_sum)
+    out.loss = (opt.reduction == Reduction::Mean ? loss_sum / t.ne(opt.ignore_index).sum() : loss_sum)
                    .to(row_dtype);
-  if (grads && opt.reduction == "mean" && !row_scale.defined()) {
+  if (grads && opt.reduction == Reduction::Mean && !row_scale.defined()) {
     // the mean's 1 / (counted rows); all rows ignored: zero gradients (the loss is NaN)
     const at::Tensor inv =
         t.ne(opt.ignore_index).sum().clamp_min(1).to(at::kDouble).reciprocal();
@@ -235,9 +228,12 @@ Pass run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
   return out;
 }
 
+// The options, checked: the reduction and label smoothing as cross_entropy checks them.
 Options options(c10::string_view reduction, int64_t ignore_index, double label_smoothing,
                 c10::optional<double> softcap, double z_loss) {
-  return {ignore_index, std::string(reduction), label_smoothing,
+  const CrossEntropyOptions ce =
+      checks::cross_entropy_options(std::string(reduction), ignore_index, label_smoothing);
+  return {ignore_index, ce.reduction, label_smoothing,
           softcap ? std::optional<double>(*softcap) : std::nullopt, z_loss};
 }
 
@@ -252,7 +248,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_cross_entropy(
   check_args(input, weight, target, bias, opt);
   const bool has_bias = bias && bias->defined();
   const std::array<bool, 3> want{grad_mask[0], grad_mask[1], grad_mask[2] && has_bias};
-  TORCH_CHECK(opt.reduction != "none" || !(want[0] || want[1] || want[2]),
+  TORCH_CHECK(opt.reduction != Reduction::None || !(want[0] || want[1] || want[2]),
               "linear_cross_entropy: gradients in the forward need reduction 'mean' or 'sum'");
   Pass pass = run_chunks(input, weight, target, bias, opt, want, at::Tensor(), true);
   auto [gx, gw, gb] = pass.grads;
@@ -269,13 +265,13 @@ LinearGrads linear_cross_entropy_backward(
   const Options opt = options(reduction, ignore_index, label_smoothing, softcap, z_loss);
   check_args(input, weight, target, bias, opt);
   const int64_t n = input.size(0);
-  TORCH_CHECK(opt.reduction == "none" ? grad_loss.dim() == 1 && grad_loss.size(0) == n
+  TORCH_CHECK(opt.reduction == Reduction::None ? grad_loss.dim() == 1 && grad_loss.size(0) == n
                                       : grad_loss.dim() == 0,
               "linear_cross_entropy_backward: grad_loss must have the loss's shape, got ",
               grad_loss.sizes());
   const bool has_bias = bias && bias->defined();
   const std::array<bool, 3> want{output_mask[0], output_mask[1], output_mask[2] && has_bias};
-  if (opt.reduction == "none")  // each row's logit gradient times its loss's gradient
+  if (opt.reduction == Reduction::None)  // each row's logit gradient times its loss's gradient
     return run_chunks(input, weight, target, bias, opt, want, grad_loss, false).grads;
   // mean, sum: the forward's computation, then times grad_loss, so that a recomputation (a
   // second backward through a retained graph) gives the first one's gradients bit for bit
