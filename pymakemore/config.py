@@ -326,8 +326,9 @@ def check_distributed(config: dict[str, Any], world: int) -> None:
                             ("batch_size", 0, "--batch-size 0 (the whole training set)")):
         if config[key] == value:
             raise ConfigError(f"{why} runs in one process, not under torchrun")
-    if config["engine"] != "auto" and not engines.ENGINES[config["engine"]].distributed:
-        raise ConfigError(f"--engine {config['engine']} runs in one process, not under torchrun")
+    why = config["engine"] != "auto" and engines.ENGINES[config["engine"]].torchrun_problem()
+    if why:
+        raise ConfigError(why)
     if config["batch_size"] % world:
         raise ConfigError(f"--batch-size {config['batch_size']} is the global batch: it must "
                           f"split evenly over the {world} processes")

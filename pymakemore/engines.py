@@ -64,11 +64,14 @@ class Engine:
     def options_problem(self, config: dict) -> Optional[str]:
         return None
 
+    def torchrun_problem(self) -> Optional[str]:
+        """Why this engine cannot run under torchrun (None: it can)."""
+        return None if self.distributed else \
+            f"--engine {self.name} runs in one process, not under torchrun"
+
     def problem(self, model: torch.nn.Module, config: dict, device: torch.device,
                 distributed: bool) -> Optional[str]:
-        if distributed and not self.distributed:
-            return f"--engine {self.name} runs in one process, not under torchrun"
-        return self.options_problem(config)
+        return (distributed and self.torchrun_problem()) or self.options_problem(config)
 
     def start(self, run: Run) -> Steps:
         raise NotImplementedError

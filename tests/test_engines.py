@@ -177,6 +177,11 @@ def test_every_engine_says_why_it_cannot_run_a_configuration():
                    "graph": "--engine graph captures CUDA graphs: it needs --device cuda"}
     fused = engines.ENGINES["fused"]
     assert "runs in one process" in fused.problem(mlp, sgd, cpu, distributed=True)
+    from pymakemore import config
+    for name in ("fused", "graph"):  # refused when the options are read under torchrun
+        with pytest.raises(config.ConfigError, match=f"--engine {name} runs in one process"):
+            config.check_distributed({**sgd, "engine": name}, world=2)
+    config.check_distributed({**sgd, "engine": "ops"}, world=2)
     assert "mlp model only, not BNMLP" in fused.problem(BNMLP(27), sgd, cpu, False)
     assert "float32" in fused.problem(MLP(27).double(), sgd, cpu, False)
     assert fused.options_problem({**sgd, "batch_size": 0}) == \
