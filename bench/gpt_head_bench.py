@@ -7,20 +7,17 @@ set; CUDA: torch.cuda.max_memory_allocated).
                                              [--device cpu] [--repeat 3]
 """
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_figures import in_fresh_process  # noqa: E402
 
-CHILD = r"""
-import json, resource, sys, time
+SETUP = """
 import torch
-sys.path.insert(0, {root!r})
 from pymakemore.config import DEFAULTS, PRESETS
 from pymakemore.models import build_model
-preset, vocab, device, fused_head, repeat = {args!r}
+preset, vocab, device, fused_head = {args!r}
 config = {{**DEFAULTS, **PRESETS[preset]}}
 torch.manual_seed(0)  # dropout: the same masks for both
 model = build_model(config, vocab).to(device)
@@ -30,43 +27,17 @@ shape = (config["batch_size"], config["block_size"])
 x = torch.randint(0, vocab, shape, device=device, generator=g)
 y = torch.randint(0, vocab, shape, device=device, generator=g)
 
-def sync():
-    if device == "cuda":
-        torch.cuda.synchronize()
-
 def step():
     model.zero_grad(set_to_none=True)
     _, loss = model(x, y)
     loss.backward()
-    sync()
     return loss
-
-if device == "cuda":
-    step()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    step()
-    peak = torch.cuda.max_memory_allocated() - before
-else:
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-times = []
-for _ in range(repeat):
-    t0 = time.perf_counter()
-    loss = step()
-    times.append(time.perf_counter() - t0)
-print(json.dumps({{"seconds": sorted(times)[len(times) // 2], "peak_bytes": peak,
-                   "loss": loss.item()}}))
 """
 
 
-def measure(*args):
-    proc = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), args=args)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr.strip().splitlines()[-1])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def measure(preset, vocab, device, fused_head, repeat):
+    return in_fresh_process(SETUP.format(args=(preset, vocab, device, fused_head)), device,
+                            repeat, preset)
 
 
 def main():

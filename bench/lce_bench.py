@@ -7,19 +7,16 @@ torch.cuda.max_memory_allocated above the inputs).
                                         [--dtype float32] [--repeat 3]
 """
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_figures import in_fresh_process  # noqa: E402
 
-CHILD = r"""
-import json, resource, sys, time
+SETUP = """
 import torch, torch.nn.functional as F
-sys.path.insert(0, {root!r})
 from pymakemore import ops
-kind, device, n, d, v, dtype, repeat = {args!r}
+kind, device, n, d, v, dtype = {args!r}
 dtype = getattr(torch, dtype)
 g = torch.Generator(device=device).manual_seed(0)
 x = torch.randn(n, d, device=device, dtype=dtype, generator=g).requires_grad_()
@@ -32,48 +29,21 @@ def composite(x, w, t):
 fn = {{"fused": ops.linear_cross_entropy, "composite": composite,
        "compiled": torch.compile(composite)}}[kind]
 
-def sync():
-    if device == "cuda":
-        torch.cuda.synchronize()
-
 def step():
     x.grad = w.grad = None
     loss = fn(x, w, t)
     loss.backward()
-    sync()
     return loss
 
-if device == "cpu":
-    # the peak resident set of the first full step over the inputs' (libraries warmed up on a
-    # 64 x 64 problem first): the growth of the maximum, so measured before any other step
+def warm_up():  # the libraries, on a 64 x 64 problem: not the full weight's gradient
     xs, ws = x[:64].detach().requires_grad_(), w[:64].detach().requires_grad_()
     fn(xs, ws, t[:64] % 64).backward()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-else:
-    step()  # warm-up (and compile)
-    x.grad = w.grad = None
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    step()
-    peak = torch.cuda.max_memory_allocated() - before
-times = []
-for _ in range(repeat):
-    t0 = time.perf_counter()
-    loss = step()
-    times.append(time.perf_counter() - t0)
-print(json.dumps({{"seconds": sorted(times)[len(times) // 2], "peak_bytes": peak,
-                   "loss": loss.item()}}))
 """
 
 
 def measure(kind, device, n, d, v, dtype, repeat):
-    code = CHILD.format(root=str(ROOT), args=(kind, device, n, d, v, dtype, repeat))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{kind}: {proc.stderr.strip().splitlines()[-1]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return in_fresh_process(SETUP.format(args=(kind, device, n, d, v, dtype)), device, repeat,
+                            kind)
 
 
 def main():
