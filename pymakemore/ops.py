@@ -372,20 +372,11 @@ def linear_cross_entropy(
 
 def _linear_cross_entropy_composite(input, weight, target, bias, ignore_index, reduction,
                                     label_smoothing, softcap, z_loss):
-    """The same loss from torch's own ops (torch.func transforms, gradients of gradients)."""
-    logits = F.linear(input, weight, bias)
-    if softcap is not None:
-        logits = softcap * torch.tanh(logits / softcap)
-    loss = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none",
-                           label_smoothing=label_smoothing)
-    if z_loss:
-        lse = torch.logsumexp(logits, dim=-1)
-        loss = loss + torch.where(target != ignore_index, z_loss * lse * lse,
-                                  torch.zeros_like(lse))
-    if reduction == "none":
-        return loss
-    total = loss.sum()
-    return total if reduction == "sum" else total / (target != ignore_index).sum()
+    """The same loss with its logits (torch.func transforms, gradients of gradients):
+    F.linear, then cross_entropy with the same options."""
+    return cross_entropy(F.linear(input, weight, bias), target, ignore_index=ignore_index,
+                         reduction=reduction, label_smoothing=label_smoothing, softcap=softcap,
+                         z_loss=z_loss)
 
 
 def _linear_cross_entropy_rows(input, weight, target, bias, ignore_index, reduction,
