@@ -13,7 +13,7 @@ BIN := $(abspath $(VENV))/bin
 PY := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: test demo build ctest pytest bench aarch64-check clean
+.PHONY: test demo build ctest pytest bench aarch64-check cuda-on-cpu clean
 
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,22 @@ aarch64-check:
 	  -Itests/cpp csrc/cpu/*.cpp csrc/cpu/levels/*/*.cpp tests/cpp/test_cpu_kernels.cpp \
 	  tests/cpp/levels/*.cpp -lpthread -o build/aarch64/test_cpu_kernels
 	qemu-aarch64 -L /usr/aarch64-linux-gnu build/aarch64/test_cpu_kernels
+
+# The CUDA kernels executed on the CPU through HIP-CPU (tests/cuda_on_cpu/harness.cpp), with
+# the threads of each block taking turns in both orders. Needs HIP-CPU (HIP_CPU, default
+# ../shared/hip-cpu) and Debian's libtbb-dev, installed here when missing if run as root.
+HIP_CPU ?= $(firstword $(wildcard ../shared/hip-cpu))
+cuda-on-cpu: $(VENV)/.installed
+	@test -n "$(HIP_CPU)" && test -f "$(HIP_CPU)/include/hip/hip_runtime.h" || \
+	  { echo "cuda-on-cpu: HIP-CPU not found (set HIP_CPU=<path>)"; exit 1; }
+	@test -e /usr/include/tbb/tbb.h || test -e /usr/include/oneapi/tbb.h || \
+	  { test "$$(id -u)" = 0 && apt-get install -y -q libtbb-dev >/dev/null; } || \
+	  { echo "cuda-on-cpu: needs libtbb-dev (sudo apt-get install libtbb-dev)"; exit 1; }
+	$(BIN)/cmake -S . -B build/cmake -G Ninja -DCMAKE_MAKE_PROGRAM=$(BIN)/ninja \
+	  -DPYMAKEMORE_HIP_CPU=$(abspath $(HIP_CPU)) -DPython3_EXECUTABLE=$(PY) >/dev/null
+	$(BIN)/cmake --build build/cmake --target cuda_on_cpu
+	build/cmake/cuda_on_cpu
+	HIP_CPU_SIM_REVERSE=1 build/cmake/cuda_on_cpu
 
 clean:
 	rm -rf build pymakemore/*.so *.egg-info

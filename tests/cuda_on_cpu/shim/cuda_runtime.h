@@ -1,0 +1,3 @@
+// The shim's cuda_runtime.h: see sim.h.
+#pragma once
+#include "sim.h"
