@@ -71,7 +71,8 @@ struct RowStats {
   }
 };
 
-// Combines the RowStats of the G threads of a group; every thread ends with the row's.
+// Combines the RowStats of the G threads of a group; every thread ends with the row's, after
+// a barrier of the group (its memory accesses before are ordered before those after).
 template <int G>
 struct GroupReduce {
   template <typename A>
@@ -85,6 +86,7 @@ struct GroupReduce {
         other.weight = __shfl_xor_sync(0xffffffffu, st.weight, offset, G);
         st.combine(other);
       }
+      __syncwarp();  // orders the lanes' reads before any lane's writes that follow
     } else {  // one group per block: through shared memory, in a fixed tree
       shared[threadIdx.x] = st;
       __syncthreads();
@@ -100,11 +102,11 @@ struct GroupReduce {
 
 // Row i's gradient for a valid target ti, by the G lanes of its group:
 // g_j = scale * ((1-eps) w_t (p_j - [j==t]) + eps/c (W p_j - w_j)), W = weight_total.
+// g may be x (in place): each lane reads x_j before it writes g_j, and touches no other j.
 template <typename T, int G, typename A>
-__device__ __forceinline__ void row_gradient(const T* __restrict__ x, int64_t ti,
-                                             const T* __restrict__ w, double lse, int64_t c,
-                                             A scale, A eps, A weight_total, int lane,
-                                             T* __restrict__ g) {
+__device__ __forceinline__ void row_gradient(const T* x, int64_t ti, const T* __restrict__ w,
+                                             double lse, int64_t c, A scale, A eps,
+                                             A weight_total, int lane, T* g) {
   const A spread = eps / A(c > 0 ? c : 1);
   const A wt = w ? to_acc(w[ti]) : A(1);
   const A p_coef = scale * ((A(1) - eps) * wt + spread * weight_total);
@@ -123,14 +125,15 @@ __device__ __forceinline__ void row_gradient(const T* __restrict__ x, int64_t ti
 
 // One group of G threads per row. Row loss (double) to row_loss; lse to lse; if grad is not
 // null, the row's gradient for grad_loss = 1 as well (totals[1]: the mean's divisor, when mean),
-// while the row is fresh in the caches.
+// while the row is fresh in the caches. grad may be logits itself (the gradient written over
+// the logits): every read of a row's logits by one lane is done before another lane writes
+// there (hence no __restrict__ on those two).
 template <typename T, typename Index, int G>
 __global__ void __launch_bounds__(kThreads)
-forward_rows(const T* __restrict__ logits, const Index* __restrict__ target,
+forward_rows(const T* logits, const Index* __restrict__ target,
              const T* __restrict__ w, const double* __restrict__ w_total, int64_t n, int64_t c,
              int64_t ignore_index, double eps, double* __restrict__ row_loss,
-             double* __restrict__ lse, T* __restrict__ grad, const double* __restrict__ totals,
-             bool mean) {
+             double* __restrict__ lse, T* grad, const double* __restrict__ totals, bool mean) {
   using A = typename Acc<T>::type;
   __shared__ RowStats<A> shared[G <= 32 ? 1 : kThreads];
   const int lane = threadIdx.x % G;
@@ -144,22 +147,26 @@ forward_rows(const T* __restrict__ logits, const Index* __restrict__ target,
     const bool active = i < n;
     const T* x = logits + (active ? i : 0) * c;
     RowStats<A> st = RowStats<A>::empty();
+    const Index t = active ? target[i] : Index(0);
+    const int64_t t_pos = static_cast<int64_t>(t);
+    const bool t_valid = active && !is_ignored(t, ignore_index) && t_pos >= 0 && t_pos < c;
+    // the target's logit, for the loss: read before the group's barrier below, after which
+    // the row's gradient may be written over it
+    const A x_target = t_valid && lane == 0 ? to_acc(x[t_pos]) : A(0);
     if (active)
       for (int64_t j = lane; j < c; j += G)
         st.add(to_acc(x[j]), smoothing && w ? to_acc(w[j]) : A(1), smoothing);
-    GroupReduce<G>::run(st, shared);
+    GroupReduce<G>::run(st, shared);  // ends with a barrier of the group's threads
     if (!active) continue;
     const bool bad_row = isinf(st.max) || isnan(st.max) || isnan(st.sum);
     const double max = bad_row ? NAN : double(st.max);
     const double log_sum = bad_row ? NAN : log(double(st.sum));
-    const Index t = target[i];
     if (grad) {  // every lane; an out-of-range target stops the kernel from lane 0 below
-      const int64_t ti = static_cast<int64_t>(t);
       T* g = grad + i * c;
-      if (is_ignored(t, ignore_index) || ti < 0 || ti >= c) {
+      if (!t_valid) {
         for (int64_t j = lane; j < c; j += G) store(g + j, A(0));
       } else {
-        row_gradient<T, G>(x, ti, w, max + log_sum, c, grad_scale, A(eps), grad_weight_total,
+        row_gradient<T, G>(x, t_pos, w, max + log_sum, c, grad_scale, A(eps), grad_weight_total,
                            lane, g);
       }
     }
@@ -167,10 +174,9 @@ forward_rows(const T* __restrict__ logits, const Index* __restrict__ target,
     lse[i] = max + log_sum;
     double loss = 0.0;
     if (!is_ignored(t, ignore_index)) {
-      const int64_t ti = static_cast<int64_t>(t);
-      if (ti < 0 || ti >= c) fail_index("cross_entropy", "target", ti, i, c);
-      const double wt = w ? double(to_acc(w[ti])) : 1.0;
-      loss = (1.0 - eps) * wt * ((max - double(to_acc(x[ti]))) + log_sum);
+      if (!t_valid) fail_index("cross_entropy", "target", t_pos, i, c);
+      const double wt = w ? double(to_acc(w[t_pos])) : 1.0;
+      loss = (1.0 - eps) * wt * ((max - double(x_target)) + log_sum);
       if (smoothing) {  // sum_j w_j * -log p_j = gap + W log_sum, spread over the c classes
         const double weight_total = w ? *w_total : double(c);
         loss += eps / double(c) * (double(st.gap) + weight_total * log_sum);
@@ -182,11 +188,12 @@ forward_rows(const T* __restrict__ logits, const Index* __restrict__ target,
 
 // totals[0] = sum of row losses, totals[1] = the mean's divisor (sum of the target weights of
 // the rows not ignored). One block, a fixed assignment and tree: the same result every run.
+// `op` names the op in the message of a target out of range.
 template <typename T, typename Index>
 __global__ void __launch_bounds__(kReduceThreads)
 reduce_rows(const double* __restrict__ row_loss, const Index* __restrict__ target,
             const T* __restrict__ w, int64_t n, int64_t c, int64_t ignore_index,
-            double* __restrict__ totals) {
+            double* __restrict__ totals, const char* op) {
   __shared__ double sums[kReduceThreads], weights[kReduceThreads];
   double sum = 0.0, weight = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += kReduceThreads) {
@@ -194,7 +201,7 @@ reduce_rows(const double* __restrict__ row_loss, const Index* __restrict__ targe
     const Index t = target[i];
     if (is_ignored(t, ignore_index)) continue;
     const int64_t ti = static_cast<int64_t>(t);
-    if (ti < 0 || ti >= c) fail_index("cross_entropy", "target", ti, i, c);
+    if (ti < 0 || ti >= c) fail_index(op, "target", ti, i, c);
     weight += w ? double(to_acc(w[ti])) : 1.0;
   }
   sums[threadIdx.x] = sum;
@@ -303,7 +310,7 @@ cudaError_t forward_impl(const T* logits, const Index* target, const T* w, int64
   }
   if (grad && mean) {  // the divisor, which the gradient needs before the rows are read
     reduce_rows<T, Index><<<1, kReduceThreads, 0, stream>>>(nullptr, target, w, n, c, ignore,
-                                                            ws.totals);
+                                                            ws.totals, "cross_entropy");
     if (cudaError_t e = cudaGetLastError()) return e;
   }
   if (n > 0) {
@@ -319,11 +326,12 @@ cudaError_t forward_impl(const T* logits, const Index* target, const T* w, int64
     if (cudaError_t e = cudaGetLastError()) return e;
   }
   if (opt.reduction == Reduction::None) {
-    if (n > 0) copy_rows<T><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(ws.row_loss, n, loss);
+    if (n == 0) return cudaSuccess;  // nothing launched: nothing to report
+    copy_rows<T><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(ws.row_loss, n, loss);
     return cudaGetLastError();
   }
   reduce_rows<T, Index><<<1, kReduceThreads, 0, stream>>>(ws.row_loss, target, w, n, c, ignore,
-                                                          ws.totals);
+                                                          ws.totals, "cross_entropy");
   if (cudaError_t e = cudaGetLastError()) return e;
   write_loss<T><<<1, 1, 0, stream>>>(ws.totals, mean, loss);
   return cudaGetLastError();
@@ -343,7 +351,8 @@ cudaError_t backward_impl(const T* grad_loss, const T* logits, const Index* targ
   const bool mean = opt.reduction == Reduction::Mean;
   if (mean) {  // the divisor only; no row losses to add
     reduce_rows<T, Index><<<1, kReduceThreads, 0, stream>>>(nullptr, target, w, n, c,
-                                                            opt.ignore_index, ws.totals);
+                                                            opt.ignore_index, ws.totals,
+                                                            "cross_entropy_backward");
     if (cudaError_t e = cudaGetLastError()) return e;
   }
   const bool per_row = opt.reduction == Reduction::None;

@@ -156,7 +156,10 @@ Status embedding_backward(Dtype dtype, IndexDtype index_dtype, const void* grad_
     const cudaError_t e = cub::DeviceRadixSort::SortPairs(
         temp, temp_bytes, keys_in, keys, pos_in, positions, static_cast<int>(n), 0,
         sort_bits(rows), stream);
-    if (e) return status(e);
+    if (e) {
+      (void)cudaGetLastError();  // cub leaves its launch's error as the last error: clear it
+      return status(e);
+    }
   }
   return status(with_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);

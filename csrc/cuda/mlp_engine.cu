@@ -212,10 +212,14 @@ Status mlp_train_steps(int64_t vocab, int64_t block, int64_t n_embd, int64_t n_h
   const Sizes s{int(vocab), int(block), int(n_embd), int(block * n_embd), int(n_hidden),
                 int(batch)};
   const size_t bytes = smem_bytes(s);
-  // above 48 KB of dynamic shared memory a kernel must opt in; a refusal fails the launch
+  // above 48 KB of dynamic shared memory a kernel must opt in; a refusal fails the launch.
+  // The runtime also keeps a failed call's error as its last error: read it here, so that the
+  // next launcher's check after its own launch does not report it as its own.
   if (cudaError_t e = cudaFuncSetAttribute(train_steps, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(bytes)))
+                                           static_cast<int>(bytes))) {
+    (void)cudaGetLastError();
     return status(e);
+  }
   train_steps<<<1, kThreads, bytes, stream>>>(s, C, W1, b1, W2, b2, X, Y, n_train, lrs, steps,
                                               first_step, seed, batch_indices, losses);
   return status(cudaGetLastError());

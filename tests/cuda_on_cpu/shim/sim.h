@@ -236,3 +236,10 @@ inline uint64_t __umul64hi(uint64_t a, uint64_t b) {
 
 using std::isinf;
 using std::isnan;
+
+// A barrier of the lanes of one warp (the patched HIP-CPU's, which also checks that every lane
+// reaches it).
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  if (mask != 0xffffffffu) cuda_on_cpu::violation("__syncwarp with a partial mask");
+  hip::detail::warp_barrier();
+}
