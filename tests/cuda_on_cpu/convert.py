@@ -102,6 +102,8 @@ def convert_launches(text):
         call = (f'::cuda_on_cpu::launch("{name}", {", ".join(config)}, '
                 f"[=](auto&&... xs) {{ {kernel}(xs...); }}")
         call += f", {args})" if args else ")"
+        # the launch's line breaks after it, so the lines below keep their numbers
+        call += "\n" * (text.count("\n", start, args_end) - call.count("\n"))
         out.append(text[pos:start])
         out.append(call)
         pos = args_end

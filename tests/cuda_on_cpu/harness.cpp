@@ -392,6 +392,15 @@ void linear_cases(Rng& rng) {
   linear_case<T>(4500, 3, 2, tanh, true, 6, false, rng);     // grad_w and grad_b in pieces
 }
 
+// Grids past the limits of a launch's y and z (65,535): row tiles numbered along x, loops that
+// stride over what one grid does not cover.
+void huge_grid_cases(Rng& rng) {
+  // 65,537 row tiles of 64 in the forward and grad_x products; 64 pieces of grad_w
+  linear_case<float>(4194305, 1, 1, pk::Activation::Tanh, true, 7, false, rng);
+  // 524,281 rows of an embedding's gradient, one block each, more than the grid's 524,280
+  embedding_case<float, int32_t>(3, 524281, 1, -1, false, false, rng);
+}
+
 // ---- cross entropy --------------------------------------------------------------------------
 enum class Values { Normal, Large, Special };
 
@@ -715,6 +724,7 @@ int main(int argc, char** argv) {
   typed_cases<double>(rng);
   typed_cases<__half>(rng);
   typed_cases<__nv_bfloat16>(rng);
+  huge_grid_cases(rng);
   mlp_engine_case(3, true, true, rng);
   mlp_engine_case(2, false, false, rng);
   mlp_engine_limits();
