@@ -5,6 +5,7 @@ Whatever a checkpoint holds is checked before it is used: a bad one is one Check
 line, never a traceback or an allocation its tensors do not justify."""
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import tempfile
@@ -20,6 +21,7 @@ FORMAT = "pymakemore-checkpoint"
 VERSION = 1
 FILENAME = "model.pt"
 REQUIRED = ("config", "vocab", "model", "optimizer", "step", "rng", "losses", "train_words")
+CHECKSUM = "checksum"  # sha256 of everything else (payload_digest); older files lack it
 
 # Config values that size a model: a positive int each (a bound on what a checkpoint may ask
 # for before its tensors are compared with the model it describes).
@@ -36,6 +38,40 @@ def first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def payload_digest(payload: dict[str, Any]) -> str:
+    """sha256 over every value of the payload but its checksum, tensors by dtype, shape and
+    bytes, mappings in a fixed key order: a flipped byte anywhere changes it."""
+    h = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"tensor {t.dtype} {tuple(t.shape)};".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            h.update(f"dict {len(value)};".encode())
+            for key in sorted(value, key=repr):
+                feed(key)
+                feed(value[key])
+        elif isinstance(value, (list, tuple)):
+            h.update(f"{type(value).__name__} {len(value)};".encode())
+            for item in value:
+                feed(item)
+        else:
+            h.update(f"{type(value).__name__} {value!r};".encode())
+
+    feed({k: v for k, v in payload.items() if k != CHECKSUM})
+    return h.hexdigest()
+
+
+def seal(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload with its checksum, as save_checkpoint writes it."""
+    payload = {"format": FORMAT, "version": VERSION,
+               **{k: v for k, v in payload.items() if k != CHECKSUM}}
+    payload[CHECKSUM] = payload_digest(payload)
+    return payload
+
+
 def save_checkpoint(work_dir: str | Path, payload: dict[str, Any]) -> Path:
     """Writes model.pt through a temp file; on any failure the temp file is removed, the
     previous model.pt is left as it was, and the error is a CheckpointError naming the cause
@@ -47,7 +83,7 @@ def save_checkpoint(work_dir: str | Path, payload: dict[str, Any]) -> Path:
         work_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".tmp", dir=work_dir)
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
+            torch.save(seal(payload), f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
@@ -100,6 +136,14 @@ def load_checkpoint(work_dir: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}")
+    if CHECKSUM in ckpt:
+        try:
+            intact = ckpt[CHECKSUM] == payload_digest(ckpt)
+        except Exception:  # a value that cannot even be read back
+            intact = False
+        if not intact:
+            raise CheckpointError(f"{path} is corrupt: its contents do not match their "
+                                  f"checksum")
     problem = structure_problem(ckpt)
     if problem:
         raise CheckpointError(f"{path} is not a usable checkpoint: {problem}")
@@ -131,6 +175,11 @@ def structure_problem(ckpt: dict[str, Any]) -> str | None:
     if not isinstance(model, dict) or not all(isinstance(t, torch.Tensor)
                                               for t in model.values()):
         return "its model state is not a mapping of tensors"
+    rng = ckpt["rng"]
+    if not isinstance(rng, dict) or not all(
+            isinstance(state, torch.Tensor) and state.dtype == torch.uint8
+            for state in rng.values()) or "batch" not in rng:
+        return "its rng state is not a mapping of generator states"
     step, losses = ckpt["step"], ckpt["losses"]
     if type(step) is not int or step < 0:
         return f"its step is {step!r}"

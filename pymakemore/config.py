@@ -14,13 +14,18 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from . import engines, valid
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import MAX_SIZE, CheckpointError, load_checkpoint
 from .models import MODELS, model_problem
 from .models.layers import LECTURE_SEED, OPS
 from .models.mlp import INITS
 
 OPTIMIZERS = ("sgd", "adamw")
 LR_FIND_STEPS = 1000
+# Upper bounds of counts and sizes: what can be allocated and represented (each step's loss is
+# kept, 4 bytes; torch's seeds are 64-bit and the run uses seed + 3)
+MAX_STEPS = 10 ** 9
+MAX_BATCH = 1 << 24
+SEEDS = valid.in_range(-(1 << 63), (1 << 64) - 4)
 
 
 class ConfigError(Exception):
@@ -59,22 +64,22 @@ OPTIONS: tuple[Option, ...] = (
            "(gpt only)", "data", choices=("lines", "text"), run=True),
     Option("block_size", 3, "characters of context per prediction (gpt on word lists: the "
            "longest word when no preset or flag sets it)", "data", type=int, run=True,
-           check=valid.at_least(1)),
+           check=valid.in_range(1, MAX_SIZE)),
     Option("split_seed", 42, "seed of the 80/10/10 word shuffle (the lecture's)", "data",
-           type=int, run=True),
+           type=int, run=True, check=SEEDS),
     # model
     Option("type", "mlp", "model family", "model", choices=tuple(sorted(MODELS)), run=True),
     Option("preset", None, "a lecture's configuration; --type T alone means preset T "
            "(gpt: gpt-names, or gpt-shakespeare with --data text)", "model", run=True,
            default_text="the type's"),  # choices: PRESETS, given to the parser
     Option("n_embd", 10, "embedding size per character", "model", type=int, run=True,
-           check=valid.at_least(1)),
+           check=valid.in_range(1, MAX_SIZE)),
     Option("n_hidden", 200, "hidden units", "model", type=int, run=True,
-           check=valid.at_least(1)),
+           check=valid.in_range(1, MAX_SIZE)),
     Option("n_layer", 1, "hidden layers (bnmlp) or transformer blocks (gpt)", "model", type=int,
-           run=True, check=valid.at_least(1)),
+           run=True, check=valid.in_range(1, MAX_SIZE)),
     Option("n_head", 4, "attention heads (gpt)", "model", type=int, run=True,
-           check=valid.at_least(1)),
+           check=valid.in_range(1, MAX_SIZE)),
     Option("dropout", 0.0, "dropout probability (gpt)", "model", type=float, run=True,
            check=valid.fraction),
     Option("hidden_bias", False, "bnmlp: a bias before the BatchNorm, as in part 4", "model",
@@ -90,18 +95,19 @@ OPTIONS: tuple[Option, ...] = (
            "gradients written by hand (part 4) instead of autograd's", "model",
            choices=("autograd", "manual"), run=True),
     Option("seed", LECTURE_SEED, "seed of the initial parameters; minibatches use seed+1, "
-           "samples seed+2, dropout seed+3 (the lecture's)", "model", type=int, run=True),
+           "samples seed+2, dropout seed+3 (the lecture's)", "model", type=int, run=True,
+           check=SEEDS),
     # optimisation
     Option("batch_size", 32, "examples per step; 0: the whole training set", "optimisation",
-           type=int, run=True, check=valid.at_least(0)),
+           type=int, run=True, check=valid.in_range(0, MAX_BATCH)),
     Option("optimizer", "sgd", "sgd, or adamw (the gpt presets)", "optimisation",
            choices=OPTIMIZERS, run=True),
     Option("weight_decay", 0.01, "adamw's weight decay", "optimisation", type=float, run=True,
            check=valid.finite_at_least(0)),
     Option("max_steps", 200_000, "optimizer steps in all", "optimisation", type=int,
-           check=valid.at_least(1)),
+           check=valid.in_range(1, MAX_STEPS)),
     Option("lr", 0.1, "learning rate", "optimisation", type=float, run=True,
-           check=valid.above(0)),
+           check=valid.finite_above(0, 1e6)),
     Option("lr_decay_at", None, "step from which the rate is lr * lr-decay", "optimisation",
            type=int, run=True, check=valid.at_least(0),
            default_text="max-steps / 2, or the preset's moved with --max-steps"),
@@ -113,26 +119,32 @@ OPTIONS: tuple[Option, ...] = (
     # run
     Option("work_dir", "out", "folder for checkpoint, metrics, plots", "run", short="-o"),
     Option("device", "auto", "auto: cuda when available", "run", choices=("cpu", "cuda", "auto")),
-    Option("threads", None, "CPU threads for torch", "run", type=int, check=valid.at_least(1),
+    Option("threads", None, "CPU threads for torch", "run", type=int,
+           check=valid.in_range(1, 1 << 16),
            default_text="torch's"),
     Option("eval_every", 10_000, "full train/dev loss and a checkpoint every N steps; 0: at "
            "the end only", "run", type=int, check=valid.at_least(0)),
     Option("log_every", 1_000, "steps between progress/metrics lines", "run", type=int,
            check=valid.at_least(1)),
     Option("num_samples", 10, "words sampled at the end; text: a 500-character passage "
-           "unless 0", "run", type=int, check=valid.at_least(0)),
+           "unless 0", "run", type=int, check=valid.in_range(0, 10 ** 6)),
     Option("diagnostics", False, "bnmlp/wavenet: activation, gradient and update:data plots "
            "(on in the bnmlp presets)", "run", kind="toggle", run=True),
     Option("resume", False, "continue from WORK_DIR/model.pt up to --max-steps", "run",
            kind="switch"),
     Option("quiet", False, "no progress bar", "run", kind="switch"),
     Option("ddp_timeout", 300.0, "under torchrun: seconds a collective waits for the other "
-           "ranks before the job fails", "run", type=float, check=valid.above(0)),
+           "ranks before the job fails", "run", type=float,
+           check=valid.finite_above(0, 10 ** 7)),
 )
 BY_KEY = {o.key: o for o in OPTIONS}
 DEFAULTS: dict[str, Any] = {o.key: o.default for o in OPTIONS}
 # what a checkpoint fixes: a resumed run keeps these and refuses to change them
 RUN_KEYS = tuple(o.key for o in OPTIONS if o.run)
+# what a resumed run takes from its checkpoint: RUN_KEYS and the schedule's steps (the command
+# line may change these). Never the paths or modes of the run that reads it (the work dir,
+# the device, threads, --lr-find, ...): those are the command line's or the defaults.
+CHECKPOINT_KEYS = RUN_KEYS + ("max_steps", "eval_every", "log_every")
 
 # The lectures' configurations. --type T alone takes preset T (gpt: gpt-names, or
 # gpt-shakespeare with --data text); any flag given overrides its preset's value.
@@ -257,9 +269,33 @@ RULES: tuple[Callable[[dict[str, Any]], Optional[str]], ...] = (
     _engine_options)
 
 
+def kind_problem(o: Option, value: Any) -> Optional[str]:
+    """What is wrong with the kind of a value (one from a checkpoint has not been through the
+    parser): a bool for a switch, one of the choices, an int, a number, a path."""
+    if value is None:
+        return None if o.default is None or o.key == "block_size" else f"{o.flag} is None"
+    if o.kind in ("switch", "toggle"):
+        ok = type(value) is bool
+    elif o.key == "preset":
+        ok = isinstance(value, str) and value in PRESETS
+    elif o.choices is not None:
+        ok = isinstance(value, str) and value in o.choices
+    elif o.type is int:
+        ok = type(value) is int
+    elif o.type is float:
+        ok = type(value) in (int, float)
+    else:
+        ok = isinstance(value, str)
+    return None if ok else f"{o.flag} is {value!r}"
+
+
 def check_config(config: dict[str, Any]) -> None:
-    """Each value against its option's check, then RULES; ConfigError with the first problem."""
+    """Each value's kind and its option's check, then RULES; ConfigError with the first
+    problem."""
     for o in OPTIONS:
+        why = kind_problem(o, config[o.key])
+        if why:
+            raise ConfigError(why)
         if o.check is not None and config[o.key] is not None:
             why = valid.problem(o.flag, config[o.key], o.check)
             if why:
@@ -290,7 +326,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[d
         if explicit.get("lr_find"):
             raise ConfigError("--lr-find and --resume do not go together")
         ckpt = load_checkpoint(explicit.get("work_dir", DEFAULTS["work_dir"]))
-        config = {**DEFAULTS, **ckpt["config"]}
+        config = {**DEFAULTS, **{k: ckpt["config"][k] for k in CHECKPOINT_KEYS
+                                 if k in ckpt["config"]}}
         try:  # the checkpoint's own options, before any of the command line's
             check_config(config)
         except (ConfigError, TypeError, KeyError) as e:

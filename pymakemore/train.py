@@ -271,7 +271,10 @@ def prepare(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device
         run.optimizer.load_state_dict(ckpt["optimizer"])
     except (ValueError, KeyError) as e:
         raise CheckpointError(f"the checkpoint's optimizer state does not fit: {e}") from None
-    set_rng_state(run.generator, ckpt["rng"], device)
+    try:
+        set_rng_state(run.generator, ckpt["rng"], device)
+    except (RuntimeError, ValueError) as e:
+        raise CheckpointError(f"the checkpoint's rng state does not fit: {e}") from None
     step = ckpt["step"]
     if group.enabled:  # rank 0's dropout state is saved; each rank needs its own draws
         torch.manual_seed(config["seed"] + 3 + group.rank + step * group.world)
@@ -375,27 +378,39 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
               f"{config['backprop']} backprop, on {device}{ranks}; {len(run.x):,} training "
               f"examples", file=sys.stderr)
     try:
-        while step < config["max_steps"]:
-            stop, lr = next_stop(config, step), learning_rate(config, step)
-            set_lr(run.optimizer, lr)
-            with progress.timing(device):
-                losses[step:stop] = train_steps(step, stop, lr)
-            progress.bar.update(stop - step)
-            step = stop
-            if step % config["log_every"] == 0 or step == config["max_steps"]:
-                progress.training(step, losses, lr)
-            if config["eval_every"] and step % config["eval_every"] == 0 \
-                    and step < config["max_steps"]:
-                progress.evaluation(step, evaluate(("train", "dev")))
+        with StopSignals() as signals:
+            while step < config["max_steps"]:
+                stop, lr = next_stop(config, step), learning_rate(config, step)
+                set_lr(run.optimizer, lr)
+                with progress.timing(device):
+                    losses[step:stop] = train_steps(step, stop, lr)
+                progress.bar.update(stop - step)
+                step = stop
+                if step % config["log_every"] == 0 or step == config["max_steps"]:
+                    progress.training(step, losses, lr)
+                if config["eval_every"] and step % config["eval_every"] == 0 \
+                        and step < config["max_steps"]:
+                    progress.evaluation(step, evaluate(("train", "dev")))
+                    save(step)
+                if signals.stop_requested(group, device):
+                    break
+        if signals.received is not None:  # stopped at a step boundary: everything is at `step`
+            progress.bar.close()
+            terminated = signals.received == signal.SIGTERM
+            if group.is_main:
                 save(step)
-    except KeyboardInterrupt as stopped:  # Ctrl-C, or SIGTERM (Terminated)
+                progress.metrics.close()
+                print(f"\n{'terminated' if terminated else 'interrupted'}: saved step {step} to "
+                      f"{work_dir / 'model.pt'}; continue with --resume -o {work_dir}",
+                      file=sys.stderr)
+            return 128 + signal.SIGTERM if terminated else 130
+    except KeyboardInterrupt as stopped:  # a second Ctrl-C or SIGTERM: at once, no checkpoint
         progress.bar.close()
         what = "terminated" if isinstance(stopped, Terminated) else "interrupted"
         if group.is_main:
-            save(step)
             progress.metrics.close()
-            print(f"\n{what}: saved step {step} to {work_dir / 'model.pt'}; continue with "
-                  f"--resume -o {work_dir}", file=sys.stderr)
+            print(f"\n{what} at once: no checkpoint written (the last one stands); continue "
+                  f"with --resume -o {work_dir}", file=sys.stderr)
         return 128 + signal.SIGTERM if isinstance(stopped, Terminated) else 130
     progress.bar.close()
 
@@ -469,6 +484,47 @@ def print_final_samples(run: engines.Run, splits: Splits) -> None:
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (schedulers, containers, systemd), handled as Ctrl-C is: checkpoint, then exit."""
+
+
+class StopSignals:
+    """Ctrl-C and SIGTERM while the training loop runs. The first one is noted, and the loop
+    stops at the end of the block of steps it interrupted: a step boundary, where the
+    parameters, the step, the RNG states, the losses and the metrics all describe the same step
+    (a stop raised inside a block would leave parameters updated past the step the checkpoint
+    names, or halfway through one step). A second one stops at once, without a checkpoint.
+    Under torchrun the ranks agree on the block to stop after (one all-reduce per block)."""
+
+    def __init__(self):
+        self.received: Optional[int] = None  # the first signal's number
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _note(self, signum, frame) -> None:
+        if self.received is None:
+            self.received = signum
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the exit finish
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def stop_requested(self, group: distributed.Group, device: torch.device) -> bool:
+        if not group.enabled:
+            return self.received is not None
+        # every rank stops after the same block: any rank's signal stops them all
+        flags = torch.tensor([self.received == signal.SIGINT, self.received == signal.SIGTERM],
+                             dtype=torch.float32, device=device)
+        distributed.sum_(flags, group)
+        if self.received is None and flags.any():
+            self.received = signal.SIGTERM if flags[1] > 0 else signal.SIGINT
+        return self.received is not None
 
 
 def _terminate(signum, frame) -> None:

@@ -43,3 +43,20 @@ def refuse(why: Optional[str]) -> None:
     """For constructors: a ValueError when there is a problem."""
     if why is not None:
         raise ValueError(why)
+
+
+def in_range(low: int, high: int) -> Check:
+    """An integer in [low, high]: the upper bound keeps sizes and counts to what can be
+    allocated or represented (a 1e12-step run would need a 4 TB loss buffer)."""
+    def check(value):
+        return None if low <= value <= high else \
+            f"must be >= {low} and <= {high:,}, got {value}"
+    return check
+
+
+def finite_above(low: float, high: float) -> Check:
+    """A finite number in (low, high]."""
+    def check(value):
+        return None if math.isfinite(value) and low < value <= high else \
+            f"must be > {low:g} and <= {high:g}, got {value}"
+    return check

@@ -262,6 +262,24 @@ def test_out_of_range_target_names_the_value(device, bad, target_dtype):
         ops.cross_entropy(x, t)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_class_weights_whose_sum_overflows_give_finite_gradients(device, reduction):
+    # the weights' total is inf in float32; without label smoothing it takes no part
+    w = torch.tensor([3e38, 3e38, 1.0, 1.0], device=device)
+    x = torch.randn(6, 4, device=device)
+    t = torch.tensor([2, 3, 3, 2, 2, 3], device=device)
+    got, want = x.clone().requires_grad_(), x.clone().requires_grad_()
+    loss = ops.cross_entropy(got, t, weight=w, reduction=reduction)
+    loss_f = F.cross_entropy(want, t, weight=w, reduction=reduction)
+    g = torch.rand_like(loss)
+    loss.backward(g)
+    loss_f.backward(g)
+    assert torch.isfinite(got.grad).all()
+    assert_close(loss, loss_f)
+    assert_close(got.grad, want.grad)
+
+
 def test_backward_op_checks_targets():
     x, lse = torch.randn(3, 4), torch.zeros(3)
     with pytest.raises(IndexError, match="target 7 at position 1"):

@@ -105,6 +105,74 @@ def test_sigterm_checkpoints_the_current_step(tmp_path):
     assert len(err.strip().splitlines()) == 1  # that line alone: no traceback
 
 
+def _interrupted_run(work, delay, sig, *args):
+    """A run stopped by `sig` after `delay` seconds of training: (exit status, stderr)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pymakemore.train", *FAST, "-i", str(names_path()), "-o",
+         str(work), *map(str, args)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()
+        assert "parameters" in first, first
+        time.sleep(delay)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("engine, sig, delay", [("fused", signal.SIGTERM, 0.7),
+                                                ("fused", signal.SIGINT, 1.3),
+                                                ("ops", signal.SIGTERM, 1.1)])
+def test_a_signal_checkpoints_one_consistent_step(tmp_path, engine, sig, delay):
+    """The checkpoint written on a signal holds exactly what an uninterrupted run of the step
+    it names holds (parameters, optimizer, RNG states, losses), and resuming from it goes on
+    as that run does."""
+    schedule = ["--engine", engine, "--eval-every", "0", "--lr-decay-at", "100000"]
+    stopped = tmp_path / "stopped"
+    status, err = _interrupted_run(stopped, delay, sig, "--max-steps", 200000, *schedule)
+    assert status == (128 + signal.SIGTERM if sig == signal.SIGTERM else 130), err
+    got = load_checkpoint(stopped)
+    step = got["step"]
+    assert 0 < step < 200000 and step % 50 == 0  # a block's end (blocks of --log-every)
+    straight = tmp_path / "straight"
+    assert _train(straight, "--max-steps", step, *schedule) == 0
+    want = load_checkpoint(straight)
+    torch.testing.assert_close(got["model"], want["model"], rtol=0, atol=0)
+    for key in ("optimizer", "rng"):  # bit for bit, whatever the values' kinds
+        assert checkpoint.payload_digest({key: got[key]}) == \
+            checkpoint.payload_digest({key: want[key]}), key
+    assert torch.equal(got["losses"], want["losses"])
+
+    if engine == "fused" and sig == signal.SIGTERM:  # and it goes on as the straight run does
+        assert train.main([*FAST, "-o", str(stopped), "--resume", "--max-steps",
+                           str(step + 100)]) == 0
+        assert _train(straight, "--max-steps", step + 100, *schedule) == 0
+        resumed, straight_on = load_checkpoint(stopped), load_checkpoint(straight)
+        torch.testing.assert_close(resumed["model"], straight_on["model"], rtol=0, atol=0)
+
+
+def test_a_second_signal_stops_at_once_without_a_checkpoint(tmp_path, monkeypatch, capsys):
+    work = tmp_path / "w"
+    signals = []
+
+    def steps_then_two_signals(*args, **kwargs):
+        result = real_run_steps(*args, **kwargs)
+        if not signals:  # inside the first block: two Ctrl-C, the second one stops at once
+            signals.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    from pymakemore import engines
+    real_run_steps = engines.run_steps
+    monkeypatch.setattr(engines, "run_steps", steps_then_two_signals)
+    assert _train(work, "--max-steps", 300, "--engine", "ops", "--eval-every", 0) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("interrupted at once: no checkpoint written"), err
+    assert not (work / "model.pt").exists()
+
+
 def test_two_runs_into_one_work_dir(tmp_path, capsys):
     work = tmp_path / "w"
     work.mkdir()
@@ -141,7 +209,7 @@ def test_truncated_checkpoint(saved, capsys):
 def test_checkpoint_with_objects_is_refused(saved, capsys):
     work, ckpt = saved
     ckpt["extra"] = argparse.Namespace(a=1)  # an object weights_only does not load
-    torch.save(ckpt, work / "model.pt")
+    torch.save(checkpoint.seal(ckpt), work / "model.pt")
     _refused(work, capsys, "holds objects other than tensors and plain values: refused")
 
 
@@ -163,8 +231,72 @@ def test_checkpoint_with_objects_is_refused(saved, capsys):
 def test_absurd_checkpoints_are_one_clear_line(saved, capsys, change, match):
     work, ckpt = saved
     change(ckpt)
-    torch.save(ckpt, work / "model.pt")
+    torch.save(checkpoint.seal(ckpt), work / "model.pt")  # as a crafted file would be
     _refused(work, capsys, match)
+
+
+def test_a_flipped_byte_in_a_tensor_is_refused(saved, capsys):
+    work, ckpt = saved
+    data = bytearray((work / "model.pt").read_bytes())
+    # a byte inside W1's data (a value no other field shares), flipped on disk
+    w1 = ckpt["model"]["W1"].numpy().tobytes()
+    at = bytes(data).find(w1[:64])
+    assert at > 0
+    data[at + 100] ^= 0x10
+    (work / "model.pt").write_bytes(bytes(data))
+    _refused(work, capsys, "is corrupt: its contents do not match their checksum")
+
+
+def test_a_checkpoint_without_a_checksum_still_loads(saved):
+    # (written before checksums were stored)
+    work, ckpt = saved
+    del ckpt[checkpoint.CHECKSUM]
+    torch.save(ckpt, work / "model.pt")
+    assert train.main([*FAST, "-o", str(work), "--resume", "--max-steps", "30"]) == 0
+
+
+@pytest.mark.parametrize("key, value", [("work_dir", "ELSEWHERE"), ("lr_find", True),
+                                        ("device", "tpu"), ("threads", 10 ** 9),
+                                        ("num_samples", 10 ** 12), ("quiet", "x"),
+                                        ("ddp_timeout", -1.0)])
+def test_a_checkpoint_never_chooses_paths_or_modes(saved, key, value, tmp_path):
+    """Paths and modes of a run are the command line's (or the defaults): a checkpoint's own
+    values for them are ignored, so resuming from ./w writes into ./w."""
+    work, ckpt = saved
+    elsewhere = tmp_path / "elsewhere"
+    ckpt["config"][key] = str(elsewhere) if value == "ELSEWHERE" else value
+    torch.save(checkpoint.seal(ckpt), work / "model.pt")
+    assert train.main([*FAST, "-o", str(work), "--resume", "--max-steps", "30"]) == 0
+    assert load_checkpoint(work)["step"] == 30
+    assert not elsewhere.exists()
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("optimizer", "x", "--optimizer is 'x'"),
+    ("max_steps", 10 ** 12, "--max-steps must be"),
+    ("batch_size", 10 ** 12, "--batch-size must be"),
+    ("lr", "0.1", "--lr is '0.1'"),
+    ("init", None, "--init is None"),
+    ("hidden_bias", 1, "--hidden-bias is 1"),
+])
+def test_a_checkpoints_values_are_checked_as_the_command_lines(saved, capsys, key, value,
+                                                               match):
+    work, ckpt = saved
+    ckpt["config"][key] = value
+    torch.save(checkpoint.seal(ckpt), work / "model.pt")
+    assert train.main([*FAST, "-o", str(work), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the checkpoint's options are invalid" in err[0] and match in err[0], err
+
+
+def test_a_checkpoints_rng_state_is_checked(saved, capsys):
+    work, ckpt = saved
+    ckpt["rng"] = {}
+    torch.save(checkpoint.seal(ckpt), work / "model.pt")
+    _refused_resume = train.main([*FAST, "-o", str(work), "--resume", "--max-steps", "40"])
+    assert _refused_resume == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rng" in err[0], err
 
 
 def test_sigterm_before_training_is_one_line(tmp_path, monkeypatch, capsys):

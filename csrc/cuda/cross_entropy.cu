@@ -109,7 +109,8 @@ __device__ __forceinline__ void row_gradient(const T* x, int64_t ti, const T* __
                                              A weight_total, int lane, T* g) {
   const A spread = eps / A(c > 0 ? c : 1);
   const A wt = w ? to_acc(w[ti]) : A(1);
-  const A p_coef = scale * ((A(1) - eps) * wt + spread * weight_total);
+  // without smoothing the W term is absent, not 0 * W (W may overflow to inf: 0 * inf = NaN)
+  const A p_coef = scale * ((A(1) - eps) * wt + (spread != A(0) ? spread * weight_total : A(0)));
   const A w_coef = scale * spread;
   // lse as hi + lo: x - hi is exact for the x that matter, so p keeps full precision
   // (for double, lo is 0)

@@ -402,7 +402,9 @@ void huge_grid_cases(Rng& rng) {
 }
 
 // ---- cross entropy --------------------------------------------------------------------------
-enum class Values { Normal, Large, Special };
+// Special: +-inf and NaN logits; HugeWeights: class weights whose sum overflows float (the
+// targets in the classes of weight 1)
+enum class Values { Normal, Large, Special, HugeWeights };
 
 template <typename T, typename I>
 void cross_entropy_case(int64_t n, int64_t c, pk::Reduction reduction, bool weighted,
@@ -410,7 +412,7 @@ void cross_entropy_case(int64_t n, int64_t c, pk::Reduction reduction, bool weig
                         bool inject, Rng& rng) {
   using R = Ref<T>;
   const char* reductions[] = {"none", "mean", "sum"};
-  const char* kinds[] = {"normal", "large", "special"};
+  const char* kinds[] = {"normal", "large", "special", "huge-weights"};
   char name[200];
   std::snprintf(name, sizeof name,
                 "cross_entropy %s/%s n=%lld c=%lld %s weights=%d eps=%g %s grad=%d in_place=%d",
@@ -439,7 +441,12 @@ void cross_entropy_case(int64_t n, int64_t c, pk::Reduction reduction, bool weig
     }
   }
   const std::vector<T> logits = as<T>(raw);
-  const std::vector<T> weight = as<T>(rng.values(weighted ? static_cast<size_t>(c) : 0, 0.25, 2));
+  std::vector<double> raw_weight = rng.values(weighted ? static_cast<size_t>(c) : 0, 0.25, 2);
+  if (values == Values::HugeWeights) {
+    for (int64_t j = 0; j < c; ++j) raw_weight[static_cast<size_t>(j)] = j < 2 ? 3e38 : 1.0;
+    for (int64_t i = 0; i < n; ++i) target[static_cast<size_t>(i)] = I(2 + rng.below(c - 2));
+  }
+  const std::vector<T> weight = as<T>(raw_weight);
   const bool per_row = reduction == pk::Reduction::None;
   const std::vector<T> grad_loss = as<T>(rng.values(per_row ? static_cast<size_t>(n) : 1, -2, 2));
   const pk::CrossEntropyOptions opt{reduction, ignore_index, smoothing};
@@ -518,6 +525,10 @@ void cross_entropy_cases(Rng& rng) {
     cross_entropy_case<T, I>(20, c, mean, false, 0.0, special, false, false, false, rng);
   }
   cross_entropy_case<T, I>(4, 3, mean, true, 0.0, large, true, false, false, rng);
+  if constexpr (!std::is_same_v<T, __half>) {  // (3e38 is beyond float16's range)
+    cross_entropy_case<T, I>(6, 4, mean, true, 0.0, Values::HugeWeights, true, false, false, rng);
+    cross_entropy_case<T, I>(6, 4, sum, true, 0.0, Values::HugeWeights, false, false, false, rng);
+  }
   cross_entropy_case<T, I>(300, 27, mean, false, 0.0, normal, true, false, false, rng);
 }
 

@@ -104,7 +104,10 @@ void row_gradient(const T* x, int64_t ti, const T* class_weight, double lse, int
   // p = exp((x - hi) - lo) keeps full precision even for logits around 1e4.
   const T hi = static_cast<T>(lse);
   const T lo = static_cast<T>(lse - static_cast<double>(hi));
-  const T p_coef = scale * ((T(1) - terms.eps) * wt + terms.spread * terms.weight_total);
+  // without smoothing the W term is absent, not 0 * W: W overflows to inf for class weights
+  // near the type's limit, and 0 * inf would make every gradient NaN
+  const T smoothing_coef = terms.spread != T(0) ? terms.spread * terms.weight_total : T(0);
+  const T p_coef = scale * ((T(1) - terms.eps) * wt + smoothing_coef);
   rows::softmax_grad(x, c, hi, lo, p_coef, scale * terms.spread, class_weight, g);
   g[ti] -= scale * (T(1) - terms.eps) * wt;
 }
