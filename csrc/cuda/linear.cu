@@ -12,8 +12,11 @@ namespace {
 constexpr int kTile = 64;     // rows and columns of C per block
 constexpr int kDepth = 16;    // reduction slice per shared-memory stage
 constexpr int kThreads = 256; // 16 x 16 threads, 4 x 4 outputs each
+// The weight and bias gradients sum over the rows in pieces of about kRowsPerPiece (each
+// piece's sum in float, in order), then the pieces in order: a float sum of 4,096 terms keeps
+// its accuracy, one of 65,536 does not (64 pieces of 4M rows lost 4e-5 of a bias gradient).
 constexpr int64_t kRowsPerPiece = 4096;
-constexpr int64_t kMaxPieces = 64;
+constexpr int64_t kMaxPieces = 1024;
 constexpr int64_t kPartialBudget = int64_t(1) << 25;  // partial-sum elements in all pieces
 
 // C[m, j] for m < M, j < N: sum over r in [r_begin, r_end) of A(m, r) * B(r, j), then epi.
