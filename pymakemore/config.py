@@ -255,6 +255,16 @@ def _diagnostics(config: dict[str, Any]) -> Optional[str]:
     return None
 
 
+BATCHNORM_TYPES = ("bnmlp", "wavenet")  # models that normalise over the minibatch
+
+
+def _batchnorm_batch(config: dict[str, Any]) -> Optional[str]:
+    if config["type"] in BATCHNORM_TYPES and config["batch_size"] == 1:
+        return (f"--type {config['type']} normalises over the minibatch (BatchNorm): "
+                f"--batch-size must be 0 or >= 2, not 1")
+    return None
+
+
 def _engine_options(config: dict[str, Any]) -> Optional[str]:
     """What the chosen engine refuses in the options alone (the model and device come later)."""
     if config["engine"] == "auto":
@@ -266,7 +276,7 @@ def _engine_options(config: dict[str, Any]) -> Optional[str]:
 RULES: tuple[Callable[[dict[str, Any]], Optional[str]], ...] = (
     _block_size_from_data, _text_is_gpt, _bigram_sees_one,
     lambda config: model_problem(config, flag), _manual_backprop, _diagnostics,
-    _engine_options)
+    _batchnorm_batch, _engine_options)
 
 
 def kind_problem(o: Option, value: Any) -> Optional[str]:
@@ -369,6 +379,9 @@ def check_distributed(config: dict[str, Any], world: int) -> None:
     if config["batch_size"] % world:
         raise ConfigError(f"--batch-size {config['batch_size']} is the global batch: it must "
                           f"split evenly over the {world} processes")
+    if config["type"] in BATCHNORM_TYPES and config["batch_size"] == world:
+        raise ConfigError(f"--type {config['type']} normalises over each process's minibatch "
+                          f"(BatchNorm): --batch-size {world} leaves one example a process")
 
 
 def options_table() -> str:

@@ -25,6 +25,10 @@ from .models.layers import IGNORE_TARGET
 
 BOUNDARY = "."
 LAYOUTS = ("windows", "sequences", "text")
+# "sequences" pads every word to the longest: bounds on one word's ids (the model's block size
+# is bounded alike) and on all of them (two int64 tensors of that many ids)
+MAX_SEQUENCE = 1 << 20
+MAX_PADDED = 1 << 31
 
 
 class DataError(Exception):
@@ -46,6 +50,10 @@ def read_text(path: str | Path) -> str:
         raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"cannot read input file {path}: {e.strerror or e}") from None
+    nul = raw.find(b"\0")
+    if nul >= 0:  # valid UTF-8, but no text file holds it: a binary file
+        line = raw[:nul].count(b"\n") + 1
+        raise DataError(f"input file {path} is not text (a NUL byte at line {line})")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -218,6 +226,12 @@ def load_splits(path: Optional[str | Path], block_size: Optional[int], split_see
         _check_vocab(vocab, set("".join(words)))
     train, dev, test = split_words(words, split_seed)
     parts = {"train": train, "dev": dev, "test": test}
+    empty = [name for name, part in parts.items() if not part]
+    if empty:  # said at once, before any example is built
+        raise DataError(f"input file {path or default_words_path()} holds {len(words)} "
+                        f"word{'s' if len(words) != 1 else ''}: too few for the 80/10/10 split "
+                        f"(its {' and '.join(empty)} part{'s' if len(empty) > 1 else ''} would "
+                        f"be empty; 6 words at least)")
     if layout == "windows":
         tensors = {k: context_windows(v, vocab, block_size) for k, v in parts.items()}
     else:
@@ -225,7 +239,12 @@ def load_splits(path: Optional[str | Path], block_size: Optional[int], split_see
         if block_size is not None and block_size < needed:
             raise DataError(f"the longest word needs a block size of {needed} (its characters "
                             f"and the end mark); got {block_size}")
-        tensors = {k: sequences(v, vocab, block_size or needed) for k, v in parts.items()}
+        length = block_size or needed
+        if length > MAX_SEQUENCE or len(words) * length > MAX_PADDED:
+            raise DataError(f"every word is padded to the longest ({needed - 1:,} characters): "
+                            f"{len(words):,} words of {length:,} ids is too large (at most "
+                            f"{MAX_SEQUENCE:,} ids a word and {MAX_PADDED:,} in all)")
+        tensors = {k: sequences(v, vocab, length) for k, v in parts.items()}
     return Splits(vocab, parts, tensors)
 
 

@@ -95,10 +95,10 @@ def embedding(
         return F.embedding(input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq,
                            sparse)
     if padding_idx is not None and weight.dim() == 2:  # (a wrong rank: the op says so)
-        if padding_idx > 0:
-            assert padding_idx < weight.size(0), "Padding_idx must be within num_embeddings"
-        elif padding_idx < 0:
-            assert padding_idx >= -weight.size(0), "Padding_idx must be within num_embeddings"
+        # F.embedding's checks, with its exception type, but not asserts: they hold under -O
+        if not -weight.size(0) <= padding_idx < max(weight.size(0), 1):
+            raise AssertionError("Padding_idx must be within num_embeddings")
+        if padding_idx < 0:
             padding_idx = weight.size(0) + padding_idx
     if sparse:
         return F.embedding(input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq,
@@ -229,7 +229,9 @@ def cross_entropy(
     """
     if size_average is not None or reduce is not None:
         reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
-    if softcap is not None or z_loss:
+    if softcap == float("inf"):  # the limit of c * tanh(x / c) as c grows: no cap at all
+        softcap = None
+    if softcap is not None or z_loss:  # (a NaN z_loss too: refused there)
         return _capped_cross_entropy(input, target, weight, ignore_index, reduction,
                                      label_smoothing, softcap, z_loss)
     cast = _autocast(True, input, weight)
@@ -280,10 +282,10 @@ def _capped_cross_entropy(input, target, weight, ignore_index, reduction, label_
         input = softcap * torch.tanh(input / softcap)
     loss = cross_entropy(input, target, weight, ignore_index=ignore_index, reduction=reduction,
                          label_smoothing=label_smoothing)
+    if not z_loss >= 0:  # NaN included
+        raise ValueError(f"cross_entropy: z_loss must be >= 0, got {z_loss}")
     if not z_loss:
         return loss
-    if z_loss < 0:
-        raise ValueError(f"cross_entropy: z_loss must be >= 0, got {z_loss}")
     if target.is_floating_point():
         raise ValueError("cross_entropy: z_loss needs class-index targets")
     lse = torch.logsumexp(input, dim=1 if input.dim() > 1 else 0)

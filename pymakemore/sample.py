@@ -9,22 +9,27 @@ Word models print n words; a model trained on a text (--data text) prints one pa
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Optional
 
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from .data import Vocab
+from .data import BOUNDARY, Vocab
 from .devices import DeviceError, resolve_device
 
 
 TEXT_SAMPLE_CHARS = 500
 
 
+MAX_SAMPLES = 10 ** 6  # words per call (each one a row of the batch being drawn)
+MAX_CHARS = 10 ** 7
+
+
 def _check(temperature: float, top_k: Optional[int]) -> None:
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
 
@@ -36,7 +41,10 @@ def _next_ids(model: torch.nn.Module, seqs: torch.Tensor, temperature: float,
     logits, _ = model(seqs[:, -model.block_size:])
     if getattr(model, "autoregressive", False):
         logits = logits[:, -1]
-    logits = logits / temperature
+    # max-subtracted before the division, in float64: a tiny temperature then gives 0 for the
+    # likeliest character and -inf (or a large negative) for the rest (greedy), never inf - inf
+    logits = logits.double()
+    logits = (logits - logits.max(dim=1, keepdim=True).values) / temperature
     if top_k is not None and top_k < logits.shape[1]:
         kth = torch.topk(logits, top_k, dim=1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -50,6 +58,9 @@ def sample_words(model: torch.nn.Module, vocab: Vocab, n: int, *, temperature: f
                  device: str | torch.device = "cpu") -> list[str]:
     """n words, each `prefix` + characters drawn until the '.' boundary (or max_length)."""
     _check(temperature, top_k)
+    if BOUNDARY in prefix:
+        raise ValueError(f"the prefix {prefix!r} contains {BOUNDARY!r}, which marks the end "
+                         f"of a word")
     # window models start from a context of '.'s; gpt from the single '.' it was trained on
     pad = 1 if getattr(model, "autoregressive", False) else model.block_size
     seqs = torch.tensor([[0] * pad + vocab.encode(prefix)] * n, dtype=torch.int64,
@@ -124,11 +135,22 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        if args.num_samples < 1:
-            raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
+        if not 1 <= args.num_samples <= MAX_SAMPLES:
+            raise ValueError(f"--num-samples must be >= 1 and <= {MAX_SAMPLES:,}, got "
+                             f"{args.num_samples}")
+        if not 1 <= args.num_chars <= MAX_CHARS:
+            raise ValueError(f"--num-chars must be >= 1 and <= {MAX_CHARS:,}, got "
+                             f"{args.num_chars}")
+        if args.seed is not None and not -(1 << 63) <= args.seed < 1 << 64:
+            raise ValueError(f"--seed must fit in 64 bits, got {args.seed}")
         ckpt = load_checkpoint(args.work_dir)
         device = resolve_device(args.device, ckpt["config"].get("ops", "fused"))
         model, vocab = model_from_checkpoint(ckpt, device)
+        bad = next((name for name, p in model.named_parameters()
+                    if not bool(torch.isfinite(p).all())), None)
+        if bad is not None:
+            raise ValueError(f"the checkpoint's parameter {bad} holds NaN or infinite values: "
+                             f"the model cannot be sampled (it diverged)")
         generator = torch.Generator(device=device)
         if args.seed is None:
             generator.seed()
@@ -137,8 +159,6 @@ def main(argv=None) -> int:
         options = dict(temperature=args.temperature, top_k=args.top_k, prefix=args.prefix,
                        generator=generator, device=device)
         if ckpt["config"].get("data") == "text":
-            if args.num_chars < 1:
-                raise ValueError(f"--num-chars must be >= 1, got {args.num_chars}")
             print(sample_text(model, vocab, args.num_chars, **options))
             return 0
         words = sample_words(model, vocab, args.num_samples, **options)

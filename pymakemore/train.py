@@ -367,9 +367,13 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
         return {name: split_loss(run.model, *splits.evaluation(name), group=group)
                 for name in names}
 
+    last_saved = step if ckpt is not None else None
+
     def save(at: int) -> None:
+        nonlocal last_saved
         if group.is_main:
             save_checkpoint(work_dir, checkpoint_payload(run, splits, losses, at))
+        last_saved = at
 
     if group.is_main:
         ranks = f" x {group.world} processes (DDP)" if group.enabled else ""
@@ -384,6 +388,11 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
                 set_lr(run.optimizer, lr)
                 with progress.timing(device):
                     losses[step:stop] = train_steps(step, stop, lr)
+                try:
+                    check_finite(losses[:stop], step, last_saved)
+                except Diverged:
+                    progress.close()
+                    raise
                 progress.bar.update(stop - step)
                 step = stop
                 if step % config["log_every"] == 0 or step == config["max_steps"]:
@@ -482,6 +491,24 @@ def print_final_samples(run: engines.Run, splits: Splits) -> None:
         print_samples(words, set(splits.words["train"]))
 
 
+class Diverged(Exception):
+    """A training loss that is not finite: the run stops (its last checkpoint kept)."""
+
+
+def check_finite(losses: torch.Tensor, first: int, last_saved: Optional[int]) -> None:
+    """Diverged, naming the first step whose loss is NaN or infinite, if any in
+    losses[first:] (one host read per block of steps)."""
+    block = losses[first:]
+    finite = torch.isfinite(block)
+    if bool(finite.all()):
+        return
+    at = int((~finite).nonzero()[0])
+    kept = f"the checkpoint of step {last_saved} is kept" if last_saved else "no checkpoint " \
+        "was written"
+    raise Diverged(f"the training loss is {float(block[at])} at step {first + at + 1}: training "
+                   f"stopped ({kept}); a lower --lr may help")
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (schedulers, containers, systemd), handled as Ctrl-C is: checkpoint, then exit."""
 
@@ -575,7 +602,8 @@ def _main(args: argparse.Namespace) -> int:
             if config["lr_find"]:
                 return lr_find(config, splits, device, work_dir)
             return train(config, ckpt, splits, device, work_dir, group)
-    except (DataError, CheckpointError, ConfigError, DeviceError, WorkDirError, OSError) as e:
+    except (DataError, CheckpointError, ConfigError, DeviceError, WorkDirError, Diverged,
+            OSError) as e:
         # the same on every rank (same options and data): rank 0 says it
         if group.is_main:
             print(f"pymakemore.train: error: {e}", file=sys.stderr)

@@ -419,11 +419,28 @@ def test_softcap_and_z_loss(reduction, softcap, z_loss, weighted):
         (leaf,))
 
 
+def test_an_infinite_softcap_is_no_cap():
+    x, t = torch.randn(4, 5, requires_grad=True), torch.tensor([0, 1, 2, 3])
+    loss = ops.cross_entropy(x, t, softcap=float("inf"))
+    (gx,) = torch.autograd.grad(loss, x)
+    loss_f = F.cross_entropy(x, t)
+    (gx_f,) = torch.autograd.grad(loss_f, x)
+    assert torch.isfinite(loss) and torch.isfinite(gx).all()
+    assert_close(loss, loss_f)
+    assert_close(gx, gx_f)
+    w = torch.randn(5, 3, requires_grad=True)
+    h = torch.randn(4, 3)
+    lce = ops.linear_cross_entropy(h, w, t, softcap=float("inf"))
+    assert_close(lce, F.cross_entropy(F.linear(h, w), t))
+
+
 def test_softcap_and_z_loss_refuse_bad_values():
     x, t = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
     with pytest.raises(ValueError, match="softcap must be > 0"):
         ops.cross_entropy(x, t, softcap=0.0)
     with pytest.raises(ValueError, match="z_loss must be >= 0"):
         ops.cross_entropy(x, t, z_loss=-1.0)
+    with pytest.raises(ValueError, match="z_loss must be >= 0, got nan"):
+        ops.cross_entropy(x, t, z_loss=float("nan"))
     with pytest.raises(ValueError, match="class-index targets"):
         ops.cross_entropy(x, torch.softmax(x, 1), z_loss=1e-3)

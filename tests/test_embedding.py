@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -202,6 +205,18 @@ def test_bad_padding_idx_like_functional():
             F.embedding(torch.tensor([1]), torch.randn(5, 3), padding_idx=padding_idx)
         with pytest.raises(AssertionError, match="Padding_idx"):
             ops.embedding(torch.tensor([1]), torch.randn(5, 3), padding_idx=padding_idx)
+
+
+def test_bad_padding_idx_is_refused_under_python_O():
+    # F.embedding's own check is an assert (gone under -O); ours is a real check
+    code = ("import torch, pymakemore.ops as ops\n"
+            "try:\n"
+            "    ops.embedding(torch.tensor([1]), torch.randn(5, 3), padding_idx=7)\n"
+            "except AssertionError as e:\n"
+            "    print('refused:', e)\n")
+    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert "refused: Padding_idx must be within num_embeddings" in out.stdout, out.stderr
 
 
 def test_wrong_device():

@@ -1,14 +1,16 @@
 """The makemore pipeline: data, trainer, checkpoints, sampler, command line."""
 import json
 import math
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
 from conftest import ROOT, names_path
-from pymakemore import data, sample, train
+from pymakemore import checkpoint, data, sample, train
 from pymakemore.checkpoint import load_checkpoint
 
 FAST = ["--device", "cpu", "--quiet", "--num-samples", "0", "--eval-every", "0",
@@ -53,6 +55,7 @@ def test_built_in_names_ship_with_the_package():
     (b"\n  \n\t\n", "holds no words"),
     (b"anna\n\xff\xfebob\n", "not UTF-8 text.*line 2"),
     (b"anna\nst. louis\n", "line 2.*'.'"),
+    (b"anna\n" + b"\0" * 1000 + b"\n", "is not text \\(a NUL byte at line 2\\)"),
 ])
 def test_bad_input_files(tmp_path, content, match):
     bad = tmp_path / "bad.txt"
@@ -187,10 +190,79 @@ def test_lr_find_writes_its_plot_and_suggests_a_rate(tmp_path, capsys):
     (["--lr-decay", "nan"], "--lr-decay must be a finite number >= 0"),
     (["--weight-decay", "inf"], "--weight-decay must be a finite number >= 0"),
     (["--ddp-timeout", "0"], "--ddp-timeout must be > 0"),
+    (["--ddp-timeout", "inf"], "--ddp-timeout must be > 0 and <= 1e+07, got inf"),
+    (["--lr", "inf"], "--lr must be > 0 and <= 1e+06, got inf"),
+    (["--lr", "1e308"], "--lr must be > 0 and <= 1e+06"),
+    (["--max-steps", str(10 ** 12)], "--max-steps must be >= 1 and <= 1,000,000,000"),
+    (["--batch-size", str(1 << 62)], "--batch-size must be >= 0 and <= 16,777,216"),
+    (["--n-embd", str(10 ** 12)], "--n-embd must be >= 1 and <= 1,048,576"),
+    (["--n-hidden", str(1 << 62)], "--n-hidden must be >= 1 and <= 1,048,576"),
+    (["--block-size", str(10 ** 12)], "--block-size must be >= 1 and <= 1,048,576"),
+    (["--threads", str(10 ** 12)], "--threads must be >= 1 and <= 65,536"),
+    (["--num-samples", str(10 ** 12)], "--num-samples must be >= 0 and <= 1,000,000"),
+    (["--seed", str(1 << 64)], "--seed must be >= "),
+    (["--type", "bnmlp", "--batch-size", "1"], "--batch-size must be 0 or >= 2, not 1"),
+    (["--type", "wavenet", "--batch-size", "1"], "normalises over the minibatch"),
 ])
 def test_bad_options(tmp_path, capsys, args, match):
     assert train.main([*FAST, "-o", str(tmp_path / "x"), *args]) == 2
-    assert match in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+    assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("words", [["anna"], ["anna", "bob"], ["anna", "bob", "eve"],
+                                   ["anna", "bob", "eve", "ada", "max"]])
+def test_too_few_words_to_split_is_one_line(tmp_path, capsys, words):
+    source = tmp_path / "few.txt"
+    source.write_text("\n".join(words) + "\n")
+    assert train.main([*FAST, "-i", str(source), "-o", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"holds {len(words)} word" in err[0] and \
+        "too few for the 80/10/10 split" in err[0], err
+
+
+def test_one_huge_line_is_refused_at_once(tmp_path, capsys):
+    source = tmp_path / "line.txt"
+    source.write_text("ab" * 5_000_000 + "\n")  # 10 MB, one word
+    started = time.perf_counter()
+    assert train.main([*FAST, "-i", str(source), "-o", str(tmp_path / "x")]) == 2
+    assert time.perf_counter() - started < 10
+    assert "holds 1 word: too few" in capsys.readouterr().err
+
+
+def test_a_word_too_long_to_pad_is_refused(tmp_path, capsys):
+    source = tmp_path / "long.txt"
+    source.write_text("\n".join(["anna", "bob", "eve", "ada", "max", "ab" * 1_100_000]) + "\n")
+    assert train.main([*FAST, "-i", str(source), "-o", str(tmp_path / "x"), "--type",
+                       "gpt"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "every word is padded to the longest (2,200,000 characters)" \
+        in err[0], err
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step(tmp_path, capsys, monkeypatch):
+    from pymakemore import engines
+    real_run_steps = engines.run_steps
+
+    def diverging(*args, **kwargs):  # the loss of step 158 is NaN (as a too-high rate gives)
+        losses = real_run_steps(*args, **kwargs)
+        if kwargs.get("first_step", 0) == 150:
+            losses = losses.clone()
+            losses[7] = float("nan")
+        return losses
+
+    monkeypatch.setattr(engines, "run_steps", diverging)
+    work = tmp_path / "w"
+    assert train.main([*FAST, "-i", str(names_path()), "-o", str(work), "--max-steps", "400",
+                       "--eval-every", "100", "--engine", "ops"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("pymakemore.train: error: the training loss is nan at step 158: "
+                       "training stopped (the checkpoint of step 100 is kept); a lower --lr "
+                       "may help"), err
+    assert not any("Traceback" in line for line in err)
+    assert load_checkpoint(work)["step"] == 100
+    assert not (work / "loss.png").exists() and not (work / "summary.json").exists()
 
 
 def test_resume_takes_the_input_file_however_it_is_spelled(tmp_path, monkeypatch):
@@ -287,14 +359,40 @@ def test_sampler_marks_training_words(trained, capsys):
 
 
 @pytest.mark.parametrize("args,match", [
-    (["--temperature", "0"], "temperature must be > 0"),
+    (["--temperature", "0"], "temperature must be a finite number > 0"),
+    (["--temperature", "nan"], "temperature must be a finite number > 0, got nan"),
+    (["--temperature", "inf"], "temperature must be a finite number > 0, got inf"),
     (["--top-k", "0"], "top_k must be >= 1"),
     (["--prefix", "Q!"], "not in the vocabulary"),
+    (["--prefix", "an.a"], "contains '.', which marks the end of a word"),
     (["-n", "0"], "--num-samples must be >= 1"),
+    (["-n", str(10 ** 12)], "--num-samples must be >= 1 and <= 1,000,000"),
+    (["--seed", str(1 << 70)], "--seed must fit in 64 bits"),
 ])
 def test_sampler_bad_options(trained, capsys, args, match):
     assert sample.main(["-o", str(trained), *args]) == 2
-    assert match in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+
+
+@pytest.mark.parametrize("temperature", ["1e-300", "1e-30", "1e300"])
+def test_sampler_extreme_temperatures_draw_words(trained, capsys, temperature):
+    # tiny: the likeliest character every time (greedy), not NaN; huge: uniform
+    assert sample.main(["-o", str(trained), "-n", "5", "--seed", "1", "--temperature",
+                        temperature]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 6
+    if float(temperature) < 1:  # greedy: the same word every time
+        assert len({line.split()[0] for line in lines[:-1]}) == 1
+
+
+def test_sampler_refuses_a_diverged_checkpoint(trained, tmp_path, capsys):
+    ckpt = torch.load(trained / "model.pt", weights_only=True)
+    ckpt["model"]["W1"][0, 0] = float("nan")
+    torch.save(checkpoint.seal(ckpt), tmp_path / "model.pt")
+    assert sample.main(["-o", str(tmp_path), "-n", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "parameter W1 holds NaN or infinite values" in err[0], err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine with no GPU")

@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <limits>
 #include <optional>
 #include <tuple>
 
@@ -233,8 +234,11 @@ Options options(c10::string_view reduction, int64_t ignore_index, double label_s
                 c10::optional<double> softcap, double z_loss) {
   const CrossEntropyOptions ce =
       checks::cross_entropy_options(std::string(reduction), ignore_index, label_smoothing);
+  // a cap of +inf is the limit of c * tanh(z / c) as c grows: no cap (inf * tanh(z / inf)
+  // would be NaN)
+  const bool capped = softcap && *softcap != std::numeric_limits<double>::infinity();
   return {ignore_index, ce.reduction, label_smoothing,
-          softcap ? std::optional<double>(*softcap) : std::nullopt, z_loss};
+          capped ? std::optional<double>(*softcap) : std::nullopt, z_loss};
 }
 
 // (loss, grad_input, grad_weight, grad_bias): the gradients grad_mask asks for, of a mean or
