@@ -9,12 +9,14 @@ import hashlib
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .data import Vocab
+from .workdir import new_file_mode
 from .models import MODELS, build_model
 
 FORMAT = "pymakemore-checkpoint"
@@ -82,6 +84,7 @@ def save_checkpoint(work_dir: str | Path, payload: dict[str, Any]) -> Path:
     try:
         work_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".tmp", dir=work_dir)
+        os.fchmod(fd, new_file_mode())  # (mkstemp's 0600 would stay after the rename)
         with os.fdopen(fd, "wb") as f:
             torch.save(seal(payload), f)
             f.flush()
@@ -116,9 +119,11 @@ def load_checkpoint(work_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # (torch's notes on pickle protocols: not for users)
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e):  # weights_only met a class it will not build
+        if refused_pickle(str(e), path):
             raise CheckpointError(f"{path} holds objects other than tensors and plain values: "
                                   f"refused") from None
         raise CheckpointError(f"{path} is truncated or not a checkpoint") from None
@@ -148,6 +153,19 @@ def load_checkpoint(work_dir: str | Path) -> dict[str, Any]:
     if problem:
         raise CheckpointError(f"{path} is not a usable checkpoint: {problem}")
     return ckpt
+
+
+def refused_pickle(message: str, path: Path) -> bool:
+    """Whether weights_only refused what the file holds (a class or function it will not
+    build, or a plain pickle's instructions), rather than met a file that is not a pickle."""
+    text = message.lower()
+    if "unsupported global" in text or "unsupported class" in text:
+        return True
+    try:  # a plain pickle (protocol 2+ starts with PROTO), which weights_only does not read
+        with open(path, "rb") as f:
+            return "unsupported operand" in text and f.read(1) == b"\x80"
+    except OSError:
+        return False
 
 
 def structure_problem(ckpt: dict[str, Any]) -> str | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from . import engines, valid
+from .cli import OneLineParser
 from .checkpoint import MAX_SIZE, CheckpointError, load_checkpoint
 from .models import MODELS, model_problem
 from .models.layers import LECTURE_SEED, OPS
@@ -117,7 +118,8 @@ OPTIONS: tuple[Option, ...] = (
            f"{LR_FIND_STEPS} steps, plot lr_find.png, print a suggestion", "optimisation",
            kind="switch"),
     # run
-    Option("work_dir", "out", "folder for checkpoint, metrics, plots", "run", short="-o"),
+    Option("work_dir", "out", "folder for checkpoint, metrics, plots", "run", short="-o",
+           check=valid.path),
     Option("device", "auto", "auto: cuda when available", "run", choices=("cpu", "cuda", "auto")),
     Option("threads", None, "CPU threads for torch", "run", type=int,
            check=valid.in_range(1, 1 << 16),
@@ -204,7 +206,7 @@ GROUPS = ("data", "model", "optimisation", "run")  # --help's sections, in this 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m pymakemore.train",
         description="Train a character-level language model (makemore) on a list of words "
                     "(or, the gpt model, on a text).",
@@ -299,6 +301,20 @@ def kind_problem(o: Option, value: Any) -> Optional[str]:
     return None if ok else f"{o.flag} is {value!r}"
 
 
+# the architecture's options that some model types take and others do not (models'
+# CONFIG_KEYS): given to another type, an error rather than silently unused. (--init is left
+# out: a script's common flags often carry it for every type.)
+MODEL_KEYS = ("n_hidden", "n_layer", "n_head", "dropout", "hidden_bias")
+
+
+def not_applying(explicit: dict[str, Any], kind: str) -> Optional[str]:
+    """A model option given on the command line that the model type does not take."""
+    for key in MODEL_KEYS:
+        if key in explicit and key not in MODELS[kind].CONFIG_KEYS:
+            return f"{flag(key)} does not apply to --type {kind}"
+    return None
+
+
 def check_config(config: dict[str, Any]) -> None:
     """Each value's kind and its option's check, then RULES; ConfigError with the first
     problem."""
@@ -355,6 +371,10 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[d
             raise ConfigError(f"--preset {preset} is a {PRESETS[preset]['type']} model, not "
                               f"{explicit['type']}")
         config = {**DEFAULTS, **PRESETS[preset], **explicit, "preset": preset}
+        if config["type"] in MODELS:  # (an unknown type is check_config's to say)
+            why = not_applying(explicit, config["type"])
+            if why:
+                raise ConfigError(why)
         if config["lr_decay_at"] is None:
             config["lr_decay_at"] = config["max_steps"] // 2
         elif "max_steps" in explicit and "lr_decay_at" not in explicit:

@@ -28,6 +28,7 @@ LAYOUTS = ("windows", "sequences", "text")
 # "sequences" pads every word to the longest: bounds on one word's ids (the model's block size
 # is bounded alike) and on all of them (two int64 tensors of that many ids)
 MAX_SEQUENCE = 1 << 20
+FINGERPRINT_PREFIX = "splits-sha256:"
 MAX_PADDED = 1 << 31
 
 
@@ -184,15 +185,30 @@ class Splits:
         return text_windows(self.streams[name], self.block_size, self.block_size)
 
     def fingerprint(self) -> str:
-        """sha256 of the training examples: whether a checkpoint was trained on this data."""
+        """sha256 of the examples of all three splits: whether a checkpoint was trained (and
+        evaluated) on this data. Prefixed, as checkpoints written before it hold the training
+        split's alone (train_fingerprint)."""
         if self._fingerprint is None:
-            h = hashlib.sha256()
-            parts = [self.streams["train"]] if self.streams is not None \
-                else self.tensors["train"]
+            self._fingerprint = FINGERPRINT_PREFIX + self._digest(("train", "dev", "test"))
+        return self._fingerprint
+
+    def train_fingerprint(self) -> str:
+        """sha256 of the training split's examples (what older checkpoints hold)."""
+        return self._digest(("train",))
+
+    def matches(self, fingerprint: str) -> bool:
+        """Whether a checkpoint's data fingerprint is this data's."""
+        if fingerprint.startswith(FINGERPRINT_PREFIX):
+            return fingerprint == self.fingerprint()
+        return fingerprint == self.train_fingerprint()
+
+    def _digest(self, names: tuple[str, ...]) -> str:
+        h = hashlib.sha256()
+        for name in names:
+            parts = [self.streams[name]] if self.streams is not None else self.tensors[name]
             for t in parts:
                 h.update(t.cpu().contiguous().numpy().tobytes())
-            self._fingerprint = h.hexdigest()
-        return self._fingerprint
+        return h.hexdigest()
 
     def to(self, device) -> "Splits":
         if self.streams is not None:  # move the streams, not the (much larger) windows

@@ -124,14 +124,14 @@ class FusedEngine(Engine):
                "SGD")
 
     def options_problem(self, config: dict) -> Optional[str]:
+        if config["type"] != "mlp":  # first: the other rules are about the mlp's options
+            return f"--engine fused runs the mlp model only, not {config['type']}"
         if config["optimizer"] != "sgd":  # its update is plain SGD, written in the kernel
             return "--engine fused runs plain SGD (--optimizer sgd)"
         if config["backprop"] != "autograd":
             return "--backprop manual runs on --engine ops"
         if config["batch_size"] < 1:
             return "--batch-size 0 (the whole training set) runs on --engine ops"
-        if config["type"] != "mlp":
-            return f"--engine fused runs the mlp model only, not {config['type']}"
         if config["ops"] != "fused":
             return "--engine fused runs the fused ops; --ops torch needs --engine ops"
         return None

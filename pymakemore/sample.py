@@ -17,6 +17,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .data import BOUNDARY, Vocab
+from .cli import OneLineParser
 from .devices import DeviceError, resolve_device
 
 
@@ -114,7 +115,7 @@ def print_samples(words: list[str], train_words: set[str], file=None) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m pymakemore.sample",
+    p = OneLineParser(prog="python -m pymakemore.sample",
                                 description="Sample words from a trained pymakemore model.")
     p.add_argument("-o", "--work-dir", default="out", help="folder holding model.pt (default: out)")
     p.add_argument("-n", "--num-samples", type=int, default=20, help="how many words (default 20)")
@@ -141,6 +142,8 @@ def main(argv=None) -> int:
         if not 1 <= args.num_chars <= MAX_CHARS:
             raise ValueError(f"--num-chars must be >= 1 and <= {MAX_CHARS:,}, got "
                              f"{args.num_chars}")
+        if not args.work_dir.strip():
+            raise ValueError(f"-o must name a folder, got {args.work_dir!r}")
         if args.seed is not None and not -(1 << 63) <= args.seed < 1 << 64:
             raise ValueError(f"--seed must fit in 64 bits, got {args.seed}")
         ckpt = load_checkpoint(args.work_dir)

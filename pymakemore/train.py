@@ -33,7 +33,7 @@ from .models import build_model
 from .models.bigram import bigram_counts, counts_log_probs, counts_nll
 from .models.layers import IGNORE_TARGET, OPS
 from .sample import TEXT_SAMPLE_CHARS, print_samples, sample_text, sample_words
-from .workdir import Metrics, RunLock, WorkDirError, check_writable
+from .workdir import Metrics, RunLock, WorkDirError, check_writable, write_failure
 
 DIAGNOSTIC_ROWS = 1024  # examples of the histograms (one minibatch of 32 is too noisy)
 
@@ -278,7 +278,7 @@ def prepare(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device
     step = ckpt["step"]
     if group.enabled:  # rank 0's dropout state is saved; each rank needs its own draws
         torch.manual_seed(config["seed"] + 3 + group.rank + step * group.world)
-    if step >= config["max_steps"]:
+    if step > config["max_steps"]:
         raise ConfigError(f"the checkpoint is at step {step}; give --max-steps above it "
                           f"to train on")
     losses[:step] = ckpt["losses"][:step].to(device)
@@ -351,6 +351,11 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
           work_dir: Path, group: distributed.Group = distributed.SINGLE) -> int:
     """The training run; under torchrun every rank runs it, rank 0 alone writes and prints."""
     run, step, losses = prepare(config, ckpt, splits, device, group)
+    if ckpt is not None and step == config["max_steps"] and (work_dir / "summary.json").exists():
+        raise ConfigError(f"the checkpoint is at step {step} and its run has finished; give "
+                          f"--max-steps above it to train on")
+    # (at the final step without summary.json: a run killed before its outputs were written;
+    # the loop is skipped and they are written now)
     auto = config["engine"] == "auto"
     if auto:  # resolved once: the checkpoint keeps the engine the run took
         config["engine"] = engines.choose(run.model, config, device, group.enabled)
@@ -470,8 +475,13 @@ def finish(run: engines.Run, splits: Splits, final: dict[str, float], step: int,
         "train_loss": final["train"], "dev_loss": final["dev"], "test_loss": final["test"],
         **reports,
     }
-    (work_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plots.loss_curve(losses[:step], work_dir / "loss.png")
+    for name, write in (
+            ("summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n")),
+            ("loss.png", lambda p: plots.loss_curve(losses[:step], p))):
+        try:
+            write(work_dir / name)
+        except OSError as e:  # a full disk: the line names the file
+            raise write_failure(work_dir / name, e) from None
     print(f"train {final['train']:.4f}  dev {final['dev']:.4f}  test {final['test']:.4f}  "
           f"({step - progress.first_step:,} steps in {seconds:.1f} s, "
           f"{summary['steps_per_s']:,.0f} steps/s; outputs in {work_dir})")
@@ -587,7 +597,7 @@ def _main(args: argparse.Namespace) -> int:
         if ckpt is not None and (
                 splits.vocab.chars != ckpt["vocab"]
                 or "\n".join(splits.words["train"]) != ckpt["train_words"]
-                or ckpt.get("data_fingerprint", splits.fingerprint()) != splits.fingerprint()):
+                or not splits.matches(ckpt.get("data_fingerprint", splits.fingerprint()))):
             raise CheckpointError("the input file is not the one the checkpoint was trained on")
         if group.enabled:
             device = distributed.start(group, device, config["ddp_timeout"])

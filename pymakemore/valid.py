@@ -33,6 +33,11 @@ def fraction(value) -> Optional[str]:
     return None if 0.0 <= value < 1.0 else f"must be in [0, 1), got {value}"
 
 
+def path(value) -> Optional[str]:
+    """A folder or file name: not empty (an empty one would mean the current folder)."""
+    return None if value.strip() else f"must name a folder, got {value!r}"
+
+
 def problem(name: str, value: Any, check: Check) -> Optional[str]:
     """'name must be ...' when value fails check, else None."""
     why = check(value)

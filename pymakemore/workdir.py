@@ -14,6 +14,20 @@ except ImportError:  # not POSIX: no lock (two runs into one work dir are not re
     fcntl = None
 
 LOCK_NAME = ".lock"
+# what an interrupted write leaves (a temp file is renamed into place once complete)
+STALE_TEMPS = (".model.*.tmp", ".metrics.*.tmp")
+
+
+def new_file_mode() -> int:
+    """The mode a new file gets under this process's umask (tempfile's are 0600: a file
+    renamed into place from one keeps the mode the user expects)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_failure(path: Path, e: OSError) -> "WorkDirError":
+    return WorkDirError(f"cannot write {path}: {e.strerror or e}")
 
 
 class WorkDirError(Exception):
@@ -43,6 +57,10 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
+        # the lock is ours: what a killed run was writing is garbage now
+        for pattern in STALE_TEMPS:
+            for stale in self.path.parent.glob(pattern):
+                stale.unlink(missing_ok=True)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -83,13 +101,21 @@ class Metrics:
                 keep.append(line)
             fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".tmp", dir=path.parent)
             try:
+                os.fchmod(fd, new_file_mode())
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
                     f.write("".join(line + "\n" for line in keep))
                 os.replace(tmp, path)
+            except OSError as e:
+                Path(tmp).unlink(missing_ok=True)
+                raise write_failure(path, e) from None
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-        self.file = open(path, "a" if resume_step is not None else "w", encoding="utf-8")
+        self.path = path
+        try:
+            self.file = open(path, "a" if resume_step is not None else "w", encoding="utf-8")
+        except OSError as e:
+            raise write_failure(path, e) from None
 
     @staticmethod
     def _record(line: str) -> Optional[dict[str, Any]]:
@@ -101,8 +127,14 @@ class Metrics:
             return None  # a line cut short by the crash
 
     def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as e:  # a full disk: the line names the file
+            raise write_failure(self.path, e) from None
 
     def close(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError as e:
+            raise write_failure(self.path, e) from None

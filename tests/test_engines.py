@@ -187,9 +187,16 @@ def test_every_engine_says_why_it_cannot_run_a_configuration():
     assert fused.options_problem({**sgd, "batch_size": 0}) == \
         "--batch-size 0 (the whole training set) runs on --engine ops"
     # the options alone are checked when they are read, before any data loads
-    with pytest.raises(train.ConfigError, match="--backprop manual runs on --engine ops"):
+    # the model type first: the other rules speak of the mlp's options
+    with pytest.raises(train.ConfigError, match="--engine fused runs the mlp model only, not "
+                                                "bnmlp"):
         train.resolve_config(train.build_parser().parse_args(
             ["--preset", "manual-backprop", "--engine", "fused"]))
+    with pytest.raises(train.ConfigError, match="--engine fused runs the mlp model only, not gpt"):
+        train.resolve_config(train.build_parser().parse_args(["--type", "gpt", "--engine",
+                                                              "fused"]))
+    assert fused.options_problem({**sgd, "backprop": "manual"}) == \
+        "--backprop manual runs on --engine ops"
 
 
 def test_auto_says_which_engine_it_took_and_resumes_with_it(tmp_path, capsys):

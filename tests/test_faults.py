@@ -307,3 +307,117 @@ def test_sigterm_before_training_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train, "load_splits", terminated)
     assert _train(tmp_path / "w", "--max-steps", 10) == 128 + signal.SIGTERM
     assert capsys.readouterr().err.strip() == "pymakemore.train: terminated"
+
+
+def test_stale_temp_files_are_removed_when_a_run_starts(tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    for name in (".model.abc123.tmp", ".metrics.def456.tmp"):  # what kill -9 mid-write leaves
+        (work / name).write_bytes(b"half")
+    (work / "notes.tmp").write_text("the user's own")
+    assert _train(work, "--max-steps", 10) == 0
+    assert not list(work.glob(".model.*.tmp")) and not list(work.glob(".metrics.*.tmp"))
+    assert (work / "notes.tmp").exists()
+
+
+def test_resume_at_the_final_step_writes_the_missing_outputs(tmp_path, capsys):
+    work = tmp_path / "w"
+    assert _train(work, "--max-steps", 60, "--eval-every", 0) == 0
+    records = _records(work)
+    # killed after the final checkpoint, before the outputs
+    for name in ("summary.json", "loss.png"):
+        (work / name).unlink()
+    assert train.main([*FAST, "-o", str(work), "--resume"]) == 0
+    assert (work / "summary.json").exists() and (work / "loss.png").exists()
+    assert [r for r in _records(work) if "test_loss" in r] == \
+        [r for r in records if "test_loss" in r]  # the final record once
+    # with the outputs there, nothing to do: one line
+    capsys.readouterr()
+    assert train.main([*FAST, "-o", str(work), "--resume"]) == 2
+    assert "its run has finished; give --max-steps above it" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_logging_names_the_file(tmp_path, monkeypatch, capsys):
+    from pymakemore import workdir
+    real_write = workdir.Metrics.write
+    calls = []
+
+    def write_until_full(self, record):
+        calls.append(1)
+        if len(calls) > 2:
+            self.file.write = lambda text: (_ for _ in ()).throw(
+                OSError(28, "No space left on device"))
+        return real_write(self, record)
+
+    monkeypatch.setattr(workdir.Metrics, "write", write_until_full)
+    work = tmp_path / "w"
+    assert _train(work, "--max-steps", 300, "--eval-every", 100) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"pymakemore.train: error: cannot write {work / 'metrics.jsonl'}: "
+                       f"No space left on device"), err
+
+
+def test_a_changed_dev_word_is_refused_on_resume(tmp_path, capsys):
+    words = [w for w in names_path().read_text().split() if w][:2000]
+    source = tmp_path / "words.txt"
+    source.write_text("\n".join(words) + "\n")
+    work = tmp_path / "w"
+    assert train.main([*FAST, "-i", str(source), "-o", str(work), "--max-steps", "20"]) == 0
+    from pymakemore.data import load_splits
+    dev_word = load_splits(source, 3).words["dev"][0]
+    source.write_text("\n".join(w if w != dev_word else w + "x" for w in words) + "\n")
+    assert train.main([*FAST, "-i", str(source), "-o", str(work), "--resume", "--max-steps",
+                       "40"]) == 2
+    assert "not the one the checkpoint was trained on" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--lr", "fast"], "argument --lr: invalid float value: 'fast' (see --help)"),
+    (["--type", "rnn"], "argument --type: invalid choice: 'rnn'"),
+    (["--n-head", "2"], "--n-head does not apply to --type mlp"),
+    (["--type", "wavenet", "--n-layer", "3"], "--n-layer does not apply to --type wavenet"),
+    (["--type", "gpt", "--engine", "fused"], "--engine fused runs the mlp model only, not gpt"),
+    (["-o", ""], "--work-dir must name a folder, got ''"),
+])
+def test_command_line_mistakes_are_one_line(args, match):
+    out = subprocess.run([sys.executable, "-m", "pymakemore.train", "--device", "cpu", *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    err = out.stderr.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo should-never-run",))
+
+
+@pytest.mark.parametrize("make", [
+    lambda f: torch.save({"x": _RunsCode()}, f),
+    lambda f: torch.save({"x": argparse.Namespace(a=1)}, f),
+    lambda f: f.write(__import__("pickle").dumps(_RunsCode(), protocol=0)),
+    lambda f: f.write(__import__("pickle").dumps(_RunsCode(), protocol=2)),
+    lambda f: f.write(__import__("pickle").dumps({"config": {}}, protocol=4)),
+])
+def test_pickle_payloads_are_refused_as_such(tmp_path, make):
+    work = tmp_path / "w"
+    work.mkdir()
+    with open(work / "model.pt", "wb") as f:
+        make(f)
+    out = subprocess.run([sys.executable, "-m", "pymakemore.sample", "-o", str(work)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "should-never-run" not in out.stdout
+    assert out.stderr.strip() == (f"pymakemore.sample: error: {work / 'model.pt'} holds objects "
+                                  f"other than tensors and plain values: refused")
+
+
+def test_files_keep_the_umask_mode_after_a_resume(tmp_path):
+    work = tmp_path / "w"
+    old = os.umask(0o022)
+    try:
+        assert _train(work, "--max-steps", 20, "--eval-every", 0) == 0
+        assert train.main([*FAST, "-o", str(work), "--resume", "--max-steps", "40"]) == 0
+    finally:
+        os.umask(old)
+    for name in ("model.pt", "metrics.jsonl", "summary.json"):
+        assert (work / name).stat().st_mode & 0o777 == 0o644, name
