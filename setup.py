@@ -39,7 +39,8 @@ cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=fast", "-Wno-uninitialized",
 link_flags = ["-fopenmp"]
 ext_sources = sources("cpu/*.cpp") + sources("cpu/levels/*/*.cpp") + ["csrc/torch/schema.cpp", "csrc/torch/autograd.cpp",
                                       "csrc/torch/cpu_ops.cpp", "csrc/torch/python_api.cpp",
-                                      "csrc/torch/linear_cross_entropy.cpp"]
+                                      "csrc/torch/linear_cross_entropy.cpp",
+                                      "csrc/torch/batch_norm_tanh.cpp"]
 include_dirs = [os.path.abspath("csrc/include"), os.path.abspath("csrc/cpu")]
 
 if want_cuda():

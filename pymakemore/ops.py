@@ -21,7 +21,8 @@ from torch import Tensor
 
 from . import _C  # loads the library that registers torch.ops.pymakemore.*
 
-__all__ = ["embedding", "linear", "linear_tanh", "cross_entropy", "linear_cross_entropy"]
+__all__ = ["embedding", "linear", "linear_tanh", "cross_entropy", "linear_cross_entropy",
+           "batch_norm_tanh"]
 
 _ops = torch.ops.pymakemore
 _compiling = torch.compiler.is_compiling
@@ -492,3 +493,122 @@ def _linear_cross_entropy_backward_fake(grad_loss, input, weight, target, bias, 
                                         output_mask):
     _lce_check_fake(input, weight, target, bias)
     return _lce_grads_fake(input, weight, bias, output_mask)
+
+
+# ---- batch_norm_tanh ------------------------------------------------------------------------
+def batch_norm_tanh(
+    input: Tensor,
+    running_mean: Optional[Tensor],
+    running_var: Optional[Tensor],
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    unbiased: bool = False,
+) -> Tensor:
+    """torch.tanh(F.batch_norm(input, running_mean, running_var, weight, bias, training,
+    momentum, eps)) in one op, for input (N, C); with more dimensions the features are the
+    last one and the statistics run over all the others (the lectures' BatchNorm1d on
+    (B, T, C), which F.batch_norm would read as (N, C, L)). unbiased=True normalises by the
+    batch's unbiased variance, as the lectures do (F.batch_norm by the biased one); the running
+    variance is moved towards the unbiased variance either way, as F.batch_norm's. The
+    backward uses the saved output (tanh's derivative 1 - y^2) and statistics."""
+    if _transformed():  # torch.func and forward-mode AD: the torch composite
+        from . import reference
+        return reference.batch_norm_tanh(input, running_mean, running_var, weight, bias,
+                                         training, momentum, eps, unbiased)
+    if input.dim() >= 2:
+        per_feature = input.numel() // max(input.shape[-1], 1)
+        if training and per_feature <= 1 and input.shape[-1] > 0:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input "
+                             f"size {input.size()}")
+    y, _, _, new_mean, new_var = _ops.batch_norm_tanh(
+        input, weight, bias, running_mean, running_var, bool(training), float(momentum),
+        float(eps), bool(unbiased))
+    if training:
+        with torch.no_grad():
+            if running_mean is not None:
+                running_mean.copy_(new_mean)
+            if running_var is not None:
+                running_var.copy_(new_var)
+    return y
+
+
+def _bnt_setup_context(ctx, inputs, output):
+    input, weight, bias, running_mean, running_var, training, momentum, eps, unbiased = inputs
+    y, save_mean, save_invstd, _, _ = output
+    ctx.save_for_backward(y, input, weight, bias, save_mean, save_invstd)
+    ctx.options = (training, unbiased, eps)
+    ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)
+
+
+def _bnt_backward(ctx, grad_output, *unused):
+    y, input, weight, bias, save_mean, save_invstd = ctx.saved_tensors
+    training, unbiased, eps = ctx.options
+    wanted = (ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
+              bias is not None and ctx.needs_input_grad[2])
+    if grad_output is None:
+        return (None,) * 9
+    if torch.is_grad_enabled():  # create_graph: differentiable formulas, exact higher orders
+        # the batch's statistics recomputed from the input (the running ones, in evaluation,
+        # as saved); nothing is updated
+        dims = tuple(range(input.dim() - 1))
+        if training:
+            mean = input.mean(dims)
+            var = input.var(dims, correction=1 if unbiased else 0)
+            invstd = torch.rsqrt(var + eps)
+        else:
+            mean, invstd = save_mean.to(input.dtype), save_invstd.to(input.dtype)
+        z = (input - mean) * invstd
+        z = z * weight if weight is not None else z
+        z = z + bias if bias is not None else z
+        out = torch.tanh(z)
+        tensors = (input, weight, bias)
+        asked = [t for t, w in zip(tensors, wanted) if w]
+        found = iter(torch.autograd.grad(out, asked, grad_output, create_graph=True))
+        gx, gw, gb = (next(found) if w else None for w in wanted)
+        return gx, gw, gb, *([None] * 6)
+    gx, gw, gb = _ops.batch_norm_tanh_backward(grad_output, y, input, weight, save_mean,
+                                               save_invstd, training, unbiased, list(wanted))
+    return (gx if wanted[0] else None, gw if wanted[1] else None, gb if wanted[2] else None,
+            *([None] * 6))
+
+
+torch.library.register_autograd("pymakemore::batch_norm_tanh", _bnt_backward,
+                                setup_context=_bnt_setup_context)
+
+
+def _stats_dtype(input):
+    return torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+
+
+@torch.library.register_fake("pymakemore::batch_norm_tanh")
+def _batch_norm_tanh_fake(input, weight, bias, running_mean, running_var, training, momentum,
+                          eps, unbiased):
+    _check_same_device("batch_norm_tanh", input, weight, bias, running_mean, running_var)
+    torch._check(input.dim() >= 2, lambda: "batch_norm_tanh: expected input of 2 or more "
+                                           "dimensions")
+    c = input.shape[-1]
+    stats = input.new_empty((c,), dtype=_stats_dtype(input))
+
+    def new_stat(t):
+        return input.new_empty((0,), dtype=_stats_dtype(input)) if t is None else \
+            torch.empty_like(t)
+
+    return (torch.empty_like(input, memory_format=torch.contiguous_format), stats,
+            torch.empty_like(stats), new_stat(running_mean), new_stat(running_var))
+
+
+@torch.library.register_fake("pymakemore::batch_norm_tanh_backward")
+def _batch_norm_tanh_backward_fake(grad_output, output, input, weight, save_mean, save_invstd,
+                                   training, unbiased, output_mask):
+    _check_same_device("batch_norm_tanh_backward", grad_output, output, input, save_mean,
+                       save_invstd)
+    c = input.shape[-1]
+    param_dtype = weight.dtype if weight is not None else input.dtype
+    return (torch.empty_like(input, memory_format=torch.contiguous_format)
+            if output_mask[0] else None,
+            input.new_empty((c,), dtype=param_dtype) if output_mask[1] else None,
+            input.new_empty((c,), dtype=param_dtype) if output_mask[2] else None)

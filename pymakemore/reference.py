@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["embedding", "linear", "linear_tanh", "cross_entropy"]
+__all__ = ["embedding", "linear", "linear_tanh", "cross_entropy", "batch_norm_tanh"]
 
 
 def _only_value(value: Tensor, grad_flows: Tensor) -> Tensor:
@@ -72,6 +72,35 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
     if reduction == "sum":
         return row_loss.sum()
     return row_loss.sum() / w_target.sum()
+
+
+def batch_norm_tanh(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                    weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
+                    training: bool = False, momentum: float = 0.1, eps: float = 1e-5,
+                    unbiased: bool = False) -> Tensor:
+    """tanh(BatchNorm(input)) over every dimension but the last (the features). training: the
+    batch's mean and variance (divided by N - 1 when `unbiased`, the lectures' BatchNorm1d, by
+    N otherwise, as F.batch_norm), the running statistics moved towards the mean and the
+    unbiased variance by `momentum`, in place; else the running statistics."""
+    dims = tuple(range(input.dim() - 1))
+    if training:
+        mean = input.mean(dims)
+        var = input.var(dims, correction=1 if unbiased else 0)
+        with torch.no_grad():
+            if running_mean is not None:
+                running_mean.lerp_(mean.to(running_mean.dtype), momentum)
+            if running_var is not None:
+                n = input.numel() // max(input.shape[-1], 1)
+                unbiased_var = var if unbiased else var * (n / (n - 1))
+                running_var.lerp_(unbiased_var.to(running_var.dtype), momentum)
+    else:
+        mean, var = running_mean.to(input.dtype), running_var.to(input.dtype)
+    z = (input - mean) * torch.rsqrt(var + eps)
+    if weight is not None:
+        z = z * weight
+    if bias is not None:
+        z = z + bias
+    return torch.tanh(z)
 
 
 def linear_cross_entropy(input: Tensor, weight: Tensor, target: Tensor,

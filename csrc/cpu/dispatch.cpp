@@ -126,6 +126,26 @@ int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index*
                                                        lse, n, c, opt, grad_logits, pfor))
 }
 
+template <typename T>
+void batch_norm_tanh_forward(const T* x, int64_t m, int64_t c, const T* weight, const T* bias,
+                             T* running_mean, T* running_var, bool training, double momentum,
+                             double eps, bool unbiased, T* y, T* save_mean, T* save_invstd,
+                             const ParallelFor& pfor) {
+  PYMAKEMORE_DISPATCH(batch_norm_tanh_forward<T>(x, m, c, weight, bias, running_mean,
+                                                 running_var, training, momentum, eps, unbiased,
+                                                 y, save_mean, save_invstd, pfor))
+}
+
+template <typename T>
+void batch_norm_tanh_backward(const T* gy, const T* y, const T* x, int64_t m, int64_t c,
+                              const T* weight, const T* save_mean, const T* save_invstd,
+                              bool training, bool unbiased, T* grad_x, T* grad_weight,
+                              T* grad_bias, const ParallelFor& pfor) {
+  PYMAKEMORE_DISPATCH(batch_norm_tanh_backward<T>(gy, y, x, m, c, weight, save_mean,
+                                                  save_invstd, training, unbiased, grad_x,
+                                                  grad_weight, grad_bias, pfor))
+}
+
 int64_t mlp_train_steps(const MlpShape& shape, MlpParams params, const int64_t* X,
                         const int64_t* Y, int64_t n_train, const float* lrs, int64_t steps,
                         int64_t first_step, uint64_t seed, const int64_t* batch_indices,
@@ -154,7 +174,13 @@ int64_t mlp_train_steps(const MlpShape& shape, MlpParams params, const int64_t* 
   template void linear_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t,    \
                                   Activation, T*, const ParallelFor&);                        \
   template void linear_backward<T>(const T*, const T*, const T*, const T*, int64_t, int64_t,  \
-                                   int64_t, Activation, T*, T*, T*, const ParallelFor&);
+                                   int64_t, Activation, T*, T*, T*, const ParallelFor&);      \
+  template void batch_norm_tanh_forward<T>(const T*, int64_t, int64_t, const T*, const T*, T*,  \
+                                           T*, bool, double, double, bool, T*, T*, T*,        \
+                                           const ParallelFor&);                              \
+  template void batch_norm_tanh_backward<T>(const T*, const T*, const T*, int64_t, int64_t,    \
+                                            const T*, const T*, const T*, bool, bool, T*, T*,  \
+                                            T*, const ParallelFor&);
 PYMAKEMORE_INSTANTIATE(float)
 PYMAKEMORE_INSTANTIATE(double)
 #undef PYMAKEMORE_INSTANTIATE

@@ -43,6 +43,20 @@ TORCH_LIBRARY(pymakemore, m) {
   m.def("linear_cross_entropy_backward(Tensor grad_loss, Tensor input, Tensor weight, "
         "Tensor target, Tensor? bias, int ignore_index, str reduction, float label_smoothing, "
         "float? softcap, float z_loss, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // torch.tanh(BatchNorm(input)) with the statistics over every dimension but the last (the
+  // features; (N, C) or (N, T, C) as the lectures' BatchNorm1d). training: the batch's
+  // statistics, the variance divided by N - 1 when `unbiased` (the lectures) or by N (as
+  // F.batch_norm); else the running ones. Functional: returns (output, save_mean, save_invstd,
+  // new_running_mean, new_running_var), the last two empty where not given (ops.py copies them
+  // into the buffers).
+  m.def("batch_norm_tanh(Tensor input, Tensor? weight, Tensor? bias, Tensor? running_mean, "
+        "Tensor? running_var, bool training, float momentum, float eps, bool unbiased) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // (grad_input, grad_weight, grad_bias) from the saved output (tanh's derivative 1 - y^2),
+  // the input and the saved statistics; an entry whose mask is False comes back empty.
+  m.def("batch_norm_tanh_backward(Tensor grad_output, Tensor output, Tensor input, "
+        "Tensor? weight, Tensor save_mean, Tensor save_invstd, bool training, bool unbiased, "
+        "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   // The makemore MLP's whole SGD steps (engine "fused"): updates C, W1, b1, W2, b2 in place,
   // returns the steps' losses. lrs: one rate per step. batch_indices (steps, batch_size): rows
   // of X to use instead of the counter-based draws of mlp_batch_indices.

@@ -1,0 +1,147 @@
+#include "this_level.h"  // first: see there
+
+#include "common.h"
+#include "cpu_math.h"
+
+// BatchNorm then tanh over x (m, c): the statistics of each of the c columns over the m rows.
+// The work is split over columns (a thread owns whole columns), and each column's sums run
+// over the rows in one fixed order, in blocks of kBlock rows each summed on its own then added
+// to the total (a float64 accumulator either way): the results do not depend on the threads,
+// and a sum over millions of rows keeps its accuracy.
+namespace pymakemore::PYMAKEMORE_LEVEL {
+namespace {
+
+constexpr int64_t kBlock = 1024;
+constexpr int64_t kColumnsPerPiece = 64;
+
+// total[j] += sum over rows of term(r, j) for j in [j0, j1); term gives a double.
+template <typename Term>
+void column_sums(int64_t m, int64_t j0, int64_t j1, double* total, const Term& term) {
+  const int64_t width = j1 - j0;
+  std::vector<double> block(static_cast<size_t>(width));
+  for (int64_t r0 = 0; r0 < m; r0 += kBlock) {
+    std::fill(block.begin(), block.end(), 0.0);
+    const int64_t r1 = std::min(m, r0 + kBlock);
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t j = 0; j < width; ++j) block[j] += term(r, j0 + j);
+    for (int64_t j = 0; j < width; ++j) total[j] += block[j];
+  }
+}
+
+template <typename T>
+inline T tanh_of(T v) {
+  return math::tanh(v);
+}
+
+}  // namespace
+
+template <typename T>
+void batch_norm_tanh_forward(const T* x, int64_t m, int64_t c, const T* weight, const T* bias,
+                             T* running_mean, T* running_var, bool training, double momentum,
+                             double eps, bool unbiased, T* y, T* save_mean, T* save_invstd,
+                             const ParallelFor& pfor) {
+  const int64_t pieces = cpu::ceil_div(c, kColumnsPerPiece);
+  pfor(pieces, 1, [&](int64_t p0, int64_t p1) {
+    const int64_t j0 = p0 * kColumnsPerPiece, j1 = std::min(c, p1 * kColumnsPerPiece);
+    const int64_t width = j1 - j0;
+    std::vector<double> mean(static_cast<size_t>(width)), invstd(static_cast<size_t>(width));
+    if (training) {
+      std::vector<double> sum(static_cast<size_t>(width), 0.0);
+      column_sums(m, j0, j1, sum.data(),
+                  [&](int64_t r, int64_t j) { return static_cast<double>(x[r * c + j]); });
+      for (int64_t j = 0; j < width; ++j) mean[j] = sum[j] / static_cast<double>(m);
+      std::vector<double> squares(static_cast<size_t>(width), 0.0);
+      column_sums(m, j0, j1, squares.data(), [&](int64_t r, int64_t j) {
+        const double d = static_cast<double>(x[r * c + j]) - mean[j - j0];
+        return d * d;
+      });
+      for (int64_t j = 0; j < width; ++j) {
+        const double var = squares[j] / static_cast<double>(unbiased ? m - 1 : m);
+        invstd[j] = 1.0 / std::sqrt(var + eps);
+        if (running_mean)
+          running_mean[j0 + j] = static_cast<T>((1.0 - momentum) * running_mean[j0 + j] +
+                                                momentum * mean[j]);
+        if (running_var)  // the unbiased variance, as F.batch_norm's update
+          running_var[j0 + j] = static_cast<T>(
+              (1.0 - momentum) * running_var[j0 + j] +
+              momentum * squares[j] / static_cast<double>(m - 1));
+      }
+    } else {
+      for (int64_t j = 0; j < width; ++j) {
+        mean[j] = static_cast<double>(running_mean[j0 + j]);
+        invstd[j] = 1.0 / std::sqrt(static_cast<double>(running_var[j0 + j]) + eps);
+      }
+    }
+    // y = tanh(scale * x + shift), scale = weight * invstd, shift = bias - mean * scale
+    std::vector<T> scale(static_cast<size_t>(width)), shift(static_cast<size_t>(width));
+    for (int64_t j = 0; j < width; ++j) {
+      const double s = (weight ? static_cast<double>(weight[j0 + j]) : 1.0) * invstd[j];
+      scale[j] = static_cast<T>(s);
+      shift[j] = static_cast<T>((bias ? static_cast<double>(bias[j0 + j]) : 0.0) - mean[j] * s);
+      save_mean[j0 + j] = static_cast<T>(mean[j]);
+      save_invstd[j0 + j] = static_cast<T>(invstd[j]);
+    }
+    for (int64_t r = 0; r < m; ++r) {
+      const T* xr = x + r * c + j0;
+      T* yr = y + r * c + j0;
+      for (int64_t j = 0; j < width; ++j) yr[j] = tanh_of<T>(scale[j] * xr[j] + shift[j]);
+    }
+  });
+}
+
+template <typename T>
+void batch_norm_tanh_backward(const T* gy, const T* y, const T* x, int64_t m, int64_t c,
+                              const T* weight, const T* save_mean, const T* save_invstd,
+                              bool training, bool unbiased, T* grad_x, T* grad_weight,
+                              T* grad_bias, const ParallelFor& pfor) {
+  const int64_t pieces = cpu::ceil_div(c, kColumnsPerPiece);
+  pfor(pieces, 1, [&](int64_t p0, int64_t p1) {
+    const int64_t j0 = p0 * kColumnsPerPiece, j1 = std::min(c, p1 * kColumnsPerPiece);
+    const int64_t width = j1 - j0;
+    // dz = gy (1 - y^2), xhat = (x - mean) invstd
+    auto dz = [&](int64_t r, int64_t j) {
+      const double v = static_cast<double>(y[r * c + j]);
+      return static_cast<double>(gy[r * c + j]) * (1.0 - v * v);
+    };
+    auto xhat = [&](int64_t r, int64_t j) {
+      return (static_cast<double>(x[r * c + j]) - static_cast<double>(save_mean[j])) *
+             static_cast<double>(save_invstd[j]);
+    };
+    std::vector<double> sum_dz(static_cast<size_t>(width), 0.0),
+        sum_dz_xhat(static_cast<size_t>(width), 0.0);
+    column_sums(m, j0, j1, sum_dz.data(), dz);
+    column_sums(m, j0, j1, sum_dz_xhat.data(),
+                [&](int64_t r, int64_t j) { return dz(r, j) * xhat(r, j); });
+    for (int64_t j = 0; j < width; ++j) {
+      if (grad_bias) grad_bias[j0 + j] = static_cast<T>(sum_dz[j]);
+      if (grad_weight) grad_weight[j0 + j] = static_cast<T>(sum_dz_xhat[j]);
+    }
+    if (!grad_x) return;
+    // training: dx = w invstd (dz - sum(dz) / m - xhat sum(dz xhat) / D), D the variance's
+    // divisor (m, or m - 1 when normalised by the unbiased variance); evaluation: w invstd dz
+    const double divisor = static_cast<double>(unbiased ? m - 1 : m);
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t j = j0; j < j1; ++j) {
+        const double k = (weight ? static_cast<double>(weight[j]) : 1.0) *
+                         static_cast<double>(save_invstd[j]);
+        double g = dz(r, j);
+        if (training)
+          g -= sum_dz[j - j0] / static_cast<double>(m) +
+               xhat(r, j) * sum_dz_xhat[j - j0] / divisor;
+        grad_x[r * c + j] = static_cast<T>(k * g);
+      }
+  });
+}
+
+#define PYMAKEMORE_BATCH_NORM(T)                                                             \
+  template void batch_norm_tanh_forward<T>(const T*, int64_t, int64_t, const T*, const T*, T*, \
+                                           T*, bool, double, double, bool, T*, T*, T*,        \
+                                           const ParallelFor&);                              \
+  template void batch_norm_tanh_backward<T>(const T*, const T*, const T*, int64_t, int64_t,    \
+                                            const T*, const T*, const T*, bool, bool, T*, T*,  \
+                                            T*, const ParallelFor&);
+PYMAKEMORE_BATCH_NORM(float)
+PYMAKEMORE_BATCH_NORM(double)
+#undef PYMAKEMORE_BATCH_NORM
+
+}  // namespace pymakemore::PYMAKEMORE_LEVEL

@@ -1,0 +1,3 @@
+// kernels/batch_norm.cpp at the portable level (csrc/cpu/this_level.h).
+#define PYMAKEMORE_LEVEL_PORTABLE
+#include "kernels/batch_norm.cpp"

@@ -1,0 +1,74 @@
+// batch_norm_tanh on the CPU: checks and operands (batch_norm_tanh.h), then the torch-free
+// kernels of csrc/cpu/kernels/batch_norm.cpp; float16 and bfloat16 compute in float32.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+#include "batch_norm_tanh.h"
+#include "cpu_glue.h"
+#include "pymakemore/kernels.h"
+
+namespace pymakemore {
+namespace {
+
+using batch_norm::OptionalTensor;
+
+template <typename T>
+T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+batch_norm::Outputs forward_cpu(const at::Tensor& input, const OptionalTensor& weight,
+                                const OptionalTensor& bias, const OptionalTensor& running_mean,
+                                const OptionalTensor& running_var, bool training,
+                                double momentum, double eps, bool unbiased) {
+  batch_norm::check_args(at::kCPU, input, weight, bias, running_mean, running_var, training);
+  batch_norm::Prepared p = batch_norm::prepare(input, weight, bias, running_mean, running_var,
+                                               batch_norm::stats_dtype(input));
+  AT_DISPATCH_FLOATING_TYPES(p.x.scalar_type(), "batch_norm_tanh", [&] {
+    batch_norm_tanh_forward<scalar_t>(
+        p.x.data_ptr<scalar_t>(), p.m, p.c, ptr_or_null<scalar_t>(p.weight),
+        ptr_or_null<scalar_t>(p.bias), ptr_or_null<scalar_t>(p.running_mean),
+        ptr_or_null<scalar_t>(p.running_var), training, momentum, eps, unbiased,
+        p.y.data_ptr<scalar_t>(), p.save_mean.data_ptr<scalar_t>(),
+        p.save_invstd.data_ptr<scalar_t>(), torch_parallel_for());
+  });
+  return batch_norm::outputs(p, input, running_mean, running_var);
+}
+
+batch_norm::Grads backward_cpu(const at::Tensor& grad_output, const at::Tensor& output,
+                               const at::Tensor& input, const OptionalTensor& weight,
+                               const at::Tensor& save_mean, const at::Tensor& save_invstd,
+                               bool training, bool unbiased, std::array<bool, 3> mask) {
+  batch_norm::check_backward_args(at::kCPU, grad_output, output, input, save_mean, save_invstd);
+  const at::ScalarType compute = batch_norm::stats_dtype(input);
+  const int64_t c = input.size(-1), m = c ? input.numel() / c : 0;
+  auto flat = [&](const at::Tensor& t) { return t.to(compute).contiguous().view({m, c}); };
+  const at::Tensor gy = flat(grad_output), y = flat(output), x = flat(input);
+  const at::Tensor w = batch_norm::as_compute(weight, compute);
+  const at::Tensor mean = save_mean.to(compute).contiguous(),
+                   invstd = save_invstd.to(compute).contiguous();
+  at::Tensor gx = mask[0] ? at::empty({m, c}, x.options()) : at::Tensor();
+  at::Tensor gw = mask[1] ? at::empty({c}, x.options()) : at::Tensor();
+  at::Tensor gb = mask[2] ? at::empty({c}, x.options()) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(compute, "batch_norm_tanh_backward", [&] {
+    batch_norm_tanh_backward<scalar_t>(
+        gy.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), m, c,
+        ptr_or_null<scalar_t>(w), mean.data_ptr<scalar_t>(), invstd.data_ptr<scalar_t>(),
+        training, unbiased, ptr_or_null<scalar_t>(gx), ptr_or_null<scalar_t>(gw),
+        ptr_or_null<scalar_t>(gb), torch_parallel_for());
+  });
+  const at::ScalarType param = batch_norm::given(weight) ? weight->scalar_type()
+                                                         : input.scalar_type();
+  return {mask[0] ? gx.to(input.scalar_type()).view(input.sizes()) : at::Tensor(),
+          mask[1] ? gw.to(param) : at::Tensor(), mask[2] ? gb.to(param) : at::Tensor()};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pymakemore, CPU, m) {
+  m.impl("batch_norm_tanh", &forward_cpu);
+  m.impl("batch_norm_tanh_backward", &backward_cpu);
+}
+
+}  // namespace pymakemore
