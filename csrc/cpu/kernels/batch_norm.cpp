@@ -72,19 +72,22 @@ void batch_norm_tanh_forward(const T* x, int64_t m, int64_t c, const T* weight, 
         invstd[j] = 1.0 / std::sqrt(static_cast<double>(running_var[j0 + j]) + eps);
       }
     }
-    // y = tanh(scale * x + shift), scale = weight * invstd, shift = bias - mean * scale
-    std::vector<T> scale(static_cast<size_t>(width)), shift(static_cast<size_t>(width));
+    // y = tanh((x - mean) scale + bias), scale = weight * invstd, the pre-activation in
+    // float64: with a mean large against the spread, x - mean in float would lose digits
+    // (scale * x + shift in float loses more)
+    std::vector<double> scale(static_cast<size_t>(width)), shift(static_cast<size_t>(width));
     for (int64_t j = 0; j < width; ++j) {
-      const double s = (weight ? static_cast<double>(weight[j0 + j]) : 1.0) * invstd[j];
-      scale[j] = static_cast<T>(s);
-      shift[j] = static_cast<T>((bias ? static_cast<double>(bias[j0 + j]) : 0.0) - mean[j] * s);
+      scale[j] = (weight ? static_cast<double>(weight[j0 + j]) : 1.0) * invstd[j];
+      shift[j] = bias ? static_cast<double>(bias[j0 + j]) : 0.0;
       save_mean[j0 + j] = static_cast<T>(mean[j]);
       save_invstd[j0 + j] = static_cast<T>(invstd[j]);
     }
     for (int64_t r = 0; r < m; ++r) {
       const T* xr = x + r * c + j0;
       T* yr = y + r * c + j0;
-      for (int64_t j = 0; j < width; ++j) yr[j] = tanh_of<T>(scale[j] * xr[j] + shift[j]);
+      for (int64_t j = 0; j < width; ++j)
+        yr[j] = tanh_of<T>(static_cast<T>((static_cast<double>(xr[j]) - mean[j]) * scale[j] +
+                                          shift[j]));
     }
   });
 }
