@@ -41,27 +41,17 @@ batch_norm::Grads backward_cpu(const at::Tensor& grad_output, const at::Tensor& 
                                const at::Tensor& save_mean, const at::Tensor& save_invstd,
                                bool training, bool unbiased, std::array<bool, 3> mask) {
   batch_norm::check_backward_args(at::kCPU, grad_output, output, input, save_mean, save_invstd);
-  const at::ScalarType compute = batch_norm::stats_dtype(input);
-  const int64_t c = input.size(-1), m = c ? input.numel() / c : 0;
-  auto flat = [&](const at::Tensor& t) { return t.to(compute).contiguous().view({m, c}); };
-  const at::Tensor gy = flat(grad_output), y = flat(output), x = flat(input);
-  const at::Tensor w = batch_norm::as_compute(weight, compute);
-  const at::Tensor mean = save_mean.to(compute).contiguous(),
-                   invstd = save_invstd.to(compute).contiguous();
-  at::Tensor gx = mask[0] ? at::empty({m, c}, x.options()) : at::Tensor();
-  at::Tensor gw = mask[1] ? at::empty({c}, x.options()) : at::Tensor();
-  at::Tensor gb = mask[2] ? at::empty({c}, x.options()) : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES(compute, "batch_norm_tanh_backward", [&] {
+  batch_norm::PreparedBackward p = batch_norm::prepare_backward(grad_output, output, input,
+                                                                weight, save_mean, save_invstd,
+                                                                mask);
+  AT_DISPATCH_FLOATING_TYPES(p.x.scalar_type(), "batch_norm_tanh_backward", [&] {
     batch_norm_tanh_backward<scalar_t>(
-        gy.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), m, c,
-        ptr_or_null<scalar_t>(w), mean.data_ptr<scalar_t>(), invstd.data_ptr<scalar_t>(),
-        training, unbiased, ptr_or_null<scalar_t>(gx), ptr_or_null<scalar_t>(gw),
-        ptr_or_null<scalar_t>(gb), torch_parallel_for());
+        p.gy.data_ptr<scalar_t>(), p.y.data_ptr<scalar_t>(), p.x.data_ptr<scalar_t>(), p.m, p.c,
+        ptr_or_null<scalar_t>(p.weight), p.mean.data_ptr<scalar_t>(),
+        p.invstd.data_ptr<scalar_t>(), training, unbiased, ptr_or_null<scalar_t>(p.gx),
+        ptr_or_null<scalar_t>(p.gw), ptr_or_null<scalar_t>(p.gb), torch_parallel_for());
   });
-  const at::ScalarType param = batch_norm::given(weight) ? weight->scalar_type()
-                                                         : input.scalar_type();
-  return {mask[0] ? gx.to(input.scalar_type()).view(input.sizes()) : at::Tensor(),
-          mask[1] ? gw.to(param) : at::Tensor(), mask[2] ? gb.to(param) : at::Tensor()};
+  return batch_norm::grads(p, input, weight);
 }
 
 }  // namespace

@@ -115,4 +115,42 @@ inline void check_backward_args(c10::DeviceType device, const at::Tensor& grad,
   checks::all_on(device, op, {&input});
 }
 
+// The backward's operands (contiguous, (m, c), in the compute dtype) and its gradients.
+struct PreparedBackward {
+  at::Tensor gy, y, x, weight, mean, invstd;
+  at::Tensor gx, gw, gb;  // undefined where the mask says no
+  int64_t m, c;
+};
+
+inline PreparedBackward prepare_backward(const at::Tensor& grad_output, const at::Tensor& output,
+                                         const at::Tensor& input, const OptionalTensor& weight,
+                                         const at::Tensor& save_mean,
+                                         const at::Tensor& save_invstd,
+                                         std::array<bool, 3> mask) {
+  const at::ScalarType compute = stats_dtype(input);
+  PreparedBackward p;
+  p.c = input.size(-1);
+  p.m = p.c ? input.numel() / p.c : 0;
+  auto flat = [&](const at::Tensor& t) { return t.to(compute).contiguous().view({p.m, p.c}); };
+  p.gy = flat(grad_output);
+  p.y = flat(output);
+  p.x = flat(input);
+  p.weight = as_compute(weight, compute);
+  p.mean = save_mean.to(compute).contiguous();
+  p.invstd = save_invstd.to(compute).contiguous();
+  p.gx = mask[0] ? at::empty({p.m, p.c}, p.x.options()) : at::Tensor();
+  p.gw = mask[1] ? at::empty({p.c}, p.x.options()) : at::Tensor();
+  p.gb = mask[2] ? at::empty({p.c}, p.x.options()) : at::Tensor();
+  return p;
+}
+
+// The gradients in the dtypes of what they are the gradients of.
+inline Grads grads(const PreparedBackward& p, const at::Tensor& input,
+                   const OptionalTensor& weight) {
+  const at::ScalarType param = given(weight) ? weight->scalar_type() : input.scalar_type();
+  return {p.gx.defined() ? p.gx.to(input.scalar_type()).view(input.sizes()) : at::Tensor(),
+          p.gw.defined() ? p.gw.to(param) : at::Tensor(),
+          p.gb.defined() ? p.gb.to(param) : at::Tensor()};
+}
+
 }  // namespace pymakemore::batch_norm

@@ -51,7 +51,7 @@ class BNMLP(torch.nn.Module):
         """record: when a list, each tanh layer's output is appended (gradients retained)."""
         x = OPS[self.ops].embedding(idx, self.C).reshape(idx.shape[0], -1)
         for linear, norm in zip(self.hidden, self.norms):
-            x = torch.tanh(norm(linear(x)))
+            x = norm.tanh(linear(x), self.ops)
             if record is not None:
                 x.retain_grad()
                 record.append(x)

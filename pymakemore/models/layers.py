@@ -71,6 +71,15 @@ class BatchNorm(torch.nn.Module):
             mean, var = self.running_mean, self.running_var
         return self.gain * ((x - mean) * torch.rsqrt(var + self.eps)) + self.bias
 
+    def tanh(self, x: Tensor, ops: str) -> Tensor:
+        """torch.tanh(self(x)); on the fused ops one ops.batch_norm_tanh (statistics,
+        normalisation, tanh and the running statistics' update in one op)."""
+        if ops == "fused":
+            return fused_ops.batch_norm_tanh(x, self.running_mean, self.running_var, self.gain,
+                                             self.bias, self.training, self.momentum, self.eps,
+                                             unbiased=True)
+        return torch.tanh(self(x))
+
 
 @contextmanager
 def running_stats_kept(model: torch.nn.Module) -> Iterator[None]:

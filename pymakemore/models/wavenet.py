@@ -54,7 +54,7 @@ class WaveNet(torch.nn.Module):
                 record: Optional[list[Tensor]] = None) -> tuple[Tensor, Optional[Tensor]]:
         x = OPS[self.ops].embedding(idx, self.C)              # (B, T, n_embd)
         for linear, norm in zip(self.hidden, self.norms):
-            x = torch.tanh(norm(linear(self.flatten(x))))     # (B, T / 2, n_hidden)
+            x = norm.tanh(linear(self.flatten(x)), self.ops)  # (B, T / 2, n_hidden)
             if record is not None:
                 x.retain_grad()
                 record.append(x)

@@ -173,10 +173,11 @@ struct Rng {
 
 // |got - want| <= rtol * (|want| + scale), scale = the largest |want| (so a sum of terms of
 // mixed signs is judged on its terms' size); NaN matches NaN, an infinity itself.
+// floor: a least scale, where the values come from cancelling terms of that size.
 template <typename T, typename W>
 void compare(const std::string& where, const char* what, const T* got, const std::vector<W>& want,
-             double rtol_factor = 1.0) {
-  double scale = 0.0;
+             double rtol_factor = 1.0, double floor = 0.0) {
+  double scale = floor;
   for (const W& w : want)
     if (std::isfinite(double(w))) scale = std::max(scale, std::fabs(double(w)));
   const double rtol = Info<T>::rtol * rtol_factor;
@@ -591,6 +592,118 @@ void scale_grad_cases(Rng& rng) {
   }
 }
 
+// ---- batch_norm_tanh -------------------------------------------------------------------------
+template <typename T>
+void batch_norm_case(int64_t m, int64_t c, bool training, bool unbiased, bool affine,
+                     bool running, double offset, bool inject, Rng& rng) {
+  char name[160];
+  std::snprintf(name, sizeof name,
+                "batch_norm_tanh %s m=%lld c=%lld training=%d unbiased=%d affine=%d running=%d "
+                "offset=%g", Info<T>::name, (long long)m, (long long)c, int(training),
+                int(unbiased), int(affine), int(running), offset);
+  std::vector<double> raw = rng.values(static_cast<size_t>(m * c), -2, 2);
+  for (auto& v : raw) v += offset;  // a mean large against the spread
+  const std::vector<T> x = as<T>(raw);
+  const std::vector<T> w = as<T>(rng.values(affine ? static_cast<size_t>(c) : 0, 0.5, 1.5));
+  const std::vector<T> b = as<T>(rng.values(affine ? static_cast<size_t>(c) : 0, -1, 1));
+  const std::vector<T> rm0 = as<T>(rng.values(running ? static_cast<size_t>(c) : 0, -1, 1));
+  const std::vector<T> rv0 = as<T>(rng.values(running ? static_cast<size_t>(c) : 0, 0.5, 2));
+  const std::vector<T> gy = as<T>(rng.values(static_cast<size_t>(m * c), -1, 1));
+  const double momentum = 0.1, eps = 1e-5;
+
+  std::vector<T> rm_ref = rm0, rv_ref = rv0, y_ref(static_cast<size_t>(m * c)),
+                 mean_ref(static_cast<size_t>(c)), invstd_ref(static_cast<size_t>(c));
+  pk::batch_norm_tanh_forward<T>(x.data(), m, c, affine ? w.data() : nullptr,
+                                 affine ? b.data() : nullptr, running ? rm_ref.data() : nullptr,
+                                 running ? rv_ref.data() : nullptr, training, momentum, eps,
+                                 unbiased, y_ref.data(), mean_ref.data(), invstd_ref.data(),
+                                 pk::serial_for);
+  Buffer<T> xb(x), wb(w), bb(b), rm(rm0), rv(rv0), y(static_cast<size_t>(m * c)),
+      mean(static_cast<size_t>(c)), invstd(static_cast<size_t>(c));
+  auto forward = [&] {
+    if (running) {  // each run from the same statistics
+      std::memcpy(rm.get(), rm0.data(), rm0.size() * sizeof(T));
+      std::memcpy(rv.get(), rv0.data(), rv0.size() * sizeof(T));
+    }
+    return cu::batch_norm_tanh_forward(Info<T>::dtype, xb.get(), m, c,
+                                       affine ? wb.get() : nullptr, affine ? bb.get() : nullptr,
+                                       running ? rm.get() : nullptr,
+                                       running ? rv.get() : nullptr, training, momentum, eps,
+                                       unbiased, y.get(), mean.get(), invstd.get(), nullptr);
+  };
+  const std::string fwd = std::string(name) + " forward";
+  if (inject) run_failing_each_call(fwd, forward);
+  run_clean(fwd, forward);
+  compare(fwd, "y", y.get(), y_ref);
+  compare(fwd, "save_mean", mean.get(), mean_ref);
+  compare(fwd, "save_invstd", invstd.get(), invstd_ref);
+  if (running) {
+    compare(fwd, "running_mean", rm.get(), rm_ref);
+    compare(fwd, "running_var", rv.get(), rv_ref);
+  }
+
+  // backward, from the CPU kernel's saved output and statistics (the same inputs for both)
+  std::vector<T> gx_ref(static_cast<size_t>(m * c)), gw_ref(static_cast<size_t>(c)),
+      gb_ref(static_cast<size_t>(c));
+  pk::batch_norm_tanh_backward<T>(gy.data(), y_ref.data(), x.data(), m, c,
+                                  affine ? w.data() : nullptr, mean_ref.data(),
+                                  invstd_ref.data(), training, unbiased, gx_ref.data(),
+                                  affine ? gw_ref.data() : nullptr,
+                                  affine ? gb_ref.data() : nullptr, pk::serial_for);
+  Buffer<T> gyb(gy), ys(y_ref), means(mean_ref), invstds(invstd_ref),
+      gx(static_cast<size_t>(m * c)), gw(static_cast<size_t>(c)), gb(static_cast<size_t>(c));
+  auto backward = [&] {
+    return cu::batch_norm_tanh_backward(Info<T>::dtype, gyb.get(), ys.get(), xb.get(), m, c,
+                                        affine ? wb.get() : nullptr, means.get(), invstds.get(),
+                                        training, unbiased, gx.get(),
+                                        affine ? gw.get() : nullptr,
+                                        affine ? gb.get() : nullptr, nullptr);
+  };
+  const std::string bwd = std::string(name) + " backward";
+  if (inject) run_failing_each_call(bwd, backward);
+  run_clean(bwd, backward);
+  // grad_x is a difference of terms of size |gy| |w| invstd: judged on that size
+  double terms = 0.0;
+  for (int64_t j = 0; j < c; ++j)
+    terms = std::max(terms, (affine ? std::fabs(to_double(w[j])) : 1.0) *
+                                std::fabs(to_double(invstd_ref[j])));
+  compare(bwd, "grad_x", gx.get(), gx_ref, 1.0, terms);
+  if (affine) {
+    compare(bwd, "grad_weight", gw.get(), gw_ref);
+    compare(bwd, "grad_bias", gb.get(), gb_ref);
+  }
+}
+
+template <typename T>
+void batch_norm_cases(Rng& rng) {
+  const bool first = std::is_same_v<T, float>;
+  for (const bool training : {true, false})
+    for (const bool unbiased : {false, true}) {
+      batch_norm_case<T>(32, 200, training, unbiased, true, true, 0.0, first && training, rng);
+      batch_norm_case<T>(2, 1, training, unbiased, false, training ? false : true, 0.0, false,
+                         rng);
+      batch_norm_case<T>(130, 33, training, unbiased, true, true, 0.0, false, rng);  // tiles
+    }
+  batch_norm_case<T>(4 * 32, 128, true, true, true, true, 0.0, false, rng);  // WaveNet's
+  batch_norm_case<T>(20000, 5, true, false, true, true, 1000.0, false, rng);  // long, offset
+  batch_norm_case<T>(3, 70000, true, true, true, true, 0.0, false, rng);  // many column tiles
+}
+
+void batch_norm_refuses_half_types() {
+  // the torch layer computes float16 and bfloat16 in float32: the launchers refuse them,
+  // launching nothing and leaving no error behind
+  for (const cu::Dtype dtype : {cu::Dtype::Float16, cu::Dtype::BFloat16}) {
+    reset_state();
+    const cu::Status status = cu::batch_norm_tanh_forward(
+        dtype, nullptr, 2, 3, nullptr, nullptr, nullptr, nullptr, true, 0.1, 1e-5, true,
+        nullptr, nullptr, nullptr, nullptr);
+    expect(status == cudaErrorInvalidValue && state().launches == 0 &&
+               cudaPeekAtLastError() == cudaSuccess,
+           "batch_norm_tanh with a half type", "not refused cleanly");
+  }
+  reset_state();
+}
+
 // ---- the MLP engine -------------------------------------------------------------------------
 void mlp_engine_case(int64_t steps, bool given_batches, bool inject, Rng& rng) {
   const pk::MlpShape s{27, 3, 10, 64, 32};
@@ -772,6 +885,9 @@ int main(int argc, char** argv) {
   typed_cases<double>(rng);
   typed_cases<__half>(rng);
   typed_cases<__nv_bfloat16>(rng);
+  batch_norm_cases<float>(rng);
+  batch_norm_cases<double>(rng);
+  batch_norm_refuses_half_types();
   huge_grid_cases(rng);
   mlp_engine_case(3, true, true, rng);
   mlp_engine_case(2, false, false, rng);

@@ -2,6 +2,7 @@
 
 #include "common.h"
 #include "cpu_math.h"
+#include "simd.h"
 
 // BatchNorm then tanh over x (m, c): the statistics of each of the c columns over the m rows.
 // The work is split over columns (a thread owns whole columns), and each column's sums run
@@ -28,9 +29,14 @@ void column_sums(int64_t m, int64_t j0, int64_t j1, double* total, const Term& t
   }
 }
 
+// v = tanh(v) over a row: whole vectors of the level's width, then the tail lane by lane
+// (the same formula as the lanes: cpu_math.h)
 template <typename T>
-inline T tanh_of(T v) {
-  return math::tanh(v);
+void tanh_row(T* v, int64_t n) {
+  constexpr int64_t lanes = simd::Vec<T>::lanes;
+  int64_t j = 0;
+  for (; j + lanes <= n; j += lanes) simd::store(v + j, simd::tanh<T>(simd::load(v + j)));
+  for (; j < n; ++j) v[j] = math::tanh(v[j]);
 }
 
 }  // namespace
@@ -41,7 +47,7 @@ void batch_norm_tanh_forward(const T* x, int64_t m, int64_t c, const T* weight, 
                              double eps, bool unbiased, T* y, T* save_mean, T* save_invstd,
                              const ParallelFor& pfor) {
   const int64_t pieces = cpu::ceil_div(c, kColumnsPerPiece);
-  pfor(pieces, 1, [&](int64_t p0, int64_t p1) {
+  pfor(pieces, cpu::grain_for(3 * m * kColumnsPerPiece), [&](int64_t p0, int64_t p1) {
     const int64_t j0 = p0 * kColumnsPerPiece, j1 = std::min(c, p1 * kColumnsPerPiece);
     const int64_t width = j1 - j0;
     std::vector<double> mean(static_cast<size_t>(width)), invstd(static_cast<size_t>(width));
@@ -86,8 +92,8 @@ void batch_norm_tanh_forward(const T* x, int64_t m, int64_t c, const T* weight, 
       const T* xr = x + r * c + j0;
       T* yr = y + r * c + j0;
       for (int64_t j = 0; j < width; ++j)
-        yr[j] = tanh_of<T>(static_cast<T>((static_cast<double>(xr[j]) - mean[j]) * scale[j] +
-                                          shift[j]));
+        yr[j] = static_cast<T>((static_cast<double>(xr[j]) - mean[j]) * scale[j] + shift[j]);
+      tanh_row(yr, width);
     }
   });
 }
@@ -98,7 +104,7 @@ void batch_norm_tanh_backward(const T* gy, const T* y, const T* x, int64_t m, in
                               bool training, bool unbiased, T* grad_x, T* grad_weight,
                               T* grad_bias, const ParallelFor& pfor) {
   const int64_t pieces = cpu::ceil_div(c, kColumnsPerPiece);
-  pfor(pieces, 1, [&](int64_t p0, int64_t p1) {
+  pfor(pieces, cpu::grain_for(3 * m * kColumnsPerPiece), [&](int64_t p0, int64_t p1) {
     const int64_t j0 = p0 * kColumnsPerPiece, j1 = std::min(c, p1 * kColumnsPerPiece);
     const int64_t width = j1 - j0;
     // dz = gy (1 - y^2), xhat = (x - mean) invstd

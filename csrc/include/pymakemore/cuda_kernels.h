@@ -63,6 +63,22 @@ Status cross_entropy_backward(Dtype dtype, IndexDtype index_dtype, const void* g
 // grad (n values) *= factor (one value on the device); nothing is written when it is 1.
 Status scale_grad(Dtype dtype, void* grad, int64_t n, const void* factor, cudaStream_t stream);
 
+// ---- batch_norm_tanh over x (m, c): the statistics of each column (float32 and float64; the
+// torch layer computes float16 and bfloat16 in float32) ------------------------------------------
+// As pymakemore::batch_norm_tanh_forward / _backward on the CPU (kernels.h): weight, bias,
+// running_mean, running_var may be null (the last two not in evaluation), as may any of the
+// three gradients.
+Status batch_norm_tanh_forward(Dtype dtype, const void* x, int64_t m, int64_t c,
+                               const void* weight, const void* bias, void* running_mean,
+                               void* running_var, bool training, double momentum, double eps,
+                               bool unbiased, void* y, void* save_mean, void* save_invstd,
+                               cudaStream_t stream);
+Status batch_norm_tanh_backward(Dtype dtype, const void* gy, const void* y, const void* x,
+                                int64_t m, int64_t c, const void* weight, const void* save_mean,
+                                const void* save_invstd, bool training, bool unbiased,
+                                void* grad_x, void* grad_weight, void* grad_bias,
+                                cudaStream_t stream);
+
 // ---- the MLP's whole training steps (engine "fused"): one persistent block ---------------------
 // Same parameters, draws and results contract as pymakemore::mlp_train_steps on the CPU; all
 // parameters and activations live in the block's shared memory for the whole launch.
