@@ -444,3 +444,31 @@ def test_softcap_and_z_loss_refuse_bad_values():
         ops.cross_entropy(x, t, z_loss=float("nan"))
     with pytest.raises(ValueError, match="class-index targets"):
         ops.cross_entropy(x, torch.softmax(x, 1), z_loss=1e-3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("magnitude", [1e4, 1e9, 1e12, 1e16, 1e17, 1e30])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_huge_logits_tied_or_not_give_the_right_gradient(device, magnitude, reduction):
+    # a row's p = exp(x - lse) with lse = max + log(sum) in one float64 loses log(sum) once the
+    # max's ulp exceeds it: tied logits at 1e17 gave p = 1 for every class
+    for dtype in (torch.float32, torch.float64):
+        steps = torch.arange(5, dtype=torch.float64)
+        rows = torch.stack([
+            torch.full((5,), magnitude, dtype=torch.float64),           # tied
+            torch.full((5,), -magnitude, dtype=torch.float64),          # tied, negative
+            magnitude * (1 + steps * 1e-7),                             # close (smooth at 1e4)
+            magnitude + steps,                                          # 1 apart
+        ]).to(dtype).to(device)
+        t = torch.tensor([0, 1, 2, 4], device=device)
+        g = torch.tensor(0.7, dtype=dtype, device=device) if reduction == "mean" else \
+            torch.tensor([0.5, -1.0, 2.0, 1.0], dtype=dtype, device=device)
+        x, x_f = rows.clone().requires_grad_(), rows.clone().requires_grad_()
+        loss = ops.cross_entropy(x, t, reduction=reduction)
+        loss.backward(g, retain_graph=True)
+        first = x.grad.clone()
+        loss.backward(g)  # a second backward through the retained graph: from the saved lse
+        F.cross_entropy(x_f, t, reduction=reduction).backward(g)
+        assert_close(loss, F.cross_entropy(rows, t, reduction=reduction))
+        assert_close(first, x_f.grad)
+        assert torch.equal(x.grad, 2 * first), "the second backward differs from the first"

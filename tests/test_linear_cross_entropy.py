@@ -298,3 +298,18 @@ def test_cuda_graph_capture_and_peak_memory():
     torch.cuda.synchronize()
     assert_close(gx, expected[0], torch.float32)
     assert_close(gw, expected[1], torch.float32)
+
+
+def test_huge_tied_logits_give_the_right_gradients():
+    # weights of 1e17 make every logit of a row 1e17: p = 1/V, not 1 (see cross_entropy's test)
+    h = torch.ones(2, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.full((5, 3), 1e17 / 3, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 3])
+    loss = ops.linear_cross_entropy(h, w, t)
+    gh, gw = torch.autograd.grad(loss, (h, w))
+    h_f, w_f = h.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    loss_f = F.cross_entropy(F.linear(h_f, w_f), t)
+    gh_f, gw_f = torch.autograd.grad(loss_f, (h_f, w_f))
+    torch.testing.assert_close(loss, loss_f)
+    torch.testing.assert_close(gh, gh_f)
+    torch.testing.assert_close(gw, gw_f)

@@ -14,6 +14,10 @@ constexpr int kThreads = 256;
 constexpr int kReduceThreads = 1024;
 // Rows of up to this many classes take a warp each (32 lanes); longer rows a block each.
 constexpr int64_t kWarpRowClasses = 1024;
+// Beyond this |lse|, max + log_sum held in one double may have lost log_sum's digits (at 1e17
+// all of them: tied logits then give p = 1 for every class instead of 1/c): the gradient then
+// takes the row's max and log-sum apart (the backward recomputes them as the forward did).
+constexpr double kLargeLse = 65536.0;
 
 template <typename Index>
 __device__ __forceinline__ bool is_ignored(Index t, int64_t ignore_index) {
@@ -103,19 +107,21 @@ struct GroupReduce {
 // Row i's gradient for a valid target ti, by the G lanes of its group:
 // g_j = scale * ((1-eps) w_t (p_j - [j==t]) + eps/c (W p_j - w_j)), W = weight_total.
 // g may be x (in place): each lane reads x_j before it writes g_j, and touches no other j.
+// The row's log-sum-exp comes as max + log_sum (lse = their sum where that is exact enough).
 template <typename T, int G, typename A>
 __device__ __forceinline__ void row_gradient(const T* x, int64_t ti, const T* __restrict__ w,
-                                             double lse, int64_t c, A scale, A eps,
-                                             A weight_total, int lane, T* g) {
+                                             double max, double log_sum, int64_t c, A scale,
+                                             A eps, A weight_total, int lane, T* g) {
   const A spread = eps / A(c > 0 ? c : 1);
   const A wt = w ? to_acc(w[ti]) : A(1);
   // without smoothing the W term is absent, not 0 * W (W may overflow to inf: 0 * inf = NaN)
   const A p_coef = scale * ((A(1) - eps) * wt + (spread != A(0) ? spread * weight_total : A(0)));
   const A w_coef = scale * spread;
   // lse as hi + lo: x - hi is exact for the x that matter, so p keeps full precision
-  // (for double, lo is 0)
+  // (for double, lo is 0); lo from max and log_sum apart, which keeps log_sum's digits
+  const double lse = max + log_sum;
   const A hi = A(lse);
-  const A lo = A(lse - double(hi));
+  const A lo = A(isfinite(lse) ? (max - double(hi)) + log_sum : lse - double(hi));
   for (int64_t j = lane; j < c; j += G) {
     const A p = exp_acc((to_acc(x[j]) - hi) - lo);
     A v = p_coef * p - w_coef * (w ? to_acc(w[j]) : A(1));
@@ -167,8 +173,11 @@ forward_rows(const T* logits, const Index* __restrict__ target,
       if (!t_valid) {
         for (int64_t j = lane; j < c; j += G) store(g + j, A(0));
       } else {
-        row_gradient<T, G>(x, t_pos, w, max + log_sum, c, grad_scale, A(eps), grad_weight_total,
-                           lane, g);
+        // max and log_sum apart only for a large lse, as the backward has them (it has lse)
+        const double lse_row = max + log_sum;
+        const bool large = fabs(lse_row) >= kLargeLse && !isinf(lse_row);
+        row_gradient<T, G>(x, t_pos, w, large ? max : lse_row, large ? log_sum : 0.0, c,
+                           grad_scale, A(eps), grad_weight_total, lane, g);
       }
     }
     if (lane != 0) continue;
@@ -242,6 +251,7 @@ backward_rows(const T* __restrict__ grad_loss, bool per_row, const double* __res
               const double* __restrict__ lse, int64_t n, int64_t c, int64_t ignore_index,
               double eps, T* __restrict__ grad) {
   using A = typename Acc<T>::type;
+  __shared__ RowStats<A> shared[G <= 32 ? 1 : kThreads];
   const int lane = threadIdx.x % G;
   const int64_t groups_per_block = kThreads / G;
   const A weight_total = w ? A(*w_total) : A(c);
@@ -257,7 +267,18 @@ backward_rows(const T* __restrict__ grad_loss, bool per_row, const double* __res
     if (ti < 0 || ti >= c) fail_index("cross_entropy_backward", "target", ti, i, c);
     A scale = to_acc(grad_loss[per_row ? i : 0]);
     if (mean) scale = A(double(scale) / totals[1]);
-    row_gradient<T, G>(logits + i * c, ti, w, lse[i], c, scale, A(eps), weight_total, lane, g);
+    const T* x = logits + i * c;
+    double max = lse[i], log_sum = 0.0;
+    if (fabs(lse[i]) >= kLargeLse && !isinf(lse[i])) {
+      // the row's max and log-sum again, as the forward found them (the same lanes and tree;
+      // every lane of the group takes this branch: one row, one lse)
+      RowStats<A> st = RowStats<A>::empty();
+      for (int64_t j = lane; j < c; j += G) st.add(to_acc(x[j]), A(1), false);
+      GroupReduce<G>::run(st, shared);
+      max = double(st.max);
+      log_sum = log(double(st.sum));
+    }
+    row_gradient<T, G>(x, ti, w, max, log_sum, c, scale, A(eps), weight_total, lane, g);
   }
 }
 

@@ -441,8 +441,9 @@ void huge_grid_cases(Rng& rng) {
 
 // ---- cross entropy --------------------------------------------------------------------------
 // Special: +-inf and NaN logits; HugeWeights: class weights whose sum overflows float (the
-// targets in the classes of weight 1)
-enum class Values { Normal, Large, Special, HugeWeights };
+// targets in the classes of weight 1); Huge: rows of tied logits near +-1e17 and 1e30, and rows
+// near 1e12 a unit apart (their lse beyond what one float64 holds of log(sum))
+enum class Values { Normal, Large, Special, HugeWeights, Huge };
 
 template <typename T, typename I>
 void cross_entropy_case(int64_t n, int64_t c, pk::Reduction reduction, bool weighted,
@@ -450,7 +451,7 @@ void cross_entropy_case(int64_t n, int64_t c, pk::Reduction reduction, bool weig
                         bool inject, Rng& rng) {
   using R = Ref<T>;
   const char* reductions[] = {"none", "mean", "sum"};
-  const char* kinds[] = {"normal", "large", "special", "huge-weights"};
+  const char* kinds[] = {"normal", "large", "special", "huge-weights", "huge"};
   char name[200];
   std::snprintf(name, sizeof name,
                 "cross_entropy %s/%s n=%lld c=%lld %s weights=%d eps=%g %s grad=%d in_place=%d",
@@ -459,6 +460,12 @@ void cross_entropy_case(int64_t n, int64_t c, pk::Reduction reduction, bool weig
                 int(with_grad), int(in_place));
   const int64_t ignore_index = c > 2 ? 1 : -100;
   std::vector<double> raw = rng.values(static_cast<size_t>(n * c), -4, 4);
+  if (values == Values::Huge)
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < c; ++j)
+        raw[static_cast<size_t>(i * c + j)] = i % 3 == 0 ? (i % 2 ? -1e17 : 1e17)
+                                              : i % 3 == 1 ? 1e30
+                                                           : 1e12 + double(j % 7);
   if (values == Values::Large)  // a large common offset per row: lse must keep its precision
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < c; ++j) raw[static_cast<size_t>(i * c + j)] += (i % 2 ? 1e4 : -3e3);
@@ -563,7 +570,11 @@ void cross_entropy_cases(Rng& rng) {
     cross_entropy_case<T, I>(20, c, mean, false, 0.0, special, false, false, false, rng);
   }
   cross_entropy_case<T, I>(4, 3, mean, true, 0.0, large, true, false, false, rng);
-  if constexpr (!std::is_same_v<T, __half>) {  // (3e38 is beyond float16's range)
+  if constexpr (!std::is_same_v<T, __half>) {  // (3e38 and 1e17 are beyond float16's range)
+    for (const int64_t c : {5, 1500})
+      for (const auto reduction : {mean, none})
+        cross_entropy_case<T, I>(9, c, reduction, false, 0.0, Values::Huge,
+                                 reduction != none, false, false, rng);
     cross_entropy_case<T, I>(6, 4, mean, true, 0.0, Values::HugeWeights, true, false, false, rng);
     cross_entropy_case<T, I>(6, 4, sum, true, 0.0, Values::HugeWeights, false, false, false, rng);
   }

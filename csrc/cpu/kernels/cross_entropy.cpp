@@ -95,15 +95,33 @@ struct GradTerms {
   T eps, spread, weight_total;
 };
 
+// Beyond this |lse|, max + log_sum held in one double may have lost log_sum's digits (at 1e17
+// all of them: tied logits then give p = 1 for every class instead of 1/c).
+constexpr double kLargeLse = 65536.0;
+
+// A row's log-sum-exp as hi + lo (T each) for p = exp((x - hi) - lo): x - hi is exact for the
+// x that matter (x near lse), so p keeps full precision. From the saved lse where that is exact
+// enough; for a larger one from the row's own max and log-sum, kept apart (recomputed, one row
+// at a time, so the forward's gradient and the backward's agree bit for bit).
+template <typename T>
+std::pair<T, T> lse_split(const T* x, int64_t c, double lse) {
+  if (!(std::fabs(lse) >= kLargeLse) || std::isinf(lse)) {
+    const T hi = static_cast<T>(lse);
+    return {hi, static_cast<T>(lse - static_cast<double>(hi))};
+  }
+  BatchLse row;
+  batch_logsumexp(x, 1, c, row);
+  const double max = row.max[0], log_sum = row.log_sum[0];
+  const T hi = static_cast<T>(max + log_sum);
+  return {hi, static_cast<T>((max - static_cast<double>(hi)) + log_sum)};
+}
+
 // Row i's gradient for a valid target ti, scaled by `scale`.
 template <typename T>
 void row_gradient(const T* x, int64_t ti, const T* class_weight, double lse, int64_t c, T scale,
                   const GradTerms<T>& terms, T* g) {
   const T wt = class_weight ? class_weight[ti] : T(1);
-  // lse split into hi + lo: x - hi is exact for the x that matter (x near lse), so
-  // p = exp((x - hi) - lo) keeps full precision even for logits around 1e4.
-  const T hi = static_cast<T>(lse);
-  const T lo = static_cast<T>(lse - static_cast<double>(hi));
+  const auto [hi, lo] = lse_split(x, c, lse);
   // without smoothing the W term is absent, not 0 * W: W overflows to inf for class weights
   // near the type's limit, and 0 * inf would make every gradient NaN
   const T smoothing_coef = terms.spread != T(0) ? terms.spread * terms.weight_total : T(0);

@@ -236,6 +236,7 @@ inline uint64_t __umul64hi(uint64_t a, uint64_t b) {
 
 using std::isinf;
 using std::isnan;
+using std::isfinite;
 
 // A barrier of the lanes of one warp (the patched HIP-CPU's, which also checks that every lane
 // reaches it).
