@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from . import engines, valid
-from .cli import OneLineParser
 from .checkpoint import MAX_SIZE, CheckpointError, load_checkpoint
+from .cli import OneLineParser
 from .models import MODELS, model_problem
 from .models.layers import LECTURE_SEED, OPS
 from .models.mlp import INITS
