@@ -73,7 +73,8 @@ cuda-on-cpu: $(VENV)/.installed
 	@test -n "$(HIP_CPU)" && test -f "$(HIP_CPU)/include/hip/hip_runtime.h" || \
 	  { echo "cuda-on-cpu: HIP-CPU not found (set HIP_CPU=<path>)"; exit 1; }
 	@test -e /usr/include/tbb/tbb.h || test -e /usr/include/oneapi/tbb.h || \
-	  { test "$$(id -u)" = 0 && apt-get install -y -q libtbb-dev >/dev/null; } || \
+	  { test "$$(id -u)" = 0 && { apt-get install -y -q libtbb-dev >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q libtbb-dev >/dev/null; }; }; } || \
 	  { echo "cuda-on-cpu: needs libtbb-dev (sudo apt-get install libtbb-dev)"; exit 1; }
 	$(BIN)/cmake -S . -B build/cmake -G Ninja -DCMAKE_MAKE_PROGRAM=$(BIN)/ninja \
 	  -DPYMAKEMORE_HIP_CPU=$(abspath $(HIP_CPU)) -DPython3_EXECUTABLE=$(PY) >/dev/null
