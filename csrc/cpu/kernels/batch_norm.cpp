@@ -15,17 +15,23 @@ namespace {
 constexpr int64_t kBlock = 1024;
 constexpr int64_t kColumnsPerPiece = 64;
 
-// total[j] += sum over rows of term(r, j) for j in [j0, j1); term gives a double.
-template <typename Term>
-void column_sums(int64_t m, int64_t j0, int64_t j1, double* total, const Term& term) {
+// total[k][j] += sum over rows of term(r, j)[k] for j in [j0, j1), k < N: N sums of one pass
+// over the rows; term gives std::array<double, N>.
+template <size_t N, typename Term>
+void column_sums(int64_t m, int64_t j0, int64_t j1, const std::array<double*, N>& total,
+                 const Term& term) {
   const int64_t width = j1 - j0;
-  std::vector<double> block(static_cast<size_t>(width));
+  std::vector<double> block(N * static_cast<size_t>(width));
   for (int64_t r0 = 0; r0 < m; r0 += kBlock) {
     std::fill(block.begin(), block.end(), 0.0);
     const int64_t r1 = std::min(m, r0 + kBlock);
     for (int64_t r = r0; r < r1; ++r)
-      for (int64_t j = 0; j < width; ++j) block[j] += term(r, j0 + j);
-    for (int64_t j = 0; j < width; ++j) total[j] += block[j];
+      for (int64_t j = 0; j < width; ++j) {
+        const std::array<double, N> t = term(r, j0 + j);
+        for (size_t k = 0; k < N; ++k) block[k * width + j] += t[k];
+      }
+    for (size_t k = 0; k < N; ++k)
+      for (int64_t j = 0; j < width; ++j) total[k][j] += block[k * width + j];
   }
 }
 
@@ -53,13 +59,14 @@ void batch_norm_tanh_forward(const T* x, int64_t m, int64_t c, const T* weight, 
     std::vector<double> mean(static_cast<size_t>(width)), invstd(static_cast<size_t>(width));
     if (training) {
       std::vector<double> sum(static_cast<size_t>(width), 0.0);
-      column_sums(m, j0, j1, sum.data(),
-                  [&](int64_t r, int64_t j) { return static_cast<double>(x[r * c + j]); });
+      column_sums<1>(m, j0, j1, {sum.data()}, [&](int64_t r, int64_t j) {
+        return std::array<double, 1>{static_cast<double>(x[r * c + j])};
+      });
       for (int64_t j = 0; j < width; ++j) mean[j] = sum[j] / static_cast<double>(m);
       std::vector<double> squares(static_cast<size_t>(width), 0.0);
-      column_sums(m, j0, j1, squares.data(), [&](int64_t r, int64_t j) {
+      column_sums<1>(m, j0, j1, {squares.data()}, [&](int64_t r, int64_t j) {
         const double d = static_cast<double>(x[r * c + j]) - mean[j - j0];
-        return d * d;
+        return std::array<double, 1>{d * d};
       });
       for (int64_t j = 0; j < width; ++j) {
         const double var = squares[j] / static_cast<double>(unbiased ? m - 1 : m);
@@ -118,9 +125,11 @@ void batch_norm_tanh_backward(const T* gy, const T* y, const T* x, int64_t m, in
     };
     std::vector<double> sum_dz(static_cast<size_t>(width), 0.0),
         sum_dz_xhat(static_cast<size_t>(width), 0.0);
-    column_sums(m, j0, j1, sum_dz.data(), dz);
-    column_sums(m, j0, j1, sum_dz_xhat.data(),
-                [&](int64_t r, int64_t j) { return dz(r, j) * xhat(r, j); });
+    column_sums<2>(m, j0, j1, {sum_dz.data(), sum_dz_xhat.data()},
+                   [&](int64_t r, int64_t j) {
+                     const double d = dz(r, j);
+                     return std::array<double, 2>{d, d * xhat(r, j)};
+                   });
     for (int64_t j = 0; j < width; ++j) {
       if (grad_bias) grad_bias[j0 + j] = static_cast<T>(sum_dz[j]);
       if (grad_weight) grad_weight[j0 + j] = static_cast<T>(sum_dz_xhat[j]);
