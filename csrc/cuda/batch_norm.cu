@@ -2,6 +2,8 @@
 // over the m rows; each column's sums in float64, per thread in row order, then the 8 partials
 // in order: deterministic, and accurate over long batches. The pre-activation is formed in
 // float64 (x - mean loses digits in float when the mean is large against the spread).
+#include <type_traits>
+
 #include "common.cuh"
 
 namespace pymakemore::cuda {
@@ -130,6 +132,17 @@ backward_columns(const T* __restrict__ gy, const T* __restrict__ y, const T* __r
 
 unsigned tiles(int64_t c) { return blocks_for(c, kCols); }
 
+// body(T{}) for float32 and float64; float16 and bfloat16 are refused (the torch layer computes
+// them in float32)
+template <typename Body>
+cudaError_t with_float_or_double(Dtype dtype, Body&& body) {
+  return with_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) return body(tag);
+    else return cudaErrorInvalidValue;
+  });
+}
+
 }  // namespace
 
 Status batch_norm_tanh_forward(Dtype dtype, const void* x, int64_t m, int64_t c,
@@ -138,7 +151,7 @@ Status batch_norm_tanh_forward(Dtype dtype, const void* x, int64_t m, int64_t c,
                                bool unbiased, void* y, void* save_mean, void* save_invstd,
                                cudaStream_t stream) {
   if (c == 0) return 0;
-  auto launch = [&](auto tag) {
+  return status(with_float_or_double(dtype, [&](auto tag) {
     using T = decltype(tag);
     forward_columns<T><<<tiles(c), kThreads, 0, stream>>>(
         static_cast<const T*>(x), m, c, static_cast<const T*>(weight),
@@ -146,10 +159,7 @@ Status batch_norm_tanh_forward(Dtype dtype, const void* x, int64_t m, int64_t c,
         training, momentum, eps, unbiased, static_cast<T*>(y), static_cast<T*>(save_mean),
         static_cast<T*>(save_invstd));
     return cudaGetLastError();
-  };
-  if (dtype == Dtype::Float32) return status(launch(float{}));
-  if (dtype == Dtype::Float64) return status(launch(double{}));
-  return status(cudaErrorInvalidValue);  // (float16 and bfloat16 are computed in float32)
+  }));
 }
 
 Status batch_norm_tanh_backward(Dtype dtype, const void* gy, const void* y, const void* x,
@@ -158,7 +168,7 @@ Status batch_norm_tanh_backward(Dtype dtype, const void* gy, const void* y, cons
                                 void* grad_x, void* grad_weight, void* grad_bias,
                                 cudaStream_t stream) {
   if (c == 0) return 0;
-  auto launch = [&](auto tag) {
+  return status(with_float_or_double(dtype, [&](auto tag) {
     using T = decltype(tag);
     backward_columns<T><<<tiles(c), kThreads, 0, stream>>>(
         static_cast<const T*>(gy), static_cast<const T*>(y), static_cast<const T*>(x), m, c,
@@ -166,10 +176,7 @@ Status batch_norm_tanh_backward(Dtype dtype, const void* gy, const void* y, cons
         static_cast<const T*>(save_invstd), training, unbiased, static_cast<T*>(grad_x),
         static_cast<T*>(grad_weight), static_cast<T*>(grad_bias));
     return cudaGetLastError();
-  };
-  if (dtype == Dtype::Float32) return status(launch(float{}));
-  if (dtype == Dtype::Float64) return status(launch(double{}));
-  return status(cudaErrorInvalidValue);
+  }));
 }
 
 }  // namespace pymakemore::cuda
