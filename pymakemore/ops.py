@@ -518,11 +518,6 @@ def batch_norm_tanh(
         from . import reference
         return reference.batch_norm_tanh(input, running_mean, running_var, weight, bias,
                                          training, momentum, eps, unbiased)
-    if input.dim() >= 2:
-        per_feature = input.numel() // max(input.shape[-1], 1)
-        if training and per_feature <= 1 and input.shape[-1] > 0:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input "
-                             f"size {input.size()}")
     y, _, _, new_mean, new_var = _ops.batch_norm_tanh(
         input, weight, bias, running_mean, running_var, bool(training), float(momentum),
         float(eps), bool(unbiased))
@@ -591,6 +586,10 @@ def _batch_norm_tanh_fake(input, weight, bias, running_mean, running_var, traini
     torch._check(input.dim() >= 2, lambda: "batch_norm_tanh: expected input of 2 or more "
                                            "dimensions")
     c = input.shape[-1]
+    # the kernels' check of the batch, as F.batch_norm's (a ValueError)
+    torch._check_value(not training or c == 0 or input.numel() // c > 1, lambda: (
+        f"Expected more than 1 value per channel when training, got input size "
+        f"{list(input.shape)}"))
     stats = input.new_empty((c,), dtype=_stats_dtype(input))
 
     def new_stat(t):
