@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from .data import Vocab
-from .workdir import new_file_mode
 from .models import MODELS, build_model
+from .workdir import first_line, new_file_mode, write_cause
 
 FORMAT = "pymakemore-checkpoint"
 VERSION = 1
@@ -33,11 +33,6 @@ MAX_SIZE = 1 << 20
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be used; the message is one line for the user."""
-
-
-def first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def payload_digest(payload: dict[str, Any]) -> str:
@@ -93,25 +88,13 @@ def save_checkpoint(work_dir: str | Path, payload: dict[str, Any]) -> Path:
     except Exception as e:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write checkpoint {final}: {write_failure(e, work_dir)}"
+        raise CheckpointError(f"cannot write checkpoint {final}: {write_cause(e, work_dir)}"
                               ) from None
     except BaseException:  # interrupted mid-write: no temp file left behind
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         raise
     return final
-
-
-def write_failure(e: Exception, where: Path) -> str:
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    try:  # torch's zip writer says "unexpected pos ..." when the disk fills up
-        stats = os.statvfs(where)
-        if stats.f_bavail * stats.f_frsize < 1 << 20:
-            return "no space left on device"
-    except OSError:
-        pass
-    return first_line(e)
 
 
 def load_checkpoint(work_dir: str | Path) -> dict[str, Any]:

@@ -26,8 +26,26 @@ def new_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_failure(path: Path, e: OSError) -> "WorkDirError":
-    return WorkDirError(f"cannot write {path}: {e.strerror or e}")
+def write_cause(e: Exception, where: Path) -> str:
+    """Why a write into the folder `where` failed, in a few words."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    try:  # torch's zip writer says "unexpected pos ..." when the disk fills up
+        stats = os.statvfs(where)
+        if stats.f_bavail * stats.f_frsize < 1 << 20:
+            return "no space left on device"
+    except OSError:
+        pass
+    return first_line(e)
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def write_failure(path: Path, e: Exception) -> "WorkDirError":
+    return WorkDirError(f"cannot write {path}: {write_cause(e, path.parent)}")
 
 
 class WorkDirError(Exception):
