@@ -40,7 +40,8 @@ link_flags = ["-fopenmp"]
 ext_sources = sources("cpu/*.cpp") + sources("cpu/levels/*/*.cpp") + ["csrc/torch/schema.cpp", "csrc/torch/autograd.cpp",
                                       "csrc/torch/cpu_ops.cpp", "csrc/torch/python_api.cpp",
                                       "csrc/torch/linear_cross_entropy.cpp",
-                                      "csrc/torch/batch_norm_tanh.cpp"]
+                                      "csrc/torch/batch_norm_tanh.cpp",
+                                      "csrc/torch/chain_train_steps.cpp"]
 include_dirs = [os.path.abspath("csrc/include"), os.path.abspath("csrc/cpu")]
 
 if want_cuda():

@@ -19,169 +19,19 @@
 
 #include "common.h"
 #include "cpu_math.h"
+#include "engine_parts.h"
 #include "simd.h"
 
 namespace pymakemore::PYMAKEMORE_LEVEL {
 namespace {
 
-inline void cpu_relax() {
-#if defined(__x86_64__)
-  _mm_pause();
-#endif
-}
-
-// Two threads wait here for each other. They spin first: a step's barriers are microseconds
-// apart, too close for a sleep and a wake-up through the OS. A wait that outlasts `spin` means
-// the other thread is not running (the machine is shared: another busy process); the waiter
-// then sleeps in the kernel (futex, through std::atomic::wait) instead of burning the time
-// slice the other thread needs, and the wait reports it.
-class Barrier {
- public:
-  Barrier(int threads, std::chrono::microseconds spin) : threads_(threads), spin_(spin) {}
-  // `round` counts this thread's calls from 1; true when this wait had to sleep
-  bool wait(int64_t round) {
-    if (threads_ < 2) return false;
-    const int64_t target = round * threads_;
-    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 >= target) {
-      arrived_.notify_all();  // a system call only when the other thread sleeps
-      return false;
-    }
-    const auto start = std::chrono::steady_clock::now();
-    for (int64_t spins = 1;; ++spins) {
-      if (arrived_.load(std::memory_order_acquire) >= target) return false;
-      cpu_relax();
-      if (spins % 64 == 0 && std::chrono::steady_clock::now() - start > spin_) break;
-    }
-    for (int64_t seen; (seen = arrived_.load(std::memory_order_acquire)) < target;)
-      arrived_.wait(seen, std::memory_order_acquire);
-    return true;
-  }
-
- private:
-  const int threads_;
-  const std::chrono::microseconds spin_;
-  alignas(64) std::atomic<int64_t> arrived_{0};
-};
-
-// How long a barrier spins before it sleeps: PYMAKEMORE_ENGINE_SPIN_US microseconds, default
-// 200 (a step takes tens; a thread that waits longer shares its core with another process).
-std::chrono::microseconds spin_limit() {
-  const char* us = std::getenv("PYMAKEMORE_ENGINE_SPIN_US");
-  return std::chrono::microseconds(us && *us ? std::max(0L, std::atol(us)) : 200);
-}
+using namespace engine;
 
 // Two threads go on as one (the numbers do not change) once their barriers have slept this
 // often within a window of steps: one core is not theirs, and two threads taking turns on it
 // are slower than one thread doing both halves.
 constexpr int kSleepsToGoSolo = 3;
 constexpr int64_t kSleepWindow = 1000;
-
-using Vec = simd::vec_t<float>;
-constexpr int64_t L = simd::Vec<float>::lanes;
-constexpr int64_t kRows = simd::kTileRows;  // a register tile: kRows x kMaxVecs vectors
-constexpr int64_t kMaxVecs = simd::kTileVecs;
-static_assert(L % kRows == 0, "the padded sizes (whole vectors) must be whole tiles");
-static_assert(kMaxVecs == 2, "product() takes tiles of two vectors, then of one");
-
-// Zero-initialised floats on 64-byte boundaries, so that the rows of the padded layouts
-// (whole vectors long) load and store without crossing cache lines. (Not a std::vector of
-// vectors: its allocator, compiled for the baseline, does not honour their 32- or 64-byte
-// alignment.)
-class AlignedFloats {
- public:
-  explicit AlignedFloats(int64_t n)
-      : bytes_(static_cast<size_t>(cpu::round_up(std::max<int64_t>(n, 1), 16)) * sizeof(float)),
-        storage_(static_cast<float*>(std::aligned_alloc(64, bytes_))) {
-    if (!storage_) throw std::bad_alloc();
-    std::memset(storage_.get(), 0, bytes_);
-  }
-  float* get() { return storage_.get(); }
-  const float* get() const { return storage_.get(); }
-  float& operator[](int64_t i) { return get()[i]; }
-  float operator[](int64_t i) const { return get()[i]; }
-
- private:
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  size_t bytes_;
-  std::unique_ptr<float, Free> storage_;
-};
-
-// acc[i][v] = sum over r < n of a[i * a_row + r * a_red] * b[r * b_row + v * L], for kRows
-// rows i and NV vectors v: the scalars of a are broadcast, the vectors of b loaded. Not inlined:
-// on its own the loop keeps every accumulator in a register; inlined next to an epilogue that
-// needs many (tanh's constants), the compiler spills the accumulators instead.
-template <int64_t NV>
-__attribute__((noinline)) void tile(const float* a, int64_t a_row, int64_t a_red,
-                                    const float* b, int64_t b_row, int64_t n,
-                                    Vec (&acc)[kRows][NV]) {
-  Vec sum[kRows][NV];
-  for (int64_t i = 0; i < kRows; ++i)
-    for (int64_t v = 0; v < NV; ++v) sum[i][v] = Vec{};
-  for (int64_t r = 0; r < n; ++r) {
-    Vec bv[NV];
-    for (int64_t v = 0; v < NV; ++v) bv[v] = simd::load(b + r * b_row + v * L);
-    for (int64_t i = 0; i < kRows; ++i) {
-      const Vec s = simd::broadcast(a[i * a_row + r * a_red]);
-      for (int64_t v = 0; v < NV; ++v) sum[i][v] += s * bv[v];
-    }
-  }
-  for (int64_t i = 0; i < kRows; ++i)
-    for (int64_t v = 0; v < NV; ++v) acc[i][v] = sum[i][v];
-}
-
-// The product above for rows [0, rows) (a multiple of kRows) and vectors [0, vecs), tile by
-// tile; epilogue(row0, vec0, acc) consumes each tile's accumulators while they are in registers.
-template <typename Epilogue>
-inline void product(int64_t rows, int64_t vecs, const float* a, int64_t a_row, int64_t a_red,
-                    const float* b, int64_t b_row, int64_t n, const Epilogue& epilogue) {
-  for (int64_t i0 = 0; i0 < rows; i0 += kRows) {
-    for (int64_t v0 = 0; v0 < vecs; v0 += kMaxVecs) {
-      if (vecs - v0 >= 2) {
-        Vec acc[kRows][2];
-        tile(a + i0 * a_row, a_row, a_red, b + v0 * L, b_row, n, acc);
-        epilogue(i0, v0, acc);
-      } else {
-        Vec acc[kRows][1];
-        tile(a + i0 * a_row, a_row, a_red, b + v0 * L, b_row, n, acc);
-        epilogue(i0, v0, acc);
-      }
-    }
-  }
-}
-
-template <typename Acc>
-constexpr int64_t vecs_of(const Acc&) {
-  return std::extent_v<Acc, 1>;
-}
-
-// Epilogues: a tile written to rows of out, or (a weight update straight from the registers)
-// subtracted, times step, from rows of w; rows `stride` floats apart.
-inline auto store_rows(float* out, int64_t stride) {
-  return [=](int64_t r0, int64_t v0, const auto& acc) {
-    for (int64_t r = 0; r < kRows; ++r)
-      for (int64_t v = 0; v < vecs_of(acc); ++v)
-        simd::store(out + (r0 + r) * stride + (v0 + v) * L, acc[r][v]);
-  };
-}
-
-inline auto subtract_from_rows(float* w, int64_t stride, Vec step) {
-  return [=](int64_t r0, int64_t v0, const auto& acc) {
-    for (int64_t r = 0; r < kRows; ++r)
-      for (int64_t v = 0; v < vecs_of(acc); ++v) {
-        float* p = w + (r0 + r) * stride + (v0 + v) * L;
-        simd::store(p, simd::load(p) - step * acc[r][v]);
-      }
-  };
-}
-
-// The hidden units of one half: real units [first, first + count), kept in rows
-// [row0, row0 + rows) of the padded layouts (rows past count are zero and stay zero: their
-// activations, and so every gradient through them, are 0).
-struct HiddenHalf {
-  int64_t first, count, row0, rows;
-};
 
 class MlpSteps {
  public:
@@ -191,9 +41,7 @@ class MlpSteps {
         H(shape.n_hidden), Bp(cpu::round_up(B, L)), Kp(cpu::round_up(K + 1, L)),
         Vp(cpu::round_up(V, L)), X_(X), Y_(Y), n_train_(n_train), params_(params),
         threads_(threads), barrier_(threads, spin_limit()) {
-    const int64_t n0 = std::min(H, cpu::round_up(cpu::ceil_div(H, 2), kRows));
-    halves_[0] = {0, n0, 0, cpu::round_up(n0, kRows)};
-    halves_[1] = {n0, H - n0, halves_[0].rows, cpu::round_up(H - n0, kRows)};
+    halves_ = split_units(H);
     const int64_t Hp = halves_[0].rows + halves_[1].rows;
     W1p_ = AlignedFloats(Hp * Kp);
     W2t_ = AlignedFloats(Hp * Vp);
@@ -242,19 +90,18 @@ class MlpSteps {
 
  private:
   // What each thread keeps to itself: its copies of C and b2, the minibatch, its
-  // embeddings, the loss's buffers.
+  // embeddings, the loss and its buffers.
   struct ThreadState {
     explicit ThreadState(const MlpSteps& m)
         : C(m.params_.C, m.params_.C + m.V * m.D), b2(m.params_.b2, m.params_.b2 + m.V),
-          dC(m.V * m.D), emb(m.B * m.Kp), embT(m.Kp * m.Bp), logitsT(m.Vp * m.Bp),
-          dlogitsT(m.Vp * m.Bp), dlogits(m.B * m.Vp), max_logit(m.Bp), sum_exp(m.Bp),
-          scale(m.Bp), rows(m.B), next_rows(m.B), xb(m.B * m.T), yb(m.B) {
+          dC(m.V * m.D), emb(m.B * m.Kp), embT(m.Kp * m.Bp), loss(m.V, m.B), rows(m.B),
+          next_rows(m.B), xb(m.B * m.T), yb(m.B) {
       // the input column of ones, which the gathers leave alone
       for (int64_t b = 0; b < m.B; ++b) emb[b * m.Kp + m.K] = embT[m.K * m.Bp + b] = 1.0f;
     }
     std::vector<float> C, b2, dC;
-    AlignedFloats emb, embT, logitsT, dlogitsT, dlogits;  // emb (B, Kp), the others transposed
-    std::vector<float> max_logit, sum_exp, scale;
+    AlignedFloats emb, embT;  // emb (B, Kp), embT transposed
+    ColumnLoss loss;
     std::vector<int64_t> rows, next_rows, xb, yb;
   };
 
@@ -349,49 +196,10 @@ class MlpSteps {
             store_rows(partial_logitsT_[i].get(), Bp));
   }
 
-  // Cross entropy with each example a lane: max-subtracted log-sum-exp, the mean loss, and
-  // dlogits = (softmax - one_hot) / B (zero in the padding lanes) in both layouts; b2's update.
+  // the loss, dlogits in both layouts and b2's update (ColumnLoss)
   float loss_and_gradient(ThreadState& own, float lr) {
-    float* max_logit = own.max_logit.data();
-    float* sum_exp = own.sum_exp.data();
-    std::fill(max_logit, max_logit + Bp, -std::numeric_limits<float>::infinity());
-    std::fill(sum_exp, sum_exp + Bp, 0.0f);
-    for (int64_t v = 0; v < V; ++v) {
-      float* l = &own.logitsT[v * Bp];
-      const float* p0 = &partial_logitsT_[0][v * Bp];
-      const float* p1 = &partial_logitsT_[1][v * Bp];
-      for (int64_t b = 0; b < Bp; ++b) {
-        l[b] = p0[b] + p1[b] + own.b2[v];
-        max_logit[b] = std::max(max_logit[b], l[b]);
-      }
-    }
-    for (int64_t v = 0; v < V; ++v) {
-      for (int64_t c = 0; c < Bp; c += L) {
-        const Vec shifted = simd::load(&own.logitsT[v * Bp + c]) - simd::load(max_logit + c);
-        const Vec e = simd::exp<float>(shifted);
-        simd::store(&own.dlogitsT[v * Bp + c], e);
-        simd::store(sum_exp + c, simd::load(sum_exp + c) + e);
-      }
-    }
-    double loss = 0.0;
-    const float inv_batch = 1.0f / static_cast<float>(B);
-    for (int64_t b = 0; b < B; ++b) {
-      loss += max_logit[b] + math::log(sum_exp[b]) - own.logitsT[own.yb[b] * Bp + b];
-      own.scale[b] = inv_batch / sum_exp[b];
-    }
-    std::fill(own.scale.begin() + B, own.scale.end(), 0.0f);
-    for (int64_t v = 0; v < V; ++v)
-      for (int64_t b = 0; b < Bp; ++b) own.dlogitsT[v * Bp + b] *= own.scale[b];
-    for (int64_t b = 0; b < B; ++b) own.dlogitsT[own.yb[b] * Bp + b] -= inv_batch;
-    for (int64_t v = 0; v < V; ++v) {
-      float db2 = 0.0f;
-      for (int64_t b = 0; b < B; ++b) {
-        own.dlogits[b * Vp + v] = own.dlogitsT[v * Bp + b];
-        db2 += own.dlogitsT[v * Bp + b];
-      }
-      own.b2[v] -= lr * db2;
-    }
-    return static_cast<float>(loss / static_cast<double>(B));
+    return own.loss.run(partial_logitsT_[0].get(), partial_logitsT_[1].get(), own.b2.data(),
+                        own.yb.data(), lr);
   }
 
   // the half's gradients and updates; every use of a row's old weights comes before its update
@@ -403,7 +211,7 @@ class MlpSteps {
     float* w2 = &W2t_[hf.row0 * Vp];
     const Vec one = simd::broadcast(1.0f), step = simd::broadcast(lr);
     // dz = (W2^T dlogits) * (1 - h^2)
-    product(hf.rows, Bp / L, w2, Vp, 1, own.dlogitsT.get(), Bp, V,
+    product(hf.rows, Bp / L, w2, Vp, 1, own.loss.dlogitsT(), Bp, V,
             [&](int64_t r0, int64_t v0, const auto& acc) {
               for (int64_t r = 0; r < kRows; ++r)
                 for (int64_t v = 0; v < vecs_of(acc); ++v) {
@@ -413,7 +221,7 @@ class MlpSteps {
                 }
             });
     // W2 -= lr * dlogits^T h, row by row of W2^T
-    product(hf.rows, Vp / L, h, Bp, 1, own.dlogits.get(), Vp, B, subtract_from_rows(w2, Vp, step));
+    product(hf.rows, Vp / L, h, Bp, 1, own.loss.dlogits(), Vp, B, subtract_from_rows(w2, Vp, step));
     // the half's share of d_emb = W1^T dz
     product(cpu::round_up(K, kRows), Bp / L, w1, 1, Kp, dz, Bp, hf.rows,
             store_rows(partial_d_embT_[i].get(), Bp));
@@ -441,7 +249,7 @@ class MlpSteps {
   const int64_t n_train_;
   MlpParams params_;
   const int threads_;
-  HiddenHalf halves_[2];
+  std::array<HiddenHalf, 2> halves_;
   // shared: the weights and activations by rows of hidden units, the halves' partial sums
   AlignedFloats W1p_{0}, W2t_{0}, hiddenT_{0}, dzT_{0};
   AlignedFloats partial_logitsT_[2] = {AlignedFloats(0), AlignedFloats(0)};

@@ -65,6 +65,36 @@ struct MlpParams {
   float* b2;
 };
 
+// The BatchNorm models of makemore parts 3 and 5 as one chain (pymakemore.models.BNMLP and
+// WaveNet): embedding C (vocab, n_embd) over `block` positions, then per hidden layer `group`
+// consecutive positions side by side (part 5's FlattenConsecutive; the first layer of part 3
+// takes all `block`) -> linear (weight (out_features, group * in_features), optional bias) ->
+// BatchNorm (gain, shift; statistics over the batch and the remaining positions) -> tanh, and
+// a linear head (out_weight (vocab, last out_features), out_bias (vocab)) once one position is
+// left; float32.
+struct ChainLayer {
+  int64_t group, in_features, out_features;
+  float* weight;
+  float* bias;  // null: none
+  float* gain;
+  float* shift;
+  float* running_mean;
+  float* running_var;
+};
+
+struct ChainShape {
+  int64_t vocab, block, n_embd, batch, layers;
+  double momentum, eps;  // the running statistics' momentum (torch's meaning), BatchNorm's eps
+  bool unbiased;         // normalise by the unbiased batch variance (the lectures) or the biased
+};
+
+struct ChainParams {
+  float* C;
+  ChainLayer* layers;  // shape.layers of them
+  float* out_weight;
+  float* out_bias;
+};
+
 // Minibatch row b of step s: a counter-based hash of (seed, s, b) reduced to [0, n_train):
 // the same draws whatever the thread count, and a resumed run continues the sequence.
 int64_t mlp_batch_index(uint64_t seed, int64_t step, int64_t b, int64_t n_train);

@@ -1,0 +1,449 @@
+// Whole training steps of the BatchNorm models of makemore parts 3 and 5 (ChainShape: bnmlp,
+// bnmlp-deep, wavenet) in C++: minibatch draw, forward, backward, SGD update and running
+// statistics, with no autograd, dispatcher or Python between them and nothing allocated per
+// step. Compiled once per instruction-set level (csrc/cpu/levels/).
+//
+// Layouts, as the MLP engine (kernels/mlp_engine.cpp, whose building blocks this shares):
+// activations are kept transposed, (features, columns), a column being one (example, position)
+// of the layer, so that the products run with vectors along the columns and the weights as
+// broadcast scalars; the weight gradients run with vectors along a weight row and leave the
+// registers straight into the weights. A layer's columns are P groups of Bp (the batch padded
+// to whole vectors), the groups ordered so that the next layer's flattening of `group`
+// consecutive positions is a plain matrix: the output of layer i is written as the input of
+// layer i + 1, whose row j * F + f holds feature f of the j-th position of each group, in
+// contiguous columns. Both layouts of each input, (features, columns) and (columns, features),
+// are written as the previous layer's tanh leaves the registers.
+//
+// Threads split each layer's units in two halves (the same split on one thread, so both give
+// the same numbers): BatchNorm's statistics are per unit, so a unit needs no other thread's
+// work until the next layer reads all of them. The threads meet once after each layer's
+// forward (the last one's with its share of the logits) and once after each layer's backward
+// (its share of the input's gradient); the loss, the head's bias and the embeddings each
+// thread computes for itself, identically.
+#include "this_level.h"  // first: see there
+
+#include "common.h"
+#include "cpu_math.h"
+#include "engine_parts.h"
+#include "simd.h"
+
+namespace pymakemore::PYMAKEMORE_LEVEL {
+namespace {
+
+using namespace engine;
+
+// The sums of the valid lanes of a row of n floats (n whole vectors), in float vectors of at
+// most kSumVectors, each added to a double total: an accurate sum over long rows too.
+constexpr int64_t kSumVectors = 64;
+
+template <typename Term>
+double row_sum(int64_t n, const Term& term) {
+  double total = 0.0;
+  for (int64_t c0 = 0; c0 < n; c0 += kSumVectors * L) {
+    Vec acc{};
+    for (int64_t c = c0; c < std::min(n, c0 + kSumVectors * L); c += L) acc += term(c);
+    for (int64_t l = 0; l < L; ++l) total += acc[l];
+  }
+  return total;
+}
+
+// One hidden layer: its sizes, parameters in padded layouts and per-step buffers.
+struct Layer {
+  ChainLayer given;         // the caller's parameters (copied in, and back at the end)
+  int64_t k, F, Fp, K, Kp;  // group; input features (real, padded); K = k * Fp, padded to L
+  int64_t H, Hp, C, N;      // units (real, padded); columns; valid columns (batch x groups)
+  int64_t next_C;           // columns of the next layer (or of the head): C / its group
+  std::array<HiddenHalf, 2> halves;
+  std::vector<int64_t> input_row;  // the padded row of each real input feature
+  AlignedFloats W{0};               // (Hp, Kp)
+  std::vector<float> bias, gain, shift, running_mean, running_var, mean, invstd;  // Hp each
+  AlignedFloats xhat{0}, dz{0};     // (Hp, C): z normalised; the gradient before BatchNorm
+  AlignedFloats partial_dx[2] = {AlignedFloats(0), AlignedFloats(0)};  // per half: (Kp, C)
+  AlignedFloats xT{0}, x{0};  // the input (Kp, C) and (C, Kp); layer 0's are each thread's
+};
+
+class ChainSteps {
+ public:
+  ChainSteps(const ChainShape& shape, const ChainParams& params, const int64_t* X,
+             const int64_t* Y, int64_t n_train, int threads)
+      : shape_(shape), B(shape.batch), V(shape.vocab), T(shape.block), D(shape.n_embd),
+        Bp(cpu::round_up(B, L)), Vp(cpu::round_up(V, L)), X_(X), Y_(Y), n_train_(n_train),
+        params_(params), threads_(threads), barrier_(threads, spin_limit()) {
+    int64_t positions = T, F = D, Fp = D;
+    std::vector<int64_t> input_row(static_cast<size_t>(D));
+    for (int64_t f = 0; f < D; ++f) input_row[f] = f;
+    layers_.resize(static_cast<size_t>(shape.layers));
+    for (int64_t i = 0; i < shape.layers; ++i) {
+      Layer& ly = layers_[i];
+      ly.given = params.layers[i];
+      ly.k = ly.given.group;
+      positions /= ly.k;
+      ly.F = F, ly.Fp = Fp, ly.K = ly.k * Fp, ly.Kp = cpu::round_up(ly.K, L);
+      ly.H = ly.given.out_features;
+      ly.halves = split_units(ly.H);
+      ly.Hp = ly.halves[0].rows + ly.halves[1].rows;
+      ly.C = positions * Bp, ly.N = positions * B;
+      ly.input_row = input_row;
+      ly.W = AlignedFloats(ly.Hp * ly.Kp);
+      for (auto* v : {&ly.bias, &ly.gain, &ly.shift, &ly.running_mean, &ly.running_var,
+                      &ly.mean, &ly.invstd})
+        v->assign(static_cast<size_t>(ly.Hp), 0.0f);
+      ly.xhat = AlignedFloats(ly.Hp * ly.C);
+      ly.dz = AlignedFloats(ly.Hp * ly.C);
+      for (AlignedFloats& p : ly.partial_dx) p = AlignedFloats(ly.Kp * ly.C);
+      if (i > 0) {
+        ly.xT = AlignedFloats(ly.Kp * ly.C);
+        ly.x = AlignedFloats(ly.C * ly.Kp);
+      }
+      // the units' padded rows, which are the next layer's input rows
+      input_row.assign(static_cast<size_t>(ly.H), 0);
+      for (const HiddenHalf& hf : ly.halves)
+        for (int64_t u = 0; u < hf.count; ++u) input_row[hf.first + u] = hf.row0 + u;
+      F = ly.H, Fp = ly.Hp;
+    }
+    for (int64_t i = 0; i < shape.layers; ++i)
+      layers_[i].next_C = i + 1 < shape.layers ? layers_[i + 1].C : Bp;
+    head_rows_ = input_row;
+    Hh_ = F, Hhp_ = Fp;
+    head_xT_ = AlignedFloats(Hhp_ * Bp);
+    head_dxT_ = AlignedFloats(Hhp_ * Bp);
+    head_wT_ = AlignedFloats(Hhp_ * Vp);
+    for (AlignedFloats& p : partial_logitsT_) p = AlignedFloats(Vp * Bp);
+    column_of_position_ = positions_to_columns();
+    mask_ = AlignedFloats(layers_[0].C);
+    for (int64_t c = 0; c < layers_[0].C; ++c) mask_[c] = c % Bp < B ? 1.0f : 0.0f;
+    copy_in();
+    for (int t = 0; t < threads; ++t) own_.emplace_back(*this);
+  }
+
+  // `steps` steps from first_step; thread 0 of the caller, thread 1 (if any) started here
+  void run(const float* lrs, int64_t steps, int64_t first_step, uint64_t seed,
+           const int64_t* batch_indices, float* losses) {
+    const auto work = [&](int t) {
+      steps_on(t, lrs, steps, first_step, seed, batch_indices, losses);
+    };
+    if (threads_ >= 2) {
+      std::thread second(work, 1);
+      work(0);
+      second.join();
+    } else {
+      work(0);
+    }
+    copy_out();
+  }
+
+ private:
+  // What each thread keeps to itself: its copies of C and the head's bias, the minibatch, the
+  // first layer's input, the loss and its buffers.
+  struct ThreadState {
+    explicit ThreadState(const ChainSteps& m)
+        : C(m.params_.C, m.params_.C + m.V * m.D),
+          out_bias(m.params_.out_bias, m.params_.out_bias + m.V), dC(m.V * m.D),
+          xT(m.layers_[0].Kp * m.layers_[0].C), x(m.layers_[0].C * m.layers_[0].Kp),
+          loss(m.V, m.B), rows(m.B), next_rows(m.B), xb(m.B * m.T), yb(m.B) {}
+    std::vector<float> C, out_bias, dC;
+    AlignedFloats xT, x;
+    ColumnLoss loss;
+    std::vector<int64_t> rows, next_rows, xb, yb;
+  };
+
+  // The first layer's column group of each embedding position: groups are ordered so that
+  // each layer's input is a plain matrix (see the top of the file): position t of a level
+  // whose layer takes k at a time sits at group (t % k) * (groups of the next level) +
+  // (the group of t / k at the next level).
+  std::vector<int64_t> positions_to_columns() const {
+    // the groups of the output of layer i, from the last layer's one position down to layer 0
+    std::vector<int64_t> group_of{0};
+    for (int64_t i = shape_.layers - 1; i >= 1; --i) {
+      const int64_t k = layers_[i].k, next = static_cast<int64_t>(group_of.size());
+      std::vector<int64_t> here(static_cast<size_t>(next * k));
+      for (int64_t t = 0; t < next * k; ++t) here[t] = (t % k) * next + group_of[t / k];
+      group_of.swap(here);
+    }
+    // position t of the embeddings: row (t % k0) * D + d of layer 0, column group group_of[t / k0]
+    std::vector<int64_t> column(static_cast<size_t>(T));
+    const int64_t k0 = layers_[0].k;
+    for (int64_t t = 0; t < T; ++t) column[t] = group_of[t / k0] * Bp;
+    return column;
+  }
+
+  // The caller's parameters into the padded layouts, and back.
+  void copy_in() {
+    for (Layer& ly : layers_) {
+      const ChainLayer& g = ly.given;
+      const int64_t in = ly.k * ly.F;
+      for (const HiddenHalf& hf : ly.halves)
+        for (int64_t u = 0; u < hf.count; ++u) {
+          const int64_t unit = hf.first + u, row = hf.row0 + u;
+          for (int64_t j = 0; j < ly.k; ++j)
+            for (int64_t f = 0; f < ly.F; ++f)
+              ly.W[row * ly.Kp + j * ly.Fp + ly.input_row[f]] = g.weight[unit * in + j * ly.F + f];
+          if (g.bias) ly.bias[row] = g.bias[unit];
+          ly.gain[row] = g.gain[unit];
+          ly.shift[row] = g.shift[unit];
+          ly.running_mean[row] = g.running_mean[unit];
+          ly.running_var[row] = g.running_var[unit];
+        }
+    }
+    for (int64_t u = 0; u < Hh_; ++u)
+      for (int64_t v = 0; v < V; ++v) head_wT_[head_rows_[u] * Vp + v] = params_.out_weight[v * Hh_ + u];
+  }
+
+  void copy_out() {
+    // every thread's C and head bias are the same
+    std::copy(own_[0].C.begin(), own_[0].C.end(), params_.C);
+    std::copy(own_[0].out_bias.begin(), own_[0].out_bias.end(), params_.out_bias);
+    for (Layer& ly : layers_) {
+      const ChainLayer& g = ly.given;
+      const int64_t in = ly.k * ly.F;
+      for (const HiddenHalf& hf : ly.halves)
+        for (int64_t u = 0; u < hf.count; ++u) {
+          const int64_t unit = hf.first + u, row = hf.row0 + u;
+          for (int64_t j = 0; j < ly.k; ++j)
+            for (int64_t f = 0; f < ly.F; ++f)
+              g.weight[unit * in + j * ly.F + f] = ly.W[row * ly.Kp + j * ly.Fp + ly.input_row[f]];
+          if (g.bias) g.bias[unit] = ly.bias[row];
+          g.gain[unit] = ly.gain[row];
+          g.shift[unit] = ly.shift[row];
+          g.running_mean[unit] = ly.running_mean[row];
+          g.running_var[unit] = ly.running_var[row];
+        }
+    }
+    for (int64_t u = 0; u < Hh_; ++u)
+      for (int64_t v = 0; v < V; ++v) params_.out_weight[v * Hh_ + u] = head_wT_[head_rows_[u] * Vp + v];
+  }
+
+  void steps_on(int t, const float* lrs, int64_t steps, int64_t first_step, uint64_t seed,
+                const int64_t* batch_indices, float* losses) {
+    ThreadState& own = own_[t];
+    const bool together = threads_ >= 2;
+    const int first_half = together ? t : 0, end_half = together ? t + 1 : 2;
+    const int64_t n_layers = shape_.layers;
+    int64_t round = 0;
+    const auto meet = [&] {
+      if (together) barrier_.wait(++round);
+    };
+    // the minibatch rows of a step are drawn one step ahead and their examples prefetched
+    const auto draw = [&](int64_t s, std::vector<int64_t>& out) {
+      if (s >= steps) return;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t row = out[b] = batch_indices
+                                         ? batch_indices[s * B + b]
+                                         : mlp_batch_index(seed, first_step + s, b, n_train_);
+        __builtin_prefetch(X_ + row * T);
+        __builtin_prefetch(Y_ + row);
+      }
+    };
+    draw(0, own.next_rows);
+    for (int64_t s = 0; s < steps; ++s) {
+      const float lr = lrs[s];
+      own.rows.swap(own.next_rows);
+      draw(s + 1, own.next_rows);
+      gather(own);
+      for (int64_t i = 0; i < n_layers; ++i) {
+        const float* xT = i == 0 ? own.xT.get() : layers_[i].xT.get();
+        for (int h = first_half; h < end_half; ++h) {
+          forward(i, h, xT);
+          if (i + 1 == n_layers) head_forward(h);
+        }
+        meet();
+      }
+      const float loss = own.loss.run(partial_logitsT_[0].get(), partial_logitsT_[1].get(),
+                                      own.out_bias.data(), own.yb.data(), lr);
+      if (t == 0) losses[s] = loss;
+      for (int h = first_half; h < end_half; ++h) head_backward(own, h, lr);
+      for (int64_t i = n_layers - 1; i >= 0; --i) {
+        const float* x = i == 0 ? own.x.get() : layers_[i].x.get();
+        for (int h = first_half; h < end_half; ++h) backward(i, h, x, lr);
+        meet();
+      }
+      update_embeddings(own, lr);
+    }
+  }
+
+  void gather(ThreadState& own) const {
+    const Layer& first = layers_[0];
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t row = own.rows[b];
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t id = own.xb[b * T + t] = X_[row * T + t];
+        const float* src = own.C.data() + id * D;
+        const int64_t column = column_of_position_[t] + b, at = (t % first.k) * D;
+        for (int64_t d = 0; d < D; ++d) {
+          own.xT[(at + d) * first.C + column] = src[d];
+          own.x[column * first.Kp + at + d] = src[d];
+        }
+      }
+      own.yb[b] = Y_[row];
+    }
+  }
+
+  // The next layer's input (or the head's) in both layouts: (next Kp, next C) and its transpose.
+  float* next_xT(int64_t i) {
+    return i + 1 < shape_.layers ? layers_[i + 1].xT.get() : head_xT_.get();
+  }
+
+  // z = W x for the half's units, then BatchNorm's statistics, xhat and y = tanh(gain xhat +
+  // shift) of each unit's row, y written as the next layer's input
+  void forward(int64_t i, int h, const float* xT) {
+    Layer& ly = layers_[i];
+    const HiddenHalf& hf = ly.halves[h];
+    product(hf.rows, ly.C / L, &ly.W[hf.row0 * ly.Kp], ly.Kp, 1, xT, ly.C, ly.K,
+            store_rows(&ly.xhat[hf.row0 * ly.C], ly.C));
+    float* yT = next_xT(i);
+    float* y = i + 1 < shape_.layers ? layers_[i + 1].x.get() : nullptr;
+    const int64_t next_Kp = i + 1 < shape_.layers ? layers_[i + 1].Kp : 0;
+    const float* mask = mask_.get();
+    const double n = static_cast<double>(ly.N);
+    for (int64_t r = hf.row0; r < hf.row0 + hf.rows; ++r) {
+      float* z = &ly.xhat[r * ly.C];
+      if (ly.given.bias) {
+        const Vec b = simd::broadcast(ly.bias[r]);
+        for (int64_t c = 0; c < ly.C; c += L) simd::store(z + c, simd::load(z + c) + b);
+      }
+      const double mean =
+          row_sum(ly.C, [&](int64_t c) { return simd::load(z + c) * simd::load(mask + c); }) / n;
+      const Vec m = simd::broadcast(static_cast<float>(mean));
+      const double squares = row_sum(ly.C, [&](int64_t c) {
+        const Vec d = (simd::load(z + c) - m) * simd::load(mask + c);
+        return d * d;
+      });
+      const double unbiased_var = squares / (n - 1.0);
+      const double var = shape_.unbiased ? unbiased_var : squares / n;
+      const float invstd = static_cast<float>(1.0 / std::sqrt(var + shape_.eps));
+      ly.mean[r] = static_cast<float>(mean);
+      ly.invstd[r] = invstd;
+      const double momentum = shape_.momentum;
+      ly.running_mean[r] = static_cast<float>(ly.running_mean[r] + momentum * (mean - ly.running_mean[r]));
+      ly.running_var[r] = static_cast<float>(ly.running_var[r] + momentum * (unbiased_var - ly.running_var[r]));
+      const Vec scale = simd::broadcast(invstd), gain = simd::broadcast(ly.gain[r]),
+                shift = simd::broadcast(ly.shift[r]);
+      for (int64_t c = 0; c < ly.C; c += L) {
+        const Vec xh = (simd::load(z + c) - m) * scale;
+        simd::store(z + c, xh);
+        const Vec out = simd::tanh<float>(gain * xh + shift) * simd::load(mask + c);
+        // column c is column c % next_C of group j = c / next_C of the next layer's input
+        const int64_t j = c / ly.next_C, cn = c % ly.next_C, row = j * ly.Hp + r;
+        simd::store(yT + row * ly.next_C + cn, out);
+        if (y)
+          for (int64_t l = 0; l < L; ++l) y[(cn + l) * next_Kp + row] = out[l];
+      }
+    }
+  }
+
+  // the half's share of the logits, from its units of the last layer
+  void head_forward(int h) {
+    const HiddenHalf& hf = layers_.back().halves[h];
+    product(cpu::round_up(V, kRows), Bp / L, &head_wT_[hf.row0 * Vp], 1, Vp,
+            &head_xT_[hf.row0 * Bp], Bp, hf.rows, store_rows(partial_logitsT_[h].get(), Bp));
+  }
+
+  // the gradient of the half's units of the last layer, then the head's update of their rows
+  void head_backward(const ThreadState& own, int h, float lr) {
+    const HiddenHalf& hf = layers_.back().halves[h];
+    float* wT = &head_wT_[hf.row0 * Vp];
+    product(hf.rows, Bp / L, wT, Vp, 1, own.loss.dlogitsT(), Bp, V,
+            store_rows(&head_dxT_[hf.row0 * Bp], Bp));
+    product(hf.rows, Vp / L, &head_xT_[hf.row0 * Bp], Bp, 1, own.loss.dlogits(), Vp, B,
+            subtract_from_rows(wT, Vp, simd::broadcast(lr)));
+  }
+
+  // BatchNorm and tanh backward for the half's units (their gain, shift and bias updated),
+  // then the half's share of the gradient of the layer's input and its rows of W updated
+  void backward(int64_t i, int h, const float* x, float lr) {
+    Layer& ly = layers_[i];
+    const HiddenHalf& hf = ly.halves[h];
+    const bool last = i + 1 == shape_.layers;
+    // the gradient of the layer's output, in the layout of the next layer's input
+    const float* gy0 = last ? head_dxT_.get() : layers_[i + 1].partial_dx[0].get();
+    const float* gy1 = last ? nullptr : layers_[i + 1].partial_dx[1].get();
+    const float* yT = last ? head_xT_.get() : layers_[i + 1].xT.get();
+    const float* mask = mask_.get();
+    const double n = static_cast<double>(ly.N);
+    const Vec one = simd::broadcast(1.0f);
+    for (int64_t r = hf.row0; r < hf.row0 + hf.rows; ++r) {
+      const float* xh = &ly.xhat[r * ly.C];
+      float* dz = &ly.dz[r * ly.C];
+      // dz holds the gradient before tanh first
+      for (int64_t c = 0; c < ly.C; c += L) {
+        const int64_t at = ((c / ly.next_C) * ly.Hp + r) * ly.next_C + c % ly.next_C;
+        Vec gy = simd::load(gy0 + at);
+        if (gy1) gy += simd::load(gy1 + at);
+        const Vec y = simd::load(yT + at);
+        simd::store(dz + c, gy * (one - y * y) * simd::load(mask + c));
+      }
+      const double dshift = row_sum(ly.C, [&](int64_t c) { return simd::load(dz + c); });
+      const double dgain =
+          row_sum(ly.C, [&](int64_t c) { return simd::load(dz + c) * simd::load(xh + c); });
+      const float gain = ly.gain[r];
+      const Vec scale = simd::broadcast(gain * ly.invstd[r]),
+                mean_d = simd::broadcast(static_cast<float>(dshift / n)),
+                mean_dx = simd::broadcast(
+                    static_cast<float>(dgain / (shape_.unbiased ? n - 1.0 : n)));
+      for (int64_t c = 0; c < ly.C; c += L)
+        simd::store(dz + c, scale * (simd::load(dz + c) - mean_d - simd::load(xh + c) * mean_dx) *
+                                simd::load(mask + c));
+      if (ly.given.bias)
+        ly.bias[r] -= lr * static_cast<float>(row_sum(ly.C, [&](int64_t c) { return simd::load(dz + c); }));
+      ly.gain[r] = gain - lr * static_cast<float>(dgain);
+      ly.shift[r] -= lr * static_cast<float>(dshift);
+    }
+    // the half's share of the input's gradient, with the old weights; then W -= lr dz x
+    product(cpu::round_up(ly.K, kRows), ly.C / L, &ly.W[hf.row0 * ly.Kp], 1, ly.Kp,
+            &ly.dz[hf.row0 * ly.C], ly.C, hf.rows, store_rows(ly.partial_dx[h].get(), ly.C));
+    product(hf.rows, ly.Kp / L, &ly.dz[hf.row0 * ly.C], ly.C, 1, x, ly.Kp, ly.C,
+            subtract_from_rows(&ly.W[hf.row0 * ly.Kp], ly.Kp, simd::broadcast(lr)));
+  }
+
+  // C -= lr * dC, dC the two halves' gradients of the first layer's input added up per character
+  void update_embeddings(ThreadState& own, float lr) const {
+    const Layer& first = layers_[0];
+    std::fill(own.dC.begin(), own.dC.end(), 0.0f);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t) {
+        float* g = &own.dC[own.xb[b * T + t] * D];
+        const int64_t column = column_of_position_[t] + b, at = (t % first.k) * D;
+        for (int64_t d = 0; d < D; ++d) {
+          const int64_t e = (at + d) * first.C + column;
+          g[d] += first.partial_dx[0][e] + first.partial_dx[1][e];
+        }
+      }
+    for (int64_t e = 0; e < V * D; ++e) own.C[e] -= lr * own.dC[e];
+  }
+
+  const ChainShape shape_;
+  const int64_t B, V, T, D, Bp, Vp;
+  const int64_t* X_;
+  const int64_t* Y_;
+  const int64_t n_train_;
+  ChainParams params_;
+  const int threads_;
+  std::vector<Layer> layers_;
+  std::vector<int64_t> head_rows_;  // the padded row of each of the last layer's units
+  int64_t Hh_ = 0, Hhp_ = 0;        // the last layer's units (real, padded)
+  // shared: the head's input (Hhp, Bp), the gradient of it, its weight transposed (Hhp, Vp)
+  AlignedFloats head_xT_{0}, head_dxT_{0}, head_wT_{0};
+  AlignedFloats partial_logitsT_[2] = {AlignedFloats(0), AlignedFloats(0)};
+  std::vector<int64_t> column_of_position_;
+  AlignedFloats mask_{0};  // 1 in the columns of real examples, 0 in the batch's padding
+  std::vector<ThreadState> own_;
+  Barrier barrier_;
+};
+
+}  // namespace
+
+int64_t chain_train_steps(const ChainShape& shape, ChainParams params, const int64_t* X,
+                          const int64_t* Y, int64_t n_train, const float* lrs, int64_t steps,
+                          int64_t first_step, uint64_t seed, const int64_t* batch_indices,
+                          float* losses, int threads) {
+  // every character id used below is checked once, up front
+  for (int64_t i = 0; i < n_train * shape.block; ++i)
+    if (X[i] < 0 || X[i] >= shape.vocab) return i;
+  for (int64_t i = 0; i < n_train; ++i)
+    if (Y[i] < 0 || Y[i] >= shape.vocab) return n_train * shape.block + i;
+  ChainSteps engine(shape, params, X, Y, n_train, std::min(threads, 2));
+  engine.run(lrs, steps, first_step, seed, batch_indices, losses);
+  return kAllValid;
+}
+
+}  // namespace pymakemore::PYMAKEMORE_LEVEL
