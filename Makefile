@@ -34,7 +34,7 @@ ctest: $(VENV)/.installed
 # each lower one (PYMAKEMORE_CPU_LEVEL; see csrc/cpu/this_level.h).
 KERNEL_TESTS := tests/test_cross_entropy.py tests/test_embedding.py tests/test_linear.py \
 	tests/test_engines.py tests/test_autograd_compile.py tests/test_linear_cross_entropy.py \
-	tests/test_batch_norm.py
+	tests/test_batch_norm.py tests/test_chain_engine.py
 LOWER_LEVELS = $(shell $(PY) -c "import pymakemore._C as C; l = ['portable', 'avx2', 'avx512']; \
 	print(*l[:l.index(C.best_cpu_level())])")
 

@@ -36,6 +36,20 @@ class UpdateRatios:
         """Every step of the first thousand (where the lecture looks), then every 100th."""
         return step < 1000 or step % 100 == 0
 
+    @staticmethod
+    def next_wanted(step: int) -> int:
+        """The first wanted step after `step`."""
+        return step + 1 if step + 1 < 1000 else max(1000, (step // 100 + 1) * 100)
+
+    @torch.no_grad()
+    def record_update(self, step: int, before: list[Tensor]) -> None:
+        """The same ratio from the update itself, for engines that leave no .grad: call after
+        the step with the parameters as they were before it (std(before - after) is
+        std(lr * grad) for SGD, to float rounding)."""
+        ratios = [((b - p).std() / b.std()).log10() for b, p in zip(before, self.params)]
+        self.steps.append(step)
+        self.values.append(torch.stack(ratios))
+
     @torch.no_grad()
     def record(self, step: int, lr: float) -> None:
         """Call after backward, before the update."""

@@ -9,11 +9,12 @@ of steps.
 - "graph": CUDA only: one whole SGD step (minibatch draw, forward, backward, update) captured
   once in a CUDA graph and replayed, the learning rate in device memory; the same minibatches
   as "ops" (the same generator, advanced by each replay), no Python or launches per op.
-- "fused": the makemore MLP's whole steps in one call per block (minibatch draw, forward,
-  backward, update), no Python, autograd or dispatcher between ops: C++ on the CPU (two
-  threads), one persistent kernel on CUDA (every parameter in one block's shared memory).
-  float32, MLP only. Minibatches come from a counter-based hash of (seed, step, row), the same
-  on both devices, so a resumed run continues the same sequence.
+- "fused": whole steps in one call per block (minibatch draw, forward, backward, update), no
+  Python, autograd or dispatcher between ops, float32. The MLP: C++ on the CPU (two threads),
+  one persistent kernel on CUDA (every parameter in one block's shared memory). The BatchNorm
+  models (bnmlp, wavenet): C++ on the CPU (two threads), the running statistics updated at
+  every step; on CUDA the graph engine runs them. Minibatches come from a counter-based hash of
+  (seed, step, row), the same on both devices, so a resumed run continues the same sequence.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import torch
 from . import _C  # noqa: F401  (registers torch.ops.pymakemore.*)
 from . import distributed, manual_backprop
 from .devices import has_cuda_kernels
-from .models import MLP
+from .models import BNMLP, MLP, WaveNet
 from .models.layers import IGNORE_TARGET
 
 WARMUP_STEPS = 2  # eager steps (real ones) before the capture, as CUDA graphs require
@@ -120,12 +121,13 @@ class GraphEngine(Engine):
 
 class FusedEngine(Engine):
     name = "fused"
-    summary = ("the MLP's whole steps in one call (C++ on the CPU, one kernel on CUDA), "
-               "SGD")
+    summary = ("whole steps in one call: the mlp (C++ on the CPU, one kernel on CUDA), bnmlp "
+               "and wavenet (C++ on the CPU); SGD")
 
     def options_problem(self, config: dict) -> Optional[str]:
-        if config["type"] != "mlp":  # first: the other rules are about the mlp's options
-            return f"--engine fused runs the mlp model only, not {config['type']}"
+        if config["type"] not in FUSED_TYPES:  # first: the other rules are about those models
+            return (f"--engine fused runs the {', '.join(FUSED_TYPES)} models only, not "
+                    f"{config['type']}")
         if config["optimizer"] != "sgd":  # its update is plain SGD, written in the kernel
             return "--engine fused runs plain SGD (--optimizer sgd)"
         if config["backprop"] != "autograd":
@@ -137,27 +139,53 @@ class FusedEngine(Engine):
         return None
 
     def problem(self, model, config, device, distributed) -> Optional[str]:
-        if not isinstance(model, MLP):
-            return f"--engine fused runs the mlp model only, not {type(model).__name__}"
+        if not isinstance(model, (MLP, BNMLP, WaveNet)):
+            return (f"--engine fused runs the {', '.join(FUSED_TYPES)} models only, not "
+                    f"{type(model).__name__}")
         if model.ops != "fused":
             return "--engine fused runs the fused ops; --ops torch needs --engine ops"
-        if device.type == "cuda" and not has_cuda_kernels():
-            return "--engine fused on CUDA needs the CUDA build of the kernels"
         if device.type not in ("cpu", "cuda"):
             return f"--engine fused runs on the CPU or CUDA, not {device.type}"
+        if not isinstance(model, MLP) and device.type != "cpu":
+            return (f"--engine fused runs {type(model).__name__} on the CPU; on CUDA the graph "
+                    f"engine runs it")
+        if device.type == "cuda" and not has_cuda_kernels():
+            return "--engine fused on CUDA needs the CUDA build of the kernels"
         if any(p.dtype != torch.float32 for p in model.parameters()):
             return "--engine fused needs float32 parameters"
         return super().problem(model, config, device, distributed)
 
     def start(self, run: Run) -> Steps:
-        config = run.config
+        config, ratios = run.config, run.ratios
 
-        def steps(first: int, stop: int, lr: float) -> torch.Tensor:
+        def block(first: int, stop: int, lr: float) -> torch.Tensor:
             # minibatches from (seed + 1, step): a resumed run draws the same ones
             return fused_steps(run.model, run.x, run.y, torch.full((stop - first,), lr),
                                config["batch_size"], first, config["seed"] + 1)
+
+        if ratios is None:
+            return block
+
+        def steps(first: int, stop: int, lr: float) -> torch.Tensor:
+            # the steps whose update:data ratios the diagnostics record run one call each,
+            # the parameters compared before and after; the others in blocks between them
+            losses = []
+            step = first
+            while step < stop:
+                if ratios.wanted(step):
+                    before = [p.detach().clone() for p in ratios.params]
+                    losses.append(block(step, step + 1, lr))
+                    ratios.record_update(step, before)
+                    step += 1
+                else:
+                    end = min(stop, ratios.next_wanted(step))
+                    losses.append(block(step, end, lr))
+                    step = end
+            return torch.cat(losses)
         return steps
 
+
+FUSED_TYPES = ("mlp", "bnmlp", "wavenet")
 
 ENGINES: dict[str, Engine] = {e.name: e for e in (OpsEngine(), GraphEngine(), FusedEngine())}
 FASTEST_FIRST = ("fused", "graph", "ops")
@@ -208,14 +236,35 @@ def run_steps(model: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Tenso
     return torch.stack(losses)
 
 @torch.no_grad()
-def fused_steps(model: MLP, x: torch.Tensor, y: torch.Tensor, lrs: torch.Tensor,
+def fused_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lrs: torch.Tensor,
                 batch_size: int, first_step: int, seed: int,
                 batch_indices: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """len(lrs) SGD steps of the MLP, parameters updated in place; the steps' losses."""
-    params = [p.detach() for p in (model.C, model.W1, model.b1, model.W2, model.b2)]
-    return _ops.mlp_train_steps(*params, x.contiguous(), y.contiguous(),
-                                lrs.to(x.device, torch.float32).contiguous(), batch_size,
-                                first_step, seed, batch_indices)
+    """len(lrs) SGD steps of an MLP, BNMLP or WaveNet, parameters (and running statistics)
+    updated in place; the steps' losses. batch_indices (steps, batch_size): the training rows
+    of each step instead of the engine's own draws."""
+    x, y = x.contiguous(), y.contiguous()
+    lrs = lrs.to(x.device, torch.float32).contiguous()
+    if isinstance(model, MLP):
+        params = [p.detach() for p in (model.C, model.W1, model.b1, model.W2, model.b2)]
+        return _ops.mlp_train_steps(*params, x, y, lrs, batch_size, first_step, seed,
+                                    batch_indices)
+    if isinstance(model, BNMLP):
+        groups = [model.block_size] + [1] * (len(model.hidden) - 1)
+    elif isinstance(model, WaveNet):
+        groups = [model.flatten.n] * len(model.hidden)
+    else:
+        raise TypeError(f"fused_steps runs MLP, BNMLP and WaveNet models, not "
+                        f"{type(model).__name__}")
+    norms = list(model.norms)
+    if any((n.momentum, n.eps) != (norms[0].momentum, norms[0].eps) for n in norms):
+        raise ValueError("fused_steps needs one BatchNorm momentum and eps for every layer")
+    biases = [layer.bias.detach() for layer in model.hidden if layer.bias is not None]
+    return _ops.chain_train_steps(
+        model.C.detach(), [layer.weight.detach() for layer in model.hidden], biases,
+        [n.gain.detach() for n in norms], [n.bias.detach() for n in norms],
+        [n.running_mean for n in norms], [n.running_var for n in norms],
+        model.out.weight.detach(), model.out.bias.detach(), x, y, lrs, groups,
+        norms[0].momentum, norms[0].eps, True, batch_size, first_step, seed, batch_indices)
 
 
 def batch_indices(seed: int, first_step: int, steps: int, batch_size: int,
@@ -227,6 +276,13 @@ def batch_indices(seed: int, first_step: int, steps: int, batch_size: int,
 @torch.library.register_fake("pymakemore::mlp_train_steps")
 def _mlp_train_steps_fake(C, W1, b1, W2, b2, X, Y, lrs, batch_size, first_step, seed,
                           batch_indices=None):
+    return lrs.new_empty(lrs.shape)
+
+
+@torch.library.register_fake("pymakemore::chain_train_steps")
+def _chain_train_steps_fake(C, weights, biases, gains, shifts, running_means, running_vars,
+                            out_weight, out_bias, X, Y, lrs, groups, momentum, eps, unbiased,
+                            batch_size, first_step, seed, batch_indices=None):
     return lrs.new_empty(lrs.shape)
 
 

@@ -161,7 +161,8 @@ def test_auto_takes_the_fastest_engine_that_runs():
     assert engines.choose(mlp, sgd, cpu, distributed=True) == "ops"  # torchrun: ops only
     assert engines.choose(mlp, {**sgd, "batch_size": 0}, cpu, False) == "ops"
     assert engines.choose(MLP(27, ops="torch"), sgd, cpu, False) == "ops"
-    assert engines.choose(BNMLP(27), sgd, cpu, False) == "ops"  # graph needs CUDA
+    assert engines.choose(BNMLP(27), sgd, cpu, False) == "fused"
+    assert engines.choose(BNMLP(27), {**sgd, "optimizer": "adamw"}, cpu, False) == "ops"
 
 
 def test_every_engine_says_why_it_cannot_run_a_configuration():
@@ -182,17 +183,22 @@ def test_every_engine_says_why_it_cannot_run_a_configuration():
         with pytest.raises(config.ConfigError, match=f"--engine {name} runs in one process"):
             config.check_distributed({**sgd, "engine": name}, world=2)
     config.check_distributed({**sgd, "engine": "ops"}, world=2)
-    assert "mlp model only, not BNMLP" in fused.problem(BNMLP(27), sgd, cpu, False)
+    assert fused.problem(BNMLP(27), sgd, cpu, False) is None
+    from pymakemore.models import GPT
+    assert "mlp, bnmlp, wavenet models only, not GPT" in fused.problem(
+        GPT(27, 8, n_layer=1, n_head=1, n_embd=8), sgd, cpu, False)
+    assert fused.problem(BNMLP(27), sgd, torch.device("cuda"), False) == \
+        "--engine fused runs BNMLP on the CPU; on CUDA the graph engine runs it"
     assert "float32" in fused.problem(MLP(27).double(), sgd, cpu, False)
     assert fused.options_problem({**sgd, "batch_size": 0}) == \
         "--batch-size 0 (the whole training set) runs on --engine ops"
     # the options alone are checked when they are read, before any data loads
-    # the model type first: the other rules speak of the mlp's options
-    with pytest.raises(train.ConfigError, match="--engine fused runs the mlp model only, not "
-                                                "bnmlp"):
+    with pytest.raises(train.ConfigError, match="--backprop manual runs on --engine ops"):
         train.resolve_config(train.build_parser().parse_args(
             ["--preset", "manual-backprop", "--engine", "fused"]))
-    with pytest.raises(train.ConfigError, match="--engine fused runs the mlp model only, not gpt"):
+    # the model type first: the other rules speak of those models' options
+    with pytest.raises(train.ConfigError, match="--engine fused runs the mlp, bnmlp, wavenet "
+                                                "models only, not gpt"):
         train.resolve_config(train.build_parser().parse_args(["--type", "gpt", "--engine",
                                                               "fused"]))
     assert fused.options_problem({**sgd, "backprop": "manual"}) == \
