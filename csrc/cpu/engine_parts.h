@@ -159,6 +159,31 @@ inline auto subtract_from_rows(float* w, int64_t stride, Vec step) {
 }
 
 
+// The training row of example b of step s: batch_indices[s * batch + b], or the counter-based
+// draw of (seed, first_step + s, b).
+inline int64_t batch_row(const int64_t* batch_indices, int64_t batch, uint64_t seed,
+                         int64_t first_step, int64_t s, int64_t b, int64_t n_train) {
+  return batch_indices ? batch_indices[s * batch + b]
+                       : mlp_batch_index(seed, first_step + s, b, n_train);
+}
+
+// Checks every character id that `steps` steps will read, before any of them runs (a refused
+// call leaves the parameters as they were); only the drawn rows, so that a call of one step
+// costs one step's checks. kAllValid, or the position in X (n_train x block), then Y, of the
+// first invalid id.
+inline int64_t first_invalid_id(const int64_t* X, const int64_t* Y, int64_t n_train,
+                                int64_t block, int64_t vocab, int64_t steps, int64_t batch,
+                                int64_t first_step, uint64_t seed, const int64_t* batch_indices) {
+  for (int64_t s = 0; s < steps; ++s)
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t row = batch_row(batch_indices, batch, seed, first_step, s, b, n_train);
+      for (int64_t t = 0; t < block; ++t)
+        if (X[row * block + t] < 0 || X[row * block + t] >= vocab) return row * block + t;
+      if (Y[row] < 0 || Y[row] >= vocab) return n_train * block + row;
+    }
+  return kAllValid;
+}
+
 // The mean cross entropy of a minibatch whose logits are kept transposed, (classes, batch),
 // each example a lane: max-subtracted log-sum-exp, and dlogits = (softmax - one_hot) / B (zero
 // in the padding lanes) in both layouts, (V, Bp) and (B, Vp). The logits are the sum of two

@@ -28,21 +28,38 @@
 #include "simd.h"
 
 namespace pymakemore::PYMAKEMORE_LEVEL {
+using engine::first_invalid_id;
+
 namespace {
 
 using namespace engine;
 
-// The sums of the valid lanes of a row of n floats (n whole vectors), in float vectors of at
-// most kSumVectors, each added to a double total: an accurate sum over long rows too.
+// Two sums over a row of n floats (whole vectors): term(c) gives the two terms' vectors at
+// column c. Float vectors of at most kSumVectors each, whose lanes are added pairwise (a short
+// dependency chain: these run once per unit and layer at every step) into double totals: an
+// accurate sum over long rows too.
 constexpr int64_t kSumVectors = 64;
 
+inline float lane_sum(Vec v) {
+  float lanes[L];
+  std::memcpy(lanes, &v, sizeof v);
+  for (int64_t width = L / 2; width >= 1; width /= 2)
+    for (int64_t l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+  return lanes[0];
+}
+
 template <typename Term>
-double row_sum(int64_t n, const Term& term) {
-  double total = 0.0;
+std::array<double, 2> row_sums(int64_t n, const Term& term) {
+  std::array<double, 2> total{0.0, 0.0};
   for (int64_t c0 = 0; c0 < n; c0 += kSumVectors * L) {
-    Vec acc{};
-    for (int64_t c = c0; c < std::min(n, c0 + kSumVectors * L); c += L) acc += term(c);
-    for (int64_t l = 0; l < L; ++l) total += acc[l];
+    Vec first{}, second{};
+    for (int64_t c = c0; c < std::min(n, c0 + kSumVectors * L); c += L) {
+      const auto [a, b] = term(c);
+      first += a;
+      second += b;
+    }
+    total[0] += lane_sum(first);
+    total[1] += lane_sum(second);
   }
   return total;
 }
@@ -56,7 +73,7 @@ struct Layer {
   std::array<HiddenHalf, 2> halves;
   std::vector<int64_t> input_row;  // the padded row of each real input feature
   AlignedFloats W{0};               // (Hp, Kp)
-  std::vector<float> bias, gain, shift, running_mean, running_var, mean, invstd;  // Hp each
+  std::vector<float> bias, gain, shift, running_mean, running_var, invstd;  // Hp each
   AlignedFloats xhat{0}, dz{0};     // (Hp, C): z normalised; the gradient before BatchNorm
   AlignedFloats partial_dx[2] = {AlignedFloats(0), AlignedFloats(0)};  // per half: (Kp, C)
   AlignedFloats xT{0}, x{0};  // the input (Kp, C) and (C, Kp); layer 0's are each thread's
@@ -85,8 +102,8 @@ class ChainSteps {
       ly.C = positions * Bp, ly.N = positions * B;
       ly.input_row = input_row;
       ly.W = AlignedFloats(ly.Hp * ly.Kp);
-      for (auto* v : {&ly.bias, &ly.gain, &ly.shift, &ly.running_mean, &ly.running_var,
-                      &ly.mean, &ly.invstd})
+      for (auto* v :
+           {&ly.bias, &ly.gain, &ly.shift, &ly.running_mean, &ly.running_var, &ly.invstd})
         v->assign(static_cast<size_t>(ly.Hp), 0.0f);
       ly.xhat = AlignedFloats(ly.Hp * ly.C);
       ly.dz = AlignedFloats(ly.Hp * ly.C);
@@ -227,9 +244,8 @@ class ChainSteps {
     const auto draw = [&](int64_t s, std::vector<int64_t>& out) {
       if (s >= steps) return;
       for (int64_t b = 0; b < B; ++b) {
-        const int64_t row = out[b] = batch_indices
-                                         ? batch_indices[s * B + b]
-                                         : mlp_batch_index(seed, first_step + s, b, n_train_);
+        const int64_t row = out[b] =
+            batch_row(batch_indices, B, seed, first_step, s, b, n_train_);
         __builtin_prefetch(X_ + row * T);
         __builtin_prefetch(Y_ + row);
       }
@@ -301,32 +317,36 @@ class ChainSteps {
         const Vec b = simd::broadcast(ly.bias[r]);
         for (int64_t c = 0; c < ly.C; c += L) simd::store(z + c, simd::load(z + c) + b);
       }
-      const double mean =
-          row_sum(ly.C, [&](int64_t c) { return simd::load(z + c) * simd::load(mask + c); }) / n;
-      const Vec m = simd::broadcast(static_cast<float>(mean));
-      const double squares = row_sum(ly.C, [&](int64_t c) {
-        const Vec d = (simd::load(z + c) - m) * simd::load(mask + c);
-        return d * d;
+      // the sums of d = z - p and d^2 in one pass, p the row's first value (a shift that
+      // keeps the variance accurate when the mean is large against the spread)
+      const Vec p = simd::broadcast(z[0]);
+      const auto [sum, sum_squares] = row_sums(ly.C, [&](int64_t c) {
+        const Vec d = (simd::load(z + c) - p) * simd::load(mask + c);
+        return std::array<Vec, 2>{d, d * d};
       });
+      const double mean = static_cast<double>(z[0]) + sum / n;
+      const Vec m = simd::broadcast(static_cast<float>(mean));
+      const double squares = std::max(0.0, sum_squares - sum * sum / n);
       const double unbiased_var = squares / (n - 1.0);
       const double var = shape_.unbiased ? unbiased_var : squares / n;
       const float invstd = static_cast<float>(1.0 / std::sqrt(var + shape_.eps));
-      ly.mean[r] = static_cast<float>(mean);
       ly.invstd[r] = invstd;
       const double momentum = shape_.momentum;
       ly.running_mean[r] = static_cast<float>(ly.running_mean[r] + momentum * (mean - ly.running_mean[r]));
       ly.running_var[r] = static_cast<float>(ly.running_var[r] + momentum * (unbiased_var - ly.running_var[r]));
       const Vec scale = simd::broadcast(invstd), gain = simd::broadcast(ly.gain[r]),
                 shift = simd::broadcast(ly.shift[r]);
-      for (int64_t c = 0; c < ly.C; c += L) {
-        const Vec xh = (simd::load(z + c) - m) * scale;
-        simd::store(z + c, xh);
-        const Vec out = simd::tanh<float>(gain * xh + shift) * simd::load(mask + c);
-        // column c is column c % next_C of group j = c / next_C of the next layer's input
-        const int64_t j = c / ly.next_C, cn = c % ly.next_C, row = j * ly.Hp + r;
-        simd::store(yT + row * ly.next_C + cn, out);
-        if (y)
-          for (int64_t l = 0; l < L; ++l) y[(cn + l) * next_Kp + row] = out[l];
+      // column c = j * next_C + cn is column cn of the next layer's input, in its group j
+      for (int64_t j = 0, c = 0; j < ly.C / ly.next_C; ++j) {
+        const int64_t row = j * ly.Hp + r;
+        for (int64_t cn = 0; cn < ly.next_C; cn += L, c += L) {
+          const Vec xh = (simd::load(z + c) - m) * scale;
+          simd::store(z + c, xh);
+          const Vec out = simd::tanh<float>(gain * xh + shift) * simd::load(mask + c);
+          simd::store(yT + row * ly.next_C + cn, out);
+          if (y)
+            for (int64_t l = 0; l < L; ++l) y[(cn + l) * next_Kp + row] = out[l];
+        }
       }
     }
   }
@@ -364,17 +384,26 @@ class ChainSteps {
     for (int64_t r = hf.row0; r < hf.row0 + hf.rows; ++r) {
       const float* xh = &ly.xhat[r * ly.C];
       float* dz = &ly.dz[r * ly.C];
-      // dz holds the gradient before tanh first
-      for (int64_t c = 0; c < ly.C; c += L) {
-        const int64_t at = ((c / ly.next_C) * ly.Hp + r) * ly.next_C + c % ly.next_C;
-        Vec gy = simd::load(gy0 + at);
-        if (gy1) gy += simd::load(gy1 + at);
-        const Vec y = simd::load(yT + at);
-        simd::store(dz + c, gy * (one - y * y) * simd::load(mask + c));
+      // dz holds the gradient before tanh first; its sum and its sum against xhat with it
+      Vec sum_d{}, sum_dx{};
+      double dshift = 0.0, dgain = 0.0;
+      for (int64_t j = 0, c = 0; j < ly.C / ly.next_C; ++j) {
+        const int64_t row = (j * ly.Hp + r) * ly.next_C;
+        for (int64_t cn = 0; cn < ly.next_C; cn += L, c += L) {
+          Vec gy = simd::load(gy0 + row + cn);
+          if (gy1) gy += simd::load(gy1 + row + cn);
+          const Vec y = simd::load(yT + row + cn);
+          const Vec d = gy * (one - y * y) * simd::load(mask + c);
+          simd::store(dz + c, d);
+          sum_d += d;
+          sum_dx += d * simd::load(xh + c);
+          if ((c / L + 1) % kSumVectors == 0) {
+            dshift += lane_sum(sum_d), dgain += lane_sum(sum_dx);
+            sum_d = sum_dx = Vec{};
+          }
+        }
       }
-      const double dshift = row_sum(ly.C, [&](int64_t c) { return simd::load(dz + c); });
-      const double dgain =
-          row_sum(ly.C, [&](int64_t c) { return simd::load(dz + c) * simd::load(xh + c); });
+      dshift += lane_sum(sum_d), dgain += lane_sum(sum_dx);
       const float gain = ly.gain[r];
       const Vec scale = simd::broadcast(gain * ly.invstd[r]),
                 mean_d = simd::broadcast(static_cast<float>(dshift / n)),
@@ -384,7 +413,9 @@ class ChainSteps {
         simd::store(dz + c, scale * (simd::load(dz + c) - mean_d - simd::load(xh + c) * mean_dx) *
                                 simd::load(mask + c));
       if (ly.given.bias)
-        ly.bias[r] -= lr * static_cast<float>(row_sum(ly.C, [&](int64_t c) { return simd::load(dz + c); }));
+        ly.bias[r] -= lr * static_cast<float>(row_sums(ly.C, [&](int64_t c) {
+          return std::array<Vec, 2>{simd::load(dz + c), Vec{}};
+        })[0]);
       ly.gain[r] = gain - lr * static_cast<float>(dgain);
       ly.shift[r] -= lr * static_cast<float>(dshift);
     }
@@ -436,11 +467,9 @@ int64_t chain_train_steps(const ChainShape& shape, ChainParams params, const int
                           const int64_t* Y, int64_t n_train, const float* lrs, int64_t steps,
                           int64_t first_step, uint64_t seed, const int64_t* batch_indices,
                           float* losses, int threads) {
-  // every character id used below is checked once, up front
-  for (int64_t i = 0; i < n_train * shape.block; ++i)
-    if (X[i] < 0 || X[i] >= shape.vocab) return i;
-  for (int64_t i = 0; i < n_train; ++i)
-    if (Y[i] < 0 || Y[i] >= shape.vocab) return n_train * shape.block + i;
+  const int64_t bad = first_invalid_id(X, Y, n_train, shape.block, shape.vocab, steps,
+                                       shape.batch, first_step, seed, batch_indices);
+  if (bad != kAllValid) return bad;
   ChainSteps engine(shape, params, X, Y, n_train, std::min(threads, 2));
   engine.run(lrs, steps, first_step, seed, batch_indices, losses);
   return kAllValid;

@@ -23,6 +23,8 @@
 #include "simd.h"
 
 namespace pymakemore::PYMAKEMORE_LEVEL {
+using engine::first_invalid_id;
+
 namespace {
 
 using namespace engine;
@@ -117,9 +119,8 @@ class MlpSteps {
     const auto draw = [&](int64_t s, std::vector<int64_t>& out) {
       if (s >= steps) return;
       for (int64_t b = 0; b < B; ++b) {
-        const int64_t row = out[b] = batch_indices
-                                         ? batch_indices[s * B + b]
-                                         : mlp_batch_index(seed, first_step + s, b, n_train_);
+        const int64_t row = out[b] =
+            batch_row(batch_indices, B, seed, first_step, s, b, n_train_);
         __builtin_prefetch(X_ + row * T);
         __builtin_prefetch(Y_ + row);
       }
@@ -266,11 +267,9 @@ int64_t mlp_train_steps(const MlpShape& shape, MlpParams params, const int64_t* 
                         const int64_t* Y, int64_t n_train, const float* lrs, int64_t steps,
                         int64_t first_step, uint64_t seed, const int64_t* batch_indices,
                         float* losses, int threads) {
-  // every character id used below is checked once, up front
-  for (int64_t i = 0; i < n_train * shape.block; ++i)
-    if (X[i] < 0 || X[i] >= shape.vocab) return i;
-  for (int64_t i = 0; i < n_train; ++i)
-    if (Y[i] < 0 || Y[i] >= shape.vocab) return n_train * shape.block + i;
+  const int64_t bad = first_invalid_id(X, Y, n_train, shape.block, shape.vocab, steps,
+                                       shape.batch, first_step, seed, batch_indices);
+  if (bad != kAllValid) return bad;
   MlpSteps engine(shape, params, X, Y, n_train, std::min(threads, 2));
   engine.run(lrs, steps, first_step, seed, batch_indices, losses);
   return kAllValid;
