@@ -36,19 +36,18 @@ class UpdateRatios:
         """Every step of the first thousand (where the lecture looks), then every 100th."""
         return step < 1000 or step % 100 == 0
 
-    @staticmethod
-    def next_wanted(step: int) -> int:
-        """The first wanted step after `step`."""
-        return step + 1 if step + 1 < 1000 else max(1000, (step // 100 + 1) * 100)
+    def record_sums(self, steps: list[int], sums: Tensor) -> None:
+        """The same ratios from sums an engine took as it updated the weights (it leaves no
+        .grad): sums (len(steps), matrices, 4) of each update's elements and squares and of
+        the weights' (before the update) elements and squares, float64."""
+        n = torch.tensor([p.numel() for p in self.params], dtype=torch.float64)
 
-    @torch.no_grad()
-    def record_update(self, step: int, before: list[Tensor]) -> None:
-        """The same ratio from the update itself, for engines that leave no .grad: call after
-        the step with the parameters as they were before it (std(before - after) is
-        std(lr * grad) for SGD, to float rounding)."""
-        ratios = [((b - p).std() / b.std()).log10() for b, p in zip(before, self.params)]
-        self.steps.append(step)
-        self.values.append(torch.stack(ratios))
+        def std(total: Tensor, squares: Tensor) -> Tensor:
+            return ((squares - total * total / n).clamp(min=0) / (n - 1)).sqrt()
+
+        ratios = (std(sums[..., 0], sums[..., 1]) / std(sums[..., 2], sums[..., 3])).log10()
+        self.steps.extend(steps)
+        self.values.extend(ratios.float().unbind(0))
 
     @torch.no_grad()
     def record(self, step: int, lr: float) -> None:

@@ -156,32 +156,13 @@ class FusedEngine(Engine):
         return super().problem(model, config, device, distributed)
 
     def start(self, run: Run) -> Steps:
-        config, ratios = run.config, run.ratios
-
-        def block(first: int, stop: int, lr: float) -> torch.Tensor:
-            # minibatches from (seed + 1, step): a resumed run draws the same ones
-            return fused_steps(run.model, run.x, run.y, torch.full((stop - first,), lr),
-                               config["batch_size"], first, config["seed"] + 1)
-
-        if ratios is None:
-            return block
+        config = run.config
 
         def steps(first: int, stop: int, lr: float) -> torch.Tensor:
-            # the steps whose update:data ratios the diagnostics record run one call each,
-            # the parameters compared before and after; the others in blocks between them
-            losses = []
-            step = first
-            while step < stop:
-                if ratios.wanted(step):
-                    before = [p.detach().clone() for p in ratios.params]
-                    losses.append(block(step, step + 1, lr))
-                    ratios.record_update(step, before)
-                    step += 1
-                else:
-                    end = min(stop, ratios.next_wanted(step))
-                    losses.append(block(step, end, lr))
-                    step = end
-            return torch.cat(losses)
+            # minibatches from (seed + 1, step): a resumed run draws the same ones
+            return fused_steps(run.model, run.x, run.y, torch.full((stop - first,), lr),
+                               config["batch_size"], first, config["seed"] + 1,
+                               ratios=run.ratios)
         return steps
 
 
@@ -238,13 +219,16 @@ def run_steps(model: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Tenso
 @torch.no_grad()
 def fused_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lrs: torch.Tensor,
                 batch_size: int, first_step: int, seed: int,
-                batch_indices: Optional[torch.Tensor] = None) -> torch.Tensor:
+                batch_indices: Optional[torch.Tensor] = None, ratios=None) -> torch.Tensor:
     """len(lrs) SGD steps of an MLP, BNMLP or WaveNet, parameters (and running statistics)
     updated in place; the steps' losses. batch_indices (steps, batch_size): the training rows
-    of each step instead of the engine's own draws."""
+    of each step instead of the engine's own draws. ratios: a diagnostics.UpdateRatios (BNMLP,
+    WaveNet) fed at the steps it wants, from sums the engine takes as it updates."""
     x, y = x.contiguous(), y.contiguous()
     lrs = lrs.to(x.device, torch.float32).contiguous()
     if isinstance(model, MLP):
+        if ratios is not None:
+            raise ValueError("the MLP's fused engine records no update:data ratios")
         params = [p.detach() for p in (model.C, model.W1, model.b1, model.W2, model.b2)]
         return _ops.mlp_train_steps(*params, x, y, lrs, batch_size, first_step, seed,
                                     batch_indices)
@@ -259,12 +243,21 @@ def fused_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lrs: t
     if any((n.momentum, n.eps) != (norms[0].momentum, norms[0].eps) for n in norms):
         raise ValueError("fused_steps needs one BatchNorm momentum and eps for every layer")
     biases = [layer.bias.detach() for layer in model.hidden if layer.bias is not None]
-    return _ops.chain_train_steps(
+    wanted = None
+    if ratios is not None:
+        wanted = [s for s in range(first_step, first_step + len(lrs)) if ratios.wanted(s)]
+        record = torch.zeros(len(lrs), dtype=torch.bool)
+        record[torch.tensor(wanted, dtype=torch.long) - first_step] = True
+    losses, sums = _ops.chain_train_steps(
         model.C.detach(), [layer.weight.detach() for layer in model.hidden], biases,
         [n.gain.detach() for n in norms], [n.bias.detach() for n in norms],
         [n.running_mean for n in norms], [n.running_var for n in norms],
         model.out.weight.detach(), model.out.bias.detach(), x, y, lrs, groups,
-        norms[0].momentum, norms[0].eps, True, batch_size, first_step, seed, batch_indices)
+        norms[0].momentum, norms[0].eps, True, batch_size, first_step, seed, batch_indices,
+        record if wanted is not None else None)
+    if wanted is not None:
+        ratios.record_sums(wanted, sums)
+    return losses
 
 
 def batch_indices(seed: int, first_step: int, steps: int, batch_size: int,
@@ -282,8 +275,10 @@ def _mlp_train_steps_fake(C, W1, b1, W2, b2, X, Y, lrs, batch_size, first_step, 
 @torch.library.register_fake("pymakemore::chain_train_steps")
 def _chain_train_steps_fake(C, weights, biases, gains, shifts, running_means, running_vars,
                             out_weight, out_bias, X, Y, lrs, groups, momentum, eps, unbiased,
-                            batch_size, first_step, seed, batch_indices=None):
-    return lrs.new_empty(lrs.shape)
+                            batch_size, first_step, seed, batch_indices=None, record=None):
+    recorded = 0 if record is None else torch.library.get_ctx().new_dynamic_size()
+    return (lrs.new_empty(lrs.shape),
+            lrs.new_empty((recorded, len(weights) + 2, 4), dtype=torch.float64))
 
 
 @torch.library.register_fake("pymakemore::mlp_batch_indices")

@@ -154,27 +154,46 @@ def test_bad_inputs_to_the_chain_op():
 def test_opcheck_chain_op():
     x, y = _data(27, 3, n=50)
     model = BNMLP(27, n_hidden=16)
-    args = _op_args(model, x, y, torch.full((2,), 0.1))
-    args[:9] = [a.clone() if isinstance(a, torch.Tensor) else [t.clone() for t in a]
-                for a in args[:9]]
-    torch.library.opcheck(torch.ops.pymakemore.chain_train_steps.default, tuple(args),
-                          test_utils=("test_schema", "test_faketensor"))
+    for record in (None, torch.tensor([True, False, True])):
+        args = _op_args(model, x, y, torch.full((3,), 0.1)) + [record]
+        args[:9] = [a.clone() if isinstance(a, torch.Tensor) else [t.clone() for t in a]
+                    for a in args[:9]]
+        torch.library.opcheck(torch.ops.pymakemore.chain_train_steps.default, tuple(args),
+                              test_utils=("test_schema", "test_faketensor"))
+    losses, sums = torch.ops.pymakemore.chain_train_steps(*args)
+    assert losses.shape == (3,) and sums.shape == (2, 3, 4) and sums.dtype == torch.float64
 
 
-def test_update_ratios_from_the_update_match_the_gradients():
-    x, y = _data(27, 3)
-    a, b = BNMLP(27), BNMLP(27)
-    idx = engines.batch_indices(3, 0, 1, 32, len(x))
+@pytest.mark.parametrize("case", ["bnmlp", "wavenet-odd"])
+def test_update_ratios_from_the_engine_match_the_gradients(case):
+    make, vocab, block = CASES[case]
+    x, y = _data(vocab, block)
+    a, b = make(), make()
+    steps = 5
+    idx = engines.batch_indices(3, 998, steps, 32, len(x))
     ra, rb = diagnostics.UpdateRatios(a), diagnostics.UpdateRatios(b)
-    before = [p.detach().clone() for p in ra.params]
-    engines.fused_steps(a, x, y, torch.full((1,), 0.1), 32, 0, 3, batch_indices=idx)
-    ra.record_update(0, before)
-    _, loss = b(x[idx[0]], y[idx[0]])
-    loss.backward()
-    rb.record(0, 0.1)
-    torch.testing.assert_close(ra.values[0], rb.values[0], rtol=1e-3, atol=1e-3)
-    assert [diagnostics.UpdateRatios.next_wanted(s) for s in (0, 998, 999, 1000, 1099, 1100)] \
-        == [1, 999, 1000, 1100, 1100, 1200]
+    # steps 998..1002: the first two and step 1000 are recorded, 1001 and 1002 are not
+    engines.fused_steps(a, x, y, torch.full((steps,), 0.1), 32, 998, 3, batch_indices=idx,
+                        ratios=ra)
+    assert ra.steps == [998, 999, 1000]
+    for s in range(steps):
+        _, loss = b(x[idx[s]], y[idx[s]])
+        b.zero_grad()
+        loss.backward()
+        if rb.wanted(998 + s):
+            rb.record(998 + s, 0.1)
+        with torch.no_grad():
+            for p in b.parameters():
+                p -= 0.1 * p.grad
+    assert rb.steps == ra.steps and len(ra.values[0]) == len(ra.names) == len(list(
+        diagnostics.weights(a)))
+    for got, expected in zip(ra.values, rb.values):
+        torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="records no update:data ratios"):
+        from pymakemore.models import MLP
+        model = MLP(27)
+        engines.fused_steps(model, *_data(27, 3), torch.full((1,), 0.1), 4, 0, 1,
+                            ratios=diagnostics.UpdateRatios(model))
 
 
 @pytest.mark.parametrize("preset,steps,first", [("bnmlp", 1200, 700), ("wavenet", 300, 100)])
@@ -194,6 +213,7 @@ def test_trainer_runs_the_presets_on_the_chain_engine_and_resumes_exactly(tmp_pa
     if preset == "bnmlp":  # its preset keeps the diagnostics on: the engine feeds them
         ratios = a["update_ratios"]
         assert ratios["steps"] == [*range(1000), 1000, 1100]
+        assert ratios["values"].shape == (1002, 3)
         assert torch.equal(ratios["values"], b["update_ratios"]["values"])
         assert torch.isfinite(ratios["values"]).all()
         report = json.loads((straight / "diagnostics.json").read_text())

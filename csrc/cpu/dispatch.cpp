@@ -157,9 +157,11 @@ int64_t mlp_train_steps(const MlpShape& shape, MlpParams params, const int64_t* 
 int64_t chain_train_steps(const ChainShape& shape, ChainParams params, const int64_t* X,
                           const int64_t* Y, int64_t n_train, const float* lrs, int64_t steps,
                           int64_t first_step, uint64_t seed, const int64_t* batch_indices,
-                          float* losses, int threads) {
+                          const bool* record, double* update_stats, float* losses,
+                          int threads) {
   PYMAKEMORE_DISPATCH(chain_train_steps(shape, params, X, Y, n_train, lrs, steps, first_step,
-                                        seed, batch_indices, losses, threads))
+                                        seed, batch_indices, record, update_stats, losses,
+                                        threads))
 }
 
 #undef PYMAKEMORE_DISPATCH

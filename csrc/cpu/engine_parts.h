@@ -133,6 +133,15 @@ inline void product(int64_t rows, int64_t vecs, const float* a, int64_t a_row, i
   }
 }
 
+// The lanes of v added pairwise (a chain of log2(L) adds, not L).
+inline float lane_sum(Vec v) {
+  float lanes[L];
+  std::memcpy(lanes, &v, sizeof v);
+  for (int64_t width = L / 2; width >= 1; width /= 2)
+    for (int64_t l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+  return lanes[0];
+}
+
 template <typename Acc>
 constexpr int64_t vecs_of(const Acc&) {
   return std::extent_v<Acc, 1>;
@@ -156,6 +165,32 @@ inline auto subtract_from_rows(float* w, int64_t stride, Vec step) {
         simd::store(p, simd::load(p) - step * acc[r][v]);
       }
   };
+}
+
+// subtract_from_rows that also adds the update's elements (step * acc) and their squares to
+// sums[0] and sums[1] (the update:data ratios of the diagnostics)
+inline auto subtract_and_measure(float* w, int64_t stride, Vec step, double* sums) {
+  return [=](int64_t r0, int64_t v0, const auto& acc) {
+    Vec total{}, squares{};
+    for (int64_t r = 0; r < kRows; ++r)
+      for (int64_t v = 0; v < vecs_of(acc); ++v) {
+        float* p = w + (r0 + r) * stride + (v0 + v) * L;
+        const Vec update = step * acc[r][v];
+        simd::store(p, simd::load(p) - update);
+        total += update;
+        squares += update * update;
+      }
+    sums[0] += lane_sum(total);
+    sums[1] += lane_sum(squares);
+  };
+}
+
+// sums[0] += the sum of p[0..n), sums[1] += the sum of their squares
+inline void add_sums(const float* p, int64_t n, double* sums) {
+  for (int64_t i = 0; i < n; ++i) {
+    sums[0] += p[i];
+    sums[1] += static_cast<double>(p[i]) * p[i];
+  }
 }
 
 

@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <tuple>
 #include <vector>
 
 #include "pymakemore/kernels.h"
@@ -25,14 +26,15 @@ void check_tensor(const at::Tensor& t, const std::string& name, at::ScalarType d
 
 std::string nth(const char* name, size_t i) { return std::string(name) + "[" + std::to_string(i) + "]"; }
 
-at::Tensor chain_train_steps_cpu(at::Tensor& C, at::TensorList weights, at::TensorList biases,
+std::tuple<at::Tensor, at::Tensor> chain_train_steps_cpu(at::Tensor& C, at::TensorList weights, at::TensorList biases,
                                  at::TensorList gains, at::TensorList shifts,
                                  at::TensorList running_means, at::TensorList running_vars,
                                  at::Tensor& out_weight, at::Tensor& out_bias,
                                  const at::Tensor& X, const at::Tensor& Y, const at::Tensor& lrs,
                                  at::IntArrayRef groups, double momentum, double eps,
                                  bool unbiased, int64_t batch_size, int64_t first_step,
-                                 int64_t seed, const c10::optional<at::Tensor>& batch_indices) {
+                                 int64_t seed, const c10::optional<at::Tensor>& batch_indices,
+                                 const c10::optional<at::Tensor>& record) {
   const size_t layers = weights.size();
   TORCH_CHECK(layers >= 1, kOp, "needs at least one hidden layer");
   TORCH_CHECK(groups.size() == layers && gains.size() == layers && shifts.size() == layers &&
@@ -90,6 +92,15 @@ at::Tensor chain_train_steps_cpu(at::Tensor& C, at::TensorList weights, at::Tens
                         " is out of range for ", n, " examples");
     indices = p;
   }
+  const bool* recorded_steps = nullptr;
+  int64_t recorded = 0;
+  if (record && record->defined()) {
+    check_tensor(*record, "record", at::kBool, {steps});
+    recorded_steps = record->data_ptr<bool>();
+    recorded = record->sum().item<int64_t>();
+  }
+  at::Tensor update_stats =
+      at::zeros({recorded, static_cast<int64_t>(layers) + 2, 4}, lrs.options().dtype(at::kDouble));
   at::Tensor losses = at::empty({steps}, lrs.options());
   const ChainShape shape{V, T, D, batch_size, static_cast<int64_t>(layers), momentum, eps,
                          unbiased};
@@ -100,6 +111,7 @@ at::Tensor chain_train_steps_cpu(at::Tensor& C, at::TensorList weights, at::Tens
   const int64_t bad = chain_train_steps(shape, params, X.data_ptr<int64_t>(),
                                         Y.data_ptr<int64_t>(), n, lrs.data_ptr<float>(), steps,
                                         first_step, static_cast<uint64_t>(seed), indices,
+                                        recorded_steps, update_stats.data_ptr<double>(),
                                         losses.data_ptr<float>(), threads);
   if (bad != kAllValid) {
     const bool in_x = bad < n * T;
@@ -107,7 +119,7 @@ at::Tensor chain_train_steps_cpu(at::Tensor& C, at::TensorList weights, at::Tens
     TORCH_CHECK_INDEX(false, kOp, "character id ", value, " in ", in_x ? "X" : "Y",
                       " is out of range for a vocabulary of ", V);
   }
-  return losses;
+  return {losses, update_stats};
 }
 
 }  // namespace

@@ -65,12 +65,15 @@ TORCH_LIBRARY(pymakemore, m) {
         "Tensor? batch_indices=None) -> Tensor");
   // The BatchNorm models' whole SGD steps (engine "fused" for bnmlp and wavenet; kernels.h's
   // ChainShape): every parameter and running statistic updated in place, the same minibatch
-  // draws as mlp_train_steps; returns the steps' losses. biases: one per layer, or none.
+  // draws as mlp_train_steps; returns the steps' losses and, for each step where `record`
+  // (bool, one per step) is true, the update statistics of kernel_functions.inc
+  // (recorded steps, layers + 2, 4) float64. biases: one per layer, or none.
   m.def("chain_train_steps(Tensor(a!) C, Tensor(b!)[] weights, Tensor(c!)[] biases, "
         "Tensor(d!)[] gains, Tensor(e!)[] shifts, Tensor(f!)[] running_means, "
         "Tensor(g!)[] running_vars, Tensor(h!) out_weight, Tensor(i!) out_bias, Tensor X, "
         "Tensor Y, Tensor lrs, int[] groups, float momentum, float eps, bool unbiased, "
-        "int batch_size, int first_step, int seed, Tensor? batch_indices=None) -> Tensor");
+        "int batch_size, int first_step, int seed, Tensor? batch_indices=None, "
+        "Tensor? record=None) -> (Tensor, Tensor)");
   // The minibatch rows mlp_train_steps draws: (steps, batch_size) int64.
   m.def("mlp_batch_indices(int seed, int first_step, int steps, int batch_size, int n_train) "
         "-> Tensor");

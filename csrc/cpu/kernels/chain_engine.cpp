@@ -36,17 +36,9 @@ using namespace engine;
 
 // Two sums over a row of n floats (whole vectors): term(c) gives the two terms' vectors at
 // column c. Float vectors of at most kSumVectors each, whose lanes are added pairwise (a short
-// dependency chain: these run once per unit and layer at every step) into double totals: an
-// accurate sum over long rows too.
+// dependency chain: these run once per unit and layer at every step: lane_sum) into double
+// totals: an accurate sum over long rows too.
 constexpr int64_t kSumVectors = 64;
-
-inline float lane_sum(Vec v) {
-  float lanes[L];
-  std::memcpy(lanes, &v, sizeof v);
-  for (int64_t width = L / 2; width >= 1; width /= 2)
-    for (int64_t l = 0; l < width; ++l) lanes[l] += lanes[l + width];
-  return lanes[0];
-}
 
 template <typename Term>
 std::array<double, 2> row_sums(int64_t n, const Term& term) {
@@ -130,14 +122,16 @@ class ChainSteps {
     mask_ = AlignedFloats(layers_[0].C);
     for (int64_t c = 0; c < layers_[0].C; ++c) mask_[c] = c % Bp < B ? 1.0f : 0.0f;
     copy_in();
+    for (std::vector<double>& sums : sums_) sums.assign(static_cast<size_t>(matrices() * 4), 0.0);
     for (int t = 0; t < threads; ++t) own_.emplace_back(*this);
   }
 
   // `steps` steps from first_step; thread 0 of the caller, thread 1 (if any) started here
   void run(const float* lrs, int64_t steps, int64_t first_step, uint64_t seed,
-           const int64_t* batch_indices, float* losses) {
+           const int64_t* batch_indices, const bool* record, double* update_stats,
+           float* losses) {
     const auto work = [&](int t) {
-      steps_on(t, lrs, steps, first_step, seed, batch_indices, losses);
+      steps_on(t, lrs, steps, first_step, seed, batch_indices, record, update_stats, losses);
     };
     if (threads_ >= 2) {
       std::thread second(work, 1);
@@ -231,7 +225,8 @@ class ChainSteps {
   }
 
   void steps_on(int t, const float* lrs, int64_t steps, int64_t first_step, uint64_t seed,
-                const int64_t* batch_indices, float* losses) {
+                const int64_t* batch_indices, const bool* record, double* update_stats,
+                float* losses) {
     ThreadState& own = own_[t];
     const bool together = threads_ >= 2;
     const int first_half = together ? t : 0, end_half = together ? t + 1 : 2;
@@ -251,8 +246,10 @@ class ChainSteps {
       }
     };
     draw(0, own.next_rows);
+    int64_t recorded = 0;
     for (int64_t s = 0; s < steps; ++s) {
       const float lr = lrs[s];
+      const bool measuring = record && record[s];
       own.rows.swap(own.next_rows);
       draw(s + 1, own.next_rows);
       gather(own);
@@ -267,15 +264,27 @@ class ChainSteps {
       const float loss = own.loss.run(partial_logitsT_[0].get(), partial_logitsT_[1].get(),
                                       own.out_bias.data(), own.yb.data(), lr);
       if (t == 0) losses[s] = loss;
-      for (int h = first_half; h < end_half; ++h) head_backward(own, h, lr);
+      for (int h = first_half; h < end_half; ++h) head_backward(own, h, lr, measuring);
       for (int64_t i = n_layers - 1; i >= 0; --i) {
         const float* x = i == 0 ? own.x.get() : layers_[i].x.get();
-        for (int h = first_half; h < end_half; ++h) backward(i, h, x, lr);
+        for (int h = first_half; h < end_half; ++h) backward(i, h, x, lr, measuring);
         meet();
       }
-      update_embeddings(own, lr);
+      update_embeddings(own, lr, measuring && t == 0);
+      if (measuring && t == 0) {
+        // every thread has met since its sums were written, and none writes them again
+        // before the next step's first meeting
+        double* out = update_stats + recorded++ * matrices() * 4;
+        for (int64_t m = 0; m < matrices() * 4; ++m) out[m] = sums_[0][m] + sums_[1][m];
+        for (std::vector<double>& sums : sums_) std::fill(sums.begin(), sums.end(), 0.0);
+      }
     }
   }
+
+  // The weight matrices whose update:data ratios the diagnostics follow: C, each layer's W,
+  // the head's weight; for each, sums of the update's elements and squares and of the
+  // weights' (before the update) elements and squares, per half.
+  int64_t matrices() const { return shape_.layers + 2; }
 
   void gather(ThreadState& own) const {
     const Layer& first = layers_[0];
@@ -359,18 +368,26 @@ class ChainSteps {
   }
 
   // the gradient of the half's units of the last layer, then the head's update of their rows
-  void head_backward(const ThreadState& own, int h, float lr) {
+  void head_backward(const ThreadState& own, int h, float lr, bool measuring) {
     const HiddenHalf& hf = layers_.back().halves[h];
     float* wT = &head_wT_[hf.row0 * Vp];
     product(hf.rows, Bp / L, wT, Vp, 1, own.loss.dlogitsT(), Bp, V,
             store_rows(&head_dxT_[hf.row0 * Bp], Bp));
-    product(hf.rows, Vp / L, &head_xT_[hf.row0 * Bp], Bp, 1, own.loss.dlogits(), Vp, B,
-            subtract_from_rows(wT, Vp, simd::broadcast(lr)));
+    const Vec step = simd::broadcast(lr);
+    if (measuring) {
+      double* sums = &sums_[h][(matrices() - 1) * 4];
+      add_sums(wT, hf.rows * Vp, sums + 2);
+      product(hf.rows, Vp / L, &head_xT_[hf.row0 * Bp], Bp, 1, own.loss.dlogits(), Vp, B,
+              subtract_and_measure(wT, Vp, step, sums));
+    } else {
+      product(hf.rows, Vp / L, &head_xT_[hf.row0 * Bp], Bp, 1, own.loss.dlogits(), Vp, B,
+              subtract_from_rows(wT, Vp, step));
+    }
   }
 
   // BatchNorm and tanh backward for the half's units (their gain, shift and bias updated),
   // then the half's share of the gradient of the layer's input and its rows of W updated
-  void backward(int64_t i, int h, const float* x, float lr) {
+  void backward(int64_t i, int h, const float* x, float lr, bool measuring) {
     Layer& ly = layers_[i];
     const HiddenHalf& hf = ly.halves[h];
     const bool last = i + 1 == shape_.layers;
@@ -422,12 +439,22 @@ class ChainSteps {
     // the half's share of the input's gradient, with the old weights; then W -= lr dz x
     product(cpu::round_up(ly.K, kRows), ly.C / L, &ly.W[hf.row0 * ly.Kp], 1, ly.Kp,
             &ly.dz[hf.row0 * ly.C], ly.C, hf.rows, store_rows(ly.partial_dx[h].get(), ly.C));
-    product(hf.rows, ly.Kp / L, &ly.dz[hf.row0 * ly.C], ly.C, 1, x, ly.Kp, ly.C,
-            subtract_from_rows(&ly.W[hf.row0 * ly.Kp], ly.Kp, simd::broadcast(lr)));
+    float* w = &ly.W[hf.row0 * ly.Kp];
+    const Vec step = simd::broadcast(lr);
+    if (measuring) {
+      double* sums = &sums_[h][(1 + i) * 4];
+      add_sums(w, hf.rows * ly.Kp, sums + 2);
+      product(hf.rows, ly.Kp / L, &ly.dz[hf.row0 * ly.C], ly.C, 1, x, ly.Kp, ly.C,
+              subtract_and_measure(w, ly.Kp, step, sums));
+    } else {
+      product(hf.rows, ly.Kp / L, &ly.dz[hf.row0 * ly.C], ly.C, 1, x, ly.Kp, ly.C,
+              subtract_from_rows(w, ly.Kp, step));
+    }
   }
 
-  // C -= lr * dC, dC the two halves' gradients of the first layer's input added up per character
-  void update_embeddings(ThreadState& own, float lr) const {
+  // C -= lr * dC, dC the two halves' gradients of the first layer's input added up per
+  // character; measuring: C's update statistics into the first half's sums
+  void update_embeddings(ThreadState& own, float lr, bool measuring) {
     const Layer& first = layers_[0];
     std::fill(own.dC.begin(), own.dC.end(), 0.0f);
     for (int64_t b = 0; b < B; ++b)
@@ -439,6 +466,15 @@ class ChainSteps {
           g[d] += first.partial_dx[0][e] + first.partial_dx[1][e];
         }
       }
+    if (measuring) {  // (on the first thread: every thread's C is the same)
+      double* sums = &sums_[0][0];
+      add_sums(own.C.data(), V * D, sums + 2);
+      for (int64_t e = 0; e < V * D; ++e) {
+        const double update = static_cast<double>(lr * own.dC[e]);
+        sums[0] += update;
+        sums[1] += update * update;
+      }
+    }
     for (int64_t e = 0; e < V * D; ++e) own.C[e] -= lr * own.dC[e];
   }
 
@@ -459,6 +495,8 @@ class ChainSteps {
   AlignedFloats mask_{0};  // 1 in the columns of real examples, 0 in the batch's padding
   std::vector<ThreadState> own_;
   Barrier barrier_;
+  // each half's sums at a step whose update statistics are recorded (matrices() x 4)
+  std::array<std::vector<double>, 2> sums_;
 };
 
 }  // namespace
@@ -466,12 +504,13 @@ class ChainSteps {
 int64_t chain_train_steps(const ChainShape& shape, ChainParams params, const int64_t* X,
                           const int64_t* Y, int64_t n_train, const float* lrs, int64_t steps,
                           int64_t first_step, uint64_t seed, const int64_t* batch_indices,
-                          float* losses, int threads) {
+                          const bool* record, double* update_stats, float* losses,
+                          int threads) {
   const int64_t bad = first_invalid_id(X, Y, n_train, shape.block, shape.vocab, steps,
                                        shape.batch, first_step, seed, batch_indices);
   if (bad != kAllValid) return bad;
   ChainSteps engine(shape, params, X, Y, n_train, std::min(threads, 2));
-  engine.run(lrs, steps, first_step, seed, batch_indices, losses);
+  engine.run(lrs, steps, first_step, seed, batch_indices, record, update_stats, losses);
   return kAllValid;
 }
 
