@@ -287,20 +287,23 @@ class ChainSteps {
   int64_t matrices() const { return shape_.layers + 2; }
 
   void gather(ThreadState& own) const {
-    const Layer& first = layers_[0];
+    // the ids first, in a loop of independent loads: the rows are scattered over a training
+    // set larger than the caches, and their misses overlap here, not behind each copy
     for (int64_t b = 0; b < B; ++b) {
       const int64_t row = own.rows[b];
+      for (int64_t t = 0; t < T; ++t) own.xb[b * T + t] = X_[row * T + t];
+      own.yb[b] = Y_[row];
+    }
+    const Layer& first = layers_[0];
+    for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < T; ++t) {
-        const int64_t id = own.xb[b * T + t] = X_[row * T + t];
-        const float* src = own.C.data() + id * D;
+        const float* src = own.C.data() + own.xb[b * T + t] * D;
         const int64_t column = column_of_position_[t] + b, at = (t % first.k) * D;
         for (int64_t d = 0; d < D; ++d) {
           own.xT[(at + d) * first.C + column] = src[d];
           own.x[column * first.Kp + at + d] = src[d];
         }
       }
-      own.yb[b] = Y_[row];
-    }
   }
 
   // The next layer's input (or the head's) in both layouts: (next Kp, next C) and its transpose.
