@@ -121,8 +121,8 @@ class GraphEngine(Engine):
 
 class FusedEngine(Engine):
     name = "fused"
-    summary = ("whole steps in one call: the mlp (C++ on the CPU, one kernel on CUDA), bnmlp "
-               "and wavenet (C++ on the CPU); SGD")
+    summary = ("whole steps in one call per block: the mlp (C++ on the CPU, one kernel on "
+               "CUDA), bnmlp and wavenet (C++ on the CPU); SGD")
 
     def options_problem(self, config: dict) -> Optional[str]:
         if config["type"] not in FUSED_TYPES:  # first: the other rules are about those models

@@ -232,3 +232,33 @@ def test_backward_ops_check_shapes(name):
 def test_cpu_cuda_mix(name):
     with pytest.raises(RuntimeError, match="device"):
         OPS[name][0](torch.randn(4, 3), torch.randn(5, 3, device="cuda"))
+
+
+def _error_against_float64(out, exact):
+    return (out.double() - exact).abs().max().item()
+
+
+@pytest.mark.parametrize("n,k,h", [(64, 50_257, 16), (8, 262_144, 4)])
+def test_long_inner_dimension_at_least_as_accurate_as_torch(n, k, h):
+    # the forward's sum over k and the input gradient's over h run in blocks: over a long
+    # reduction the error stays at (or below) torch's own CPU linear, never far above it
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, k, generator=g)
+    w = torch.randn(h, k, generator=g) / k ** 0.5
+    b = torch.randn(h, generator=g)
+    exact = F.linear(x.double(), w.double(), b.double())
+    for fn, ref in ((ops.linear, F.linear),
+                    (ops.linear_tanh, lambda *a: torch.tanh(F.linear(*a)))):
+        ours = _error_against_float64(fn(x, w, b), ref(x.double(), w.double(), b.double()))
+        theirs = _error_against_float64(ref(x, w, b), ref(x.double(), w.double(), b.double()))
+        assert ours <= 2 * theirs + 1e-7, (fn.__name__, ours, theirs)
+    # the input gradient of a layer with that many outputs: a sum over k outputs
+    wide = torch.randn(k, h, generator=g) / h ** 0.5
+    xs = torch.randn(n, h, generator=g, requires_grad=True)
+    gy = torch.randn(n, k, generator=g)
+    exact_gx = gy.double() @ wide.double()
+    ours_gx, = torch.autograd.grad(ops.linear(xs, wide), xs, gy)
+    theirs_gx, = torch.autograd.grad(F.linear(xs, wide), xs, gy)
+    assert _error_against_float64(ours_gx, exact_gx) <= \
+        2 * _error_against_float64(theirs_gx, exact_gx) + 1e-7
+    del exact

@@ -14,6 +14,12 @@ constexpr int64_t kFwdVecs = PYMAKEMORE_VECTOR_REGISTERS >= 32 ? 4 : 2;
 constexpr int64_t kBwdRows = simd::kTileRows;
 constexpr int64_t kBwdVecs = simd::kTileVecs;
 
+// The products' sums over the inner dimension run in blocks of kReduceBlock terms, each block
+// summed in the registers from zero and then added to the tile's total: an error that grows
+// with the block and the number of blocks, not with the whole inner dimension (K = 50,257 in
+// one chain lost ten times torch's accuracy).
+constexpr int64_t kReduceBlock = 256;
+
 // Pieces of rows whose weight-gradient partials are summed in a fixed order.
 constexpr int64_t kMaxPieces = 64;
 constexpr int64_t kPartialBudget = int64_t(1) << 24;  // elements across all partials
@@ -31,13 +37,34 @@ void forward_tile(const T* const* xr, const T* wt, const T* b, int64_t k, int64_
     const V bv = simd::load(b + c0 + v * L);
     for (int64_t r = 0; r < kFwdRows; ++r) acc[r][v] = bv;
   }
-  for (int64_t q = 0; q < k; ++q) {
-    V wv[NV];
-    for (int64_t v = 0; v < NV; ++v) wv[v] = simd::load(wt + q * hp + c0 + v * L);
-    for (int64_t r = 0; r < kFwdRows; ++r) {
-      const V xv = simd::broadcast(xr[r][q]);
-      for (int64_t v = 0; v < NV; ++v) acc[r][v] += xv * wv[v];
+  const auto accumulate = [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      V wv[NV];
+      for (int64_t v = 0; v < NV; ++v) wv[v] = simd::load(wt + q * hp + c0 + v * L);
+      for (int64_t r = 0; r < kFwdRows; ++r) {
+        const V xv = simd::broadcast(xr[r][q]);
+        for (int64_t v = 0; v < NV; ++v) acc[r][v] += xv * wv[v];
+      }
     }
+  };
+  if (k <= kReduceBlock) {
+    accumulate(0, k);
+  } else {
+    // the first block sums onto the bias in the registers, each later one from zero, added to
+    // the tile's total (kFwdRows x NV vectors, in the L1 cache)
+    alignas(64) T total[kFwdRows][NV * L];
+    for (int64_t q0 = 0; q0 < k; q0 += kReduceBlock) {
+      if (q0 > 0)
+        for (int64_t r = 0; r < kFwdRows; ++r)
+          for (int64_t v = 0; v < NV; ++v) acc[r][v] = V{};
+      accumulate(q0, std::min(k, q0 + kReduceBlock));
+      for (int64_t r = 0; r < kFwdRows; ++r)
+        for (int64_t v = 0; v < NV; ++v)
+          simd::store(total[r] + v * L,
+                      q0 > 0 ? simd::load(total[r] + v * L) + acc[r][v] : acc[r][v]);
+    }
+    for (int64_t r = 0; r < kFwdRows; ++r)
+      for (int64_t v = 0; v < NV; ++v) acc[r][v] = simd::load(total[r] + v * L);
   }
   for (int64_t r = 0; r < rows; ++r) {
     T* yr = y_tile + r * h;
@@ -160,22 +187,28 @@ void linear_backward(const T* gy, const T* y, const T* x, const T* w, int64_t n,
         }
         if (grad_x) {  // grad_x (rows, k) = gz (rows, h) @ w (h, k)
           for (int64_t c0 = 0; c0 < kp; c0 += B) {
-            V acc[R][kBwdVecs];
-            for (int64_t r = 0; r < R; ++r)
-              for (int64_t v = 0; v < kBwdVecs; ++v) acc[r][v] = V{};
-            for (int64_t j = 0; j < h; ++j) {
-              V wv[kBwdVecs];
-              for (int64_t v = 0; v < kBwdVecs; ++v) wv[v] = simd::load(wp + j * kp + c0 + v * L);
-              for (int64_t r = 0; r < R; ++r) {
-                const V g = simd::broadcast(gz[r * h + j]);
-                for (int64_t v = 0; v < kBwdVecs; ++v) acc[r][v] += g * wv[v];
+            // blocks of kReduceBlock outputs, each summed from zero and added to out
+            for (int64_t j0 = 0; j0 < std::max<int64_t>(h, 1); j0 += kReduceBlock) {
+              V acc[R][kBwdVecs];
+              for (int64_t r = 0; r < R; ++r)
+                for (int64_t v = 0; v < kBwdVecs; ++v) acc[r][v] = V{};
+              for (int64_t j = j0; j < std::min(h, j0 + kReduceBlock); ++j) {
+                V wv[kBwdVecs];
+                for (int64_t v = 0; v < kBwdVecs; ++v)
+                  wv[v] = simd::load(wp + j * kp + c0 + v * L);
+                for (int64_t r = 0; r < R; ++r) {
+                  const V g = simd::broadcast(gz[r * h + j]);
+                  for (int64_t v = 0; v < kBwdVecs; ++v) acc[r][v] += g * wv[v];
+                }
               }
+              for (int64_t r = 0; r < R; ++r)
+                for (int64_t v = 0; v < kBwdVecs; ++v)
+                  simd::store(out[r] + v * L,
+                              j0 > 0 ? simd::load(out[r] + v * L) + acc[r][v] : acc[r][v]);
             }
             const int64_t cols = std::min(B, k - c0);
-            for (int64_t r = 0; r < rows; ++r) {
-              for (int64_t v = 0; v < kBwdVecs; ++v) simd::store(out[r] + v * L, acc[r][v]);
+            for (int64_t r = 0; r < rows; ++r)
               std::copy(out[r], out[r] + cols, grad_x + (r0 + r) * k + c0);
-            }
           }
         }
         if (pw) {  // grad_w (h, k) += gz^T (h, rows) @ x (rows, k)
