@@ -24,17 +24,17 @@ void check_tensor(const at::Tensor& t, const std::string& name, at::ScalarType d
               at::IntArrayRef(sizes), ", but got ", t.sizes());
 }
 
-std::string nth(const char* name, size_t i) { return std::string(name) + "[" + std::to_string(i) + "]"; }
+std::string nth(const char* name, size_t i) {
+  return std::string(name) + "[" + std::to_string(i) + "]";
+}
 
-std::tuple<at::Tensor, at::Tensor> chain_train_steps_cpu(at::Tensor& C, at::TensorList weights, at::TensorList biases,
-                                 at::TensorList gains, at::TensorList shifts,
-                                 at::TensorList running_means, at::TensorList running_vars,
-                                 at::Tensor& out_weight, at::Tensor& out_bias,
-                                 const at::Tensor& X, const at::Tensor& Y, const at::Tensor& lrs,
-                                 at::IntArrayRef groups, double momentum, double eps,
-                                 bool unbiased, int64_t batch_size, int64_t first_step,
-                                 int64_t seed, const c10::optional<at::Tensor>& batch_indices,
-                                 const c10::optional<at::Tensor>& record) {
+std::tuple<at::Tensor, at::Tensor> chain_train_steps_cpu(
+    at::Tensor& C, at::TensorList weights, at::TensorList biases, at::TensorList gains,
+    at::TensorList shifts, at::TensorList running_means, at::TensorList running_vars,
+    at::Tensor& out_weight, at::Tensor& out_bias, const at::Tensor& X, const at::Tensor& Y,
+    const at::Tensor& lrs, at::IntArrayRef groups, double momentum, double eps, bool unbiased,
+    int64_t batch_size, int64_t first_step, int64_t seed,
+    const c10::optional<at::Tensor>& batch_indices, const c10::optional<at::Tensor>& record) {
   const size_t layers = weights.size();
   TORCH_CHECK(layers >= 1, kOp, "needs at least one hidden layer");
   TORCH_CHECK(groups.size() == layers && gains.size() == layers && shifts.size() == layers &&
@@ -99,8 +99,8 @@ std::tuple<at::Tensor, at::Tensor> chain_train_steps_cpu(at::Tensor& C, at::Tens
     recorded_steps = record->data_ptr<bool>();
     recorded = record->sum().item<int64_t>();
   }
-  at::Tensor update_stats =
-      at::zeros({recorded, static_cast<int64_t>(layers) + 2, 4}, lrs.options().dtype(at::kDouble));
+  at::Tensor update_stats = at::zeros({recorded, static_cast<int64_t>(layers) + 2, 4},
+                                      lrs.options().dtype(at::kDouble));
   at::Tensor losses = at::empty({steps}, lrs.options());
   const ChainShape shape{V, T, D, batch_size, static_cast<int64_t>(layers), momentum, eps,
                          unbiased};

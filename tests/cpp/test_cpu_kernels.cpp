@@ -305,13 +305,65 @@ void test_mlp_engine() {
     results[threads - 1].insert(results[threads - 1].end(), C.begin(), C.end());
   }
   check(results[0] == results[1], "engine: identical on one and two threads");
+  // ids are checked in the rows the steps draw, before any step runs
   std::vector<int64_t> bad_x = X;
-  bad_x[5] = V;
+  bad_x[5] = V;  // row 1
+  std::vector<int64_t> rows(B, 0);
+  rows[3] = 1;
   std::vector<float> C = C0, W1 = W10, b1(H), W2 = W20, b2(V), losses(1);
   check(mlp_train_steps({V, T, D, H, B}, {C.data(), W1.data(), b1.data(), W2.data(), b2.data()},
-                        bad_x.data(), Y.data(), n, lrs.data(), 1, 0, 7, nullptr, losses.data(),
-                        1) == 5,
-        "engine reports the first bad character id");
+                        bad_x.data(), Y.data(), n, lrs.data(), 1, 0, 7, rows.data(),
+                        losses.data(), 1) == 5 &&
+            C == C0,
+        "engine reports the first bad character id and trains nothing");
+}
+
+// The BatchNorm chain engine (wavenet's shape, smaller): identical on one and two threads, it
+// learns a simple rule, and reports a bad id before training.
+void test_chain_engine() {
+  const int64_t n = 2000, V = 27, T = 4, D = 6, H = 20, B = 32;
+  std::vector<int64_t> X(n * T), Y(n);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t t = 0; t < T; ++t) X[i * T + t] = randint(1, V)[0];
+    Y[i] = X[i * T + T - 1];
+  }
+  const auto C0 = randn(V * D), W00 = randn(H * 2 * D, 0.3f), W10 = randn(H * 2 * H, 0.2f),
+             Wo0 = randn(V * H, 0.05f);
+  const int64_t steps = 300;
+  std::vector<float> lrs(steps, 0.1f);
+  std::vector<float> results[2];
+  for (int threads = 1; threads <= 2; ++threads) {
+    std::vector<float> C = C0, W0 = W00, W1 = W10, Wo = Wo0, bo(V, 0.0f), losses(steps);
+    std::vector<float> gains(2 * H, 1.0f), shifts(2 * H, 0.0f), means(2 * H, 0.0f),
+        vars(2 * H, 1.0f);
+    ChainLayer layers[2] = {
+        {2, D, H, W0.data(), nullptr, &gains[0], &shifts[0], &means[0], &vars[0]},
+        {2, H, H, W1.data(), nullptr, &gains[H], &shifts[H], &means[H], &vars[H]}};
+    const ChainShape shape{V, T, D, B, 2, 0.1, 1e-5, true};
+    const int64_t bad = chain_train_steps(shape, {C.data(), layers, Wo.data(), bo.data()},
+                                          X.data(), Y.data(), n, lrs.data(), steps, 0, 7,
+                                          nullptr, nullptr, nullptr, losses.data(), threads);
+    check(bad == kAllValid, "chain engine accepts valid data");
+    check(losses.back() < 0.5f * losses.front(),
+          "chain engine learns: " + std::to_string(losses.front()) + " -> " +
+              std::to_string(losses.back()));
+    results[threads - 1] = losses;
+    for (const auto* v : {&C, &W0, &W1, &Wo, &gains, &means, &vars})
+      results[threads - 1].insert(results[threads - 1].end(), v->begin(), v->end());
+  }
+  check(results[0] == results[1], "chain engine: identical on one and two threads");
+  std::vector<int64_t> bad_y = Y;
+  bad_y[1] = -1;
+  std::vector<int64_t> rows(B, 1);
+  std::vector<float> C = C0, W0 = W00, W1 = W10, Wo = Wo0, bo(V), losses(1), p(4 * H, 1.0f);
+  ChainLayer layers[2] = {{2, D, H, W0.data(), nullptr, &p[0], &p[H], &p[2 * H], &p[3 * H]},
+                          {2, H, H, W1.data(), nullptr, &p[0], &p[H], &p[2 * H], &p[3 * H]}};
+  check(chain_train_steps({V, T, D, B, 2, 0.1, 1e-5, true},
+                          {C.data(), layers, Wo.data(), bo.data()}, X.data(), bad_y.data(), n,
+                          lrs.data(), 1, 0, 7, rows.data(), nullptr, nullptr, losses.data(),
+                          1) == n * T + 1 &&
+            C == C0,
+        "chain engine reports a bad target and trains nothing");
 }
 
 }  // namespace
@@ -336,6 +388,7 @@ int main() {
     test_linear();
     test_cross_entropy();
     test_mlp_engine();
+    test_chain_engine();
   }
   for (int level = levels; level < 3; ++level)
     std::printf("level %s: not run (this CPU or build lacks it)\n",

@@ -163,7 +163,8 @@ class ChainSteps {
   // whose layer takes k at a time sits at group (t % k) * (groups of the next level) +
   // (the group of t / k at the next level).
   std::vector<int64_t> positions_to_columns() const {
-    // the groups of the output of layer i, from the last layer's one position down to layer 0
+    // group_of[t]: the column group of position t of layer i's output, from the last layer's
+    // one position down to layer 0's output
     std::vector<int64_t> group_of{0};
     for (int64_t i = shape_.layers - 1; i >= 1; --i) {
       const int64_t k = layers_[i].k, next = static_cast<int64_t>(group_of.size());
@@ -197,7 +198,8 @@ class ChainSteps {
         }
     }
     for (int64_t u = 0; u < Hh_; ++u)
-      for (int64_t v = 0; v < V; ++v) head_wT_[head_rows_[u] * Vp + v] = params_.out_weight[v * Hh_ + u];
+      for (int64_t v = 0; v < V; ++v)
+        head_wT_[head_rows_[u] * Vp + v] = params_.out_weight[v * Hh_ + u];
   }
 
   void copy_out() {
@@ -221,7 +223,8 @@ class ChainSteps {
         }
     }
     for (int64_t u = 0; u < Hh_; ++u)
-      for (int64_t v = 0; v < V; ++v) params_.out_weight[v * Hh_ + u] = head_wT_[head_rows_[u] * Vp + v];
+      for (int64_t v = 0; v < V; ++v)
+        params_.out_weight[v * Hh_ + u] = head_wT_[head_rows_[u] * Vp + v];
   }
 
   void steps_on(int t, const float* lrs, int64_t steps, int64_t first_step, uint64_t seed,
@@ -343,9 +346,10 @@ class ChainSteps {
       const double var = shape_.unbiased ? unbiased_var : squares / n;
       const float invstd = static_cast<float>(1.0 / std::sqrt(var + shape_.eps));
       ly.invstd[r] = invstd;
-      const double momentum = shape_.momentum;
-      ly.running_mean[r] = static_cast<float>(ly.running_mean[r] + momentum * (mean - ly.running_mean[r]));
-      ly.running_var[r] = static_cast<float>(ly.running_var[r] + momentum * (unbiased_var - ly.running_var[r]));
+      const double momentum = shape_.momentum, old_mean = ly.running_mean[r],
+                   old_var = ly.running_var[r];
+      ly.running_mean[r] = static_cast<float>(old_mean + momentum * (mean - old_mean));
+      ly.running_var[r] = static_cast<float>(old_var + momentum * (unbiased_var - old_var));
       const Vec scale = simd::broadcast(invstd), gain = simd::broadcast(ly.gain[r]),
                 shift = simd::broadcast(ly.shift[r]);
       // column c = j * next_C + cn is column cn of the next layer's input, in its group j
