@@ -376,7 +376,8 @@ def test_a_changed_dev_word_is_refused_on_resume(tmp_path, capsys):
     (["--type", "rnn"], "argument --type: invalid choice: 'rnn'"),
     (["--n-head", "2"], "--n-head does not apply to --type mlp"),
     (["--type", "wavenet", "--n-layer", "3"], "--n-layer does not apply to --type wavenet"),
-    (["--type", "gpt", "--engine", "fused"], "--engine fused runs the mlp model only, not gpt"),
+    (["--type", "gpt", "--engine", "fused"],
+     "--engine fused runs the mlp, bnmlp, wavenet models only, not gpt"),
     (["-o", ""], "--work-dir must name a folder, got ''"),
 ])
 def test_command_line_mistakes_are_one_line(args, match):
