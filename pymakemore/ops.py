@@ -139,7 +139,9 @@ def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tens
 
 def _linear_like(fused, tanh: bool, input: Tensor, weight: Tensor, bias: Optional[Tensor]
                  ) -> Tensor:
-    if _transformed():
+    if _transformed() or not (input.is_floating_point() and weight.is_floating_point()):
+        # torch.func transforms, and integer operands (F.linear computes them; the kernels
+        # are floating-point): the composite
         y = F.linear(input, weight, bias)
         return torch.tanh(y) if tanh else y
     cast = _autocast(False, input, weight, bias)
@@ -230,6 +232,7 @@ def cross_entropy(
     """
     if size_average is not None or reduce is not None:
         reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
+    input, target = _class_loss_operands(input, target)
     if softcap == float("inf"):  # the limit of c * tanh(x / c) as c grows: no cap at all
         softcap = None
     if softcap is not None or z_loss:  # (a NaN z_loss too: refused there)
@@ -271,22 +274,39 @@ def cross_entropy(
     return loss.reshape(target.shape) if reduction == "none" else loss
 
 
+def _class_loss_operands(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """F.cross_entropy's rules for the dtypes the kernels do not take: uint8 class targets are
+    accepted (as int64); integer logits are NotImplementedError, as there."""
+    if not input.is_floating_point() and not input.is_complex():
+        raise NotImplementedError(f'"cross_entropy" not implemented for integer logits '
+                                  f'({input.dtype}), as in F.cross_entropy')
+    if target.dtype == torch.uint8:
+        target = target.long()
+    return input, target
+
+
 def _capped_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing,
                           softcap, z_loss):
     """cross_entropy with softcap and/or z_loss: the logits capped, then the fused loss, plus
     the z-loss rows reduced as the loss's rows are."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{reduction} is not a valid value for reduction")
+    out_dtype = input.dtype
     if softcap is not None:
         if not softcap > 0:
             raise ValueError(f"cross_entropy: softcap must be > 0, got {softcap}")
+        if input.dtype in (torch.float16, torch.bfloat16):
+            # capped in float32 (as linear_cross_entropy): a cap rounded to 8 bits of mantissa
+            # moves logits near the cap by whole units and their gradients by percents
+            input = input.float()
+            weight = weight.float() if weight is not None else None
         input = softcap * torch.tanh(input / softcap)
     loss = cross_entropy(input, target, weight, ignore_index=ignore_index, reduction=reduction,
                          label_smoothing=label_smoothing)
     if not z_loss >= 0:  # NaN included
         raise ValueError(f"cross_entropy: z_loss must be >= 0, got {z_loss}")
     if not z_loss:
-        return loss
+        return loss.to(out_dtype)
     if target.is_floating_point():
         raise ValueError("cross_entropy: z_loss needs class-index targets")
     lse = torch.logsumexp(input, dim=1 if input.dim() > 1 else 0)
@@ -296,11 +316,11 @@ def _capped_cross_entropy(input, target, weight, ignore_index, reduction, label_
         torch.where(counted, weight.to(lse.dtype)[safe], torch.zeros_like(lse))
     rows = z_loss * lse * lse * row_weight
     if reduction == "none":
-        return loss + rows.to(loss.dtype)
+        return (loss + rows.to(loss.dtype)).to(out_dtype)
     total = rows.sum()
     if reduction == "mean":
         total = total / row_weight.sum()
-    return loss + total.to(loss.dtype)
+    return (loss + total.to(loss.dtype)).to(out_dtype)
 
 
 @torch.library.register_fake("pymakemore::cross_entropy")

@@ -297,8 +297,8 @@ def test_backward_op_checks_targets():
 @pytest.mark.parametrize("x,t,kw,error,match", [
     (torch.randn(4, 3), torch.tensor([0, 1, 2]), {}, ValueError,
      r"Expected input batch_size \(4\) to match target batch_size \(3\)"),
-    (torch.ones(4, 3, dtype=torch.long), torch.tensor([0, 1, 2, 1]), {}, RuntimeError,
-     "floating-point"),
+    (torch.ones(4, 3, dtype=torch.long), torch.tensor([0, 1, 2, 1]), {}, NotImplementedError,
+     "integer logits"),  # F.cross_entropy's error class
     (torch.randn(4, 3), torch.tensor([0, 1, 2, 1], dtype=torch.int16), {}, RuntimeError,
      "int64 or int32"),
     (torch.randn(4, 3), torch.zeros(4, 1, dtype=torch.long), {}, RuntimeError, "target"),
@@ -472,3 +472,45 @@ def test_huge_logits_tied_or_not_give_the_right_gradient(device, magnitude, redu
         assert_close(loss, F.cross_entropy(rows, t, reduction=reduction))
         assert_close(first, x_f.grad)
         assert torch.equal(x.grad, 2 * first), "the second backward differs from the first"
+
+
+def test_dtype_edges_as_functional():
+    x = torch.randn(6, 5, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 3, 4, 0], dtype=torch.uint8)
+    ours, = torch.autograd.grad(ops.cross_entropy(x, t), x)
+    theirs, = torch.autograd.grad(F.cross_entropy(x, t), x)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(ops.cross_entropy(x, t, reduction="none"),
+                               F.cross_entropy(x, t, reduction="none"))
+    with pytest.raises(NotImplementedError, match="integer logits"):
+        ops.cross_entropy(torch.randint(0, 5, (6, 5)), t.long())
+    with pytest.raises(NotImplementedError):
+        F.cross_entropy(torch.randint(0, 5, (6, 5)), t.long())
+
+
+def test_softcap_of_half_logits_is_computed_in_float32():
+    g = torch.Generator().manual_seed(0)
+    t = torch.randint(0, 50, (512,), generator=g)
+    for dtype in (torch.bfloat16, torch.float16):
+        x = (torch.randn(512, 50, generator=g) * 30).to(dtype).requires_grad_()
+        loss = ops.cross_entropy(x, t, softcap=20.0, reduction="sum")
+        assert loss.dtype == dtype
+        ours, = torch.autograd.grad(loss, x)
+        xf = x.detach().float().requires_grad_()
+        exact, = torch.autograd.grad(
+            F.cross_entropy(20.0 * torch.tanh(xf / 20.0), t, reduction="sum"), xf)
+        # gradients of at least 1e-3 within 5% (a cap rounded to the input dtype: dozens not)
+        off = ((ours.float() - exact).abs() > 0.05 * exact.abs()) & (exact.abs() > 1e-3)
+        assert off.sum().item() == 0, (dtype, off.sum().item())
+        none = ops.cross_entropy(x, t, softcap=20.0, reduction="none", z_loss=1e-4)
+        assert none.dtype == dtype and none.shape == (512,)
+
+
+def test_editing_the_logits_of_a_mean_loss_before_backward_raises():
+    x = torch.randn(4, 5, requires_grad=True)
+    y = x * 1.0
+    loss = ops.cross_entropy(y, torch.tensor([0, 1, 2, 3]))
+    with torch.no_grad():
+        y.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

@@ -175,8 +175,8 @@ def test_reduced_precision_on_cpu(name, dtype):
     ((torch.randn(()), torch.randn(5, 3), None), "at least 1-D"),
     ((torch.randn(4, 3), torch.randn(15), None), "cannot be multiplied"),
     ((torch.randn(4, 3), torch.randn(5, 3, 1), None), "weight must be 2-D"),
-    ((torch.ones(4, 3, dtype=torch.long), torch.ones(5, 3, dtype=torch.long), None),
-     "floating-point"),
+    ((torch.ones(4, 3, dtype=torch.long), torch.ones(5, 3), None),
+     "same dtype"),  # integer with float operands: F.linear's error
     ((torch.randn(4, 3), torch.randn(5, 3, device="meta"), None), "device"),
 ])
 @pytest.mark.parametrize("name", OPS)
@@ -262,3 +262,14 @@ def test_long_inner_dimension_at_least_as_accurate_as_torch(n, k, h):
     assert _error_against_float64(ours_gx, exact_gx) <= \
         2 * _error_against_float64(theirs_gx, exact_gx) + 1e-7
     del exact
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_integer_operands_are_computed_as_functional(dtype):
+    x = torch.randint(-5, 5, (4, 7), dtype=dtype)
+    w = torch.randint(-5, 5, (3, 7), dtype=dtype)
+    b = torch.randint(-5, 5, (3,), dtype=dtype)
+    assert torch.equal(ops.linear(x, w, b), F.linear(x, w, b))
+    torch.testing.assert_close(ops.linear_tanh(x, w, b), torch.tanh(F.linear(x, w, b)))
+    with pytest.raises(RuntimeError, match="same dtype"):
+        ops.linear(x, w.float())
