@@ -371,7 +371,9 @@ def linear_cross_entropy(
 ) -> Tensor:
     """F.cross_entropy(F.linear(input, weight, bias), target, ...) without the N x V logits.
 
-    input (N, D) with target (N,), or (D,) with a 0-d target; weight (V, D); bias (V,).
+    input (N, D) with target (N,), (D,) with a 0-d target, or (B, ..., D) with batch
+    dimensions and target (B, ...) (every position a row; reduction="none" gives the target's
+    shape); weight (V, D); bias (V,).
     softcap: logits c * tanh(logits / c) before the loss (Gemma 2); z_loss: z_loss * lse**2
     added per counted row (PaLM). Rows go through in chunks whose logits are never kept: the
     peak extra memory is one chunk (about 48 MiB) plus O(N). When a gradient is needed
@@ -380,6 +382,16 @@ def linear_cross_entropy(
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{reduction} is not a valid value for reduction")
+    if input.dim() > 2:  # batch dimensions: every position is a row (a view, no copy)
+        if target.shape != input.shape[:-1]:
+            raise ValueError(f"linear_cross_entropy: input of shape {tuple(input.shape)} needs "
+                             f"a target of shape {tuple(input.shape[:-1])}, but got "
+                             f"{tuple(target.shape)}")
+        loss = linear_cross_entropy(input.reshape(-1, input.shape[-1]), weight,
+                                    target.reshape(-1), bias, ignore_index=ignore_index,
+                                    reduction=reduction, label_smoothing=label_smoothing,
+                                    softcap=softcap, z_loss=z_loss)
+        return loss.reshape(target.shape) if reduction == "none" else loss
     if _transformed():
         return _linear_cross_entropy_composite(input, weight, target, bias, ignore_index,
                                                reduction, label_smoothing, softcap, z_loss)

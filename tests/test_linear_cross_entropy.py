@@ -313,3 +313,26 @@ def test_huge_tied_logits_give_the_right_gradients():
     torch.testing.assert_close(loss, loss_f)
     torch.testing.assert_close(gh, gh_f)
     torch.testing.assert_close(gw, gw_f)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_batch_dimensions(reduction):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 8, generator=g, requires_grad=True)
+    w = torch.randn(11, 8, generator=g, requires_grad=True)
+    b = torch.randn(11, generator=g, requires_grad=True)
+    t = torch.randint(0, 11, (3, 5), generator=g)
+    t[0, 1] = -100
+    ours = ops.linear_cross_entropy(x, w, t, b, reduction=reduction, label_smoothing=0.1)
+    theirs = F.cross_entropy(F.linear(x, w, b).reshape(-1, 11), t.reshape(-1),
+                             reduction=reduction, label_smoothing=0.1)
+    if reduction == "none":
+        theirs = theirs.reshape(3, 5)
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs)
+    grads = torch.autograd.grad(ours.sum(), (x, w, b))
+    expected = torch.autograd.grad(theirs.sum(), (x, w, b))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match=r"needs a target of shape \(3, 5\)"):
+        ops.linear_cross_entropy(x, w, t.reshape(-1))
