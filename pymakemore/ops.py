@@ -451,6 +451,13 @@ def _lce_setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)  # no zero-filled gradients for those outputs
 
 
+def _batched(t: Tensor) -> bool:
+    """Whether t carries a vmap batch dimension: torch.func.vmap's, or the one of
+    autograd.grad(is_grads_batched=True) and jacobian(vectorize=True)."""
+    functorch = torch._C._functorch
+    return functorch.is_batchedtensor(t) or functorch.is_legacy_batchedtensor(t)
+
+
 def _lce_backward(ctx, grad_loss, *unused):
     input, weight, target, bias = ctx.saved_tensors
     if grad_loss is None:  # (nothing came back to the loss)
@@ -458,12 +465,20 @@ def _lce_backward(ctx, grad_loss, *unused):
     ignore_index, reduction, label_smoothing, softcap, z_loss = ctx.options
     wanted = (ctx.needs_input_grad[0], ctx.needs_input_grad[1],
               bias is not None and ctx.needs_input_grad[3])
-    if torch.is_grad_enabled():  # create_graph: differentiable formulas, exact higher orders
-        loss = _linear_cross_entropy_composite(input, weight, target, bias, ignore_index,
-                                               reduction, label_smoothing, softcap, z_loss)
-        tensors = (input, weight, bias)
+    batched = _batched(grad_loss)  # vmap over the backward
+    if torch.is_grad_enabled() or batched:
+        # create_graph: differentiable formulas, exact higher orders; vmap
+        # (is_grads_batched, jacobian(vectorize=True)): torch's batching rules
+        with torch.enable_grad():
+            tensors = [t.detach().requires_grad_() if t is not None and w else t
+                       for t, w in zip((input, weight, bias), wanted)] if batched else \
+                (input, weight, bias)
+            loss = _linear_cross_entropy_composite(tensors[0], tensors[1], target, tensors[2],
+                                                   ignore_index, reduction, label_smoothing,
+                                                   softcap, z_loss)
         asked = [t for t, w in zip(tensors, wanted) if w]
-        found = iter(torch.autograd.grad(loss, asked, grad_loss, create_graph=True))
+        found = iter(torch.autograd.grad(loss, asked, grad_loss,
+                                         create_graph=torch.is_grad_enabled()))
         gx, gw, gb = (next(found) if w else None for w in wanted)
         return gx, gw, None, gb, *([None] * 6)
     grads = ctx.grads

@@ -336,3 +336,25 @@ def test_batch_dimensions(reduction):
         torch.testing.assert_close(got, want)
     with pytest.raises(ValueError, match=r"needs a target of shape \(3, 5\)"):
         ops.linear_cross_entropy(x, w, t.reshape(-1))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_vmap_over_the_backward(reduction):
+    # autograd.grad(is_grads_batched=True) and jacobian(vectorize=True) vmap the backward
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 4, generator=g, requires_grad=True)
+    w = torch.randn(7, 4, generator=g, requires_grad=True)
+    t = torch.randint(0, 7, (6,), generator=g)
+    ours = ops.linear_cross_entropy(x, w, t, reduction=reduction)
+    theirs = F.cross_entropy(F.linear(x, w), t, reduction=reduction)
+    n = ours.numel()
+    v = torch.eye(n).reshape(n, *ours.shape) if reduction == "none" else torch.randn(3)
+    got = torch.autograd.grad(ours, (x, w), v, is_grads_batched=True)
+    want = torch.autograd.grad(theirs, (x, w), v, is_grads_batched=True)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    jac = torch.autograd.functional.jacobian(
+        lambda x_: ops.linear_cross_entropy(x_, w, t, reduction=reduction), x, vectorize=True)
+    expected = torch.autograd.functional.jacobian(
+        lambda x_: F.cross_entropy(F.linear(x_, w), t, reduction=reduction), x, vectorize=True)
+    torch.testing.assert_close(jac, expected)
