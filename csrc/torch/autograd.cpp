@@ -131,15 +131,13 @@ struct CrossEntropyFunction : torch::autograd::Function<CrossEntropyFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& input,
                                const at::Tensor& target, const c10::optional<at::Tensor>& weight,
                                c10::string_view reduction, int64_t ignore_index,
-                               double label_smoothing) {
+                               double label_smoothing, bool grad_now) {
     static const auto fwd = op<handles::CrossEntropy>("pymakemore::cross_entropy");
     static const auto fwd_with_grad =
         op<handles::CrossEntropyWithGrad>("pymakemore::cross_entropy_with_grad");
     TORCH_CHECK(!requires_grad(weight), "cross_entropy: no gradient is computed for the class "
                 "weights; pass weight.detach() or use torch.nn.functional.cross_entropy");
     const Reduction red = checks::parse_reduction(std::string(reduction));
-    const bool grad_now =
-        at::GradMode::is_enabled() && input.requires_grad() && red != Reduction::None;
     at::AutoDispatchBelowADInplaceOrView guard;
     at::Tensor loss, lse;
     if (grad_now) {
@@ -166,14 +164,24 @@ struct CrossEntropyFunction : torch::autograd::Function<CrossEntropyFunction> {
     if (at::GradMode::is_enabled()) {  // create_graph: the loss again, differentiably
       if (precomputed != ctx->saved_data.end()) ctx->saved_data.erase(precomputed);
       return {differentiable_backward(ctx, grads[0]), at::Tensor(), at::Tensor(), at::Tensor(),
-              at::Tensor(), at::Tensor()};
+              at::Tensor(), at::Tensor(), at::Tensor()};
     }
     if (precomputed != ctx->saved_data.end()) {
+      // the saved logits unpacked all the same: an in-place edit since the forward raises
+      // autograd's "modified by an inplace operation", as F.cross_entropy's backward does
+      ctx->get_saved_variables();
       // handed over, not kept: the caller may then own the only reference (no copy is made)
       at::Tensor grad_input = precomputed->second.toTensor();
       ctx->saved_data.erase(precomputed);
+      const c10::DispatchKeySet keys = grads[0].key_set();
+      if (keys.has(c10::DispatchKey::Batched) || keys.has(c10::DispatchKey::FuncTorchBatched))
+        // a vmapped backward (is_grads_batched, jacobian(vectorize=True)): out of place, by
+        // torch's batching rule for mul
+        return {grad_input.mul(grads[0]), at::Tensor(), at::Tensor(), at::Tensor(),
+                at::Tensor(), at::Tensor(), at::Tensor()};
       scale.call(grad_input, grads[0]);
-      return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+      return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+              at::Tensor()};
     }
     const variable_list saved = ctx->get_saved_variables();
     const c10::optional<at::Tensor> weight =
@@ -184,7 +192,8 @@ struct CrossEntropyFunction : torch::autograd::Function<CrossEntropyFunction> {
         bwd.call(grads[0], saved[0], saved[1], weight, saved[3], reduction,
                  ctx->saved_data["ignore_index"].toInt(),
                  ctx->saved_data["label_smoothing"].toDouble());
-    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
   }
 
   // The gradient of ATen's own cross entropy, recomputed from the saved logits with a graph.
@@ -204,8 +213,11 @@ struct CrossEntropyFunction : torch::autograd::Function<CrossEntropyFunction> {
 std::tuple<at::Tensor, at::Tensor> cross_entropy_autograd(
     const at::Tensor& input, const at::Tensor& target, const c10::optional<at::Tensor>& weight,
     c10::string_view reduction, int64_t ignore_index, double label_smoothing) {
+  // decided here: Function::apply runs the forward with grad mode off
+  const bool grad_now = at::GradMode::is_enabled() && input.requires_grad() &&
+                        checks::parse_reduction(std::string(reduction)) != Reduction::None;
   variable_list out = CrossEntropyFunction::apply(input, target, weight, reduction, ignore_index,
-                                                  label_smoothing);
+                                                  label_smoothing, grad_now);
   return {out[0], out[1]};
 }
 

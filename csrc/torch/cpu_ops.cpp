@@ -143,6 +143,74 @@ LinearGrads linear_backward_cpu(
 }
 
 // ---- cross_entropy --------------------------------------------------------------------------
+// float16/bfloat16 logits: the rows in chunks of about kHalfChunkBytes of float32, each
+// upcast, computed in float32 and its gradient written back in the logits' dtype, so the extra
+// memory is one chunk rather than float32 copies of the logits and of their gradient (three
+// times the logits' size; F.cross_entropy's own peak is about one). A mean is the chunks'
+// sums over the counted rows' weight (the kernel's mean, as F.cross_entropy's), its gradient
+// the sums' scaled by the same.
+constexpr int64_t kHalfChunkBytes = int64_t(32) << 20;
+
+CrossEntropyOutputs cross_entropy_half_cpu(const at::Tensor& input, const at::Tensor& target,
+                                           const c10::optional<at::Tensor>& weight,
+                                           const CrossEntropyOptions& opt, bool with_grad) {
+  const at::Tensor x = input.contiguous(), t = target.contiguous();
+  const c10::optional<at::Tensor> w =
+      weight && weight->defined() ? c10::optional<at::Tensor>(upcast(*weight).contiguous())
+                                  : c10::nullopt;
+  const int64_t n = x.size(0), classes = x.size(1);
+  const bool none = opt.reduction == Reduction::None;
+  CrossEntropyOptions chunk_opt = opt;
+  chunk_opt.reduction = none ? Reduction::None : Reduction::Sum;
+  const at::TensorOptions f32 = x.options().dtype(at::kFloat);
+  at::Tensor loss_rows = none ? at::empty({n}, f32) : at::Tensor();
+  at::Tensor lse = at::empty({n}, x.options().dtype(checks::kLseDtype));
+  at::Tensor grad = with_grad ? at::empty(x.sizes(), x.options()) : at::Tensor();
+  double denominator = 1.0;
+  if (opt.reduction == Reduction::Mean) {
+    const at::Tensor counted = t.ne(opt.ignore_index);
+    denominator =
+        w ? at::where(counted, w->index_select(0, at::where(counted, t, at::zeros_like(t))
+                                                    .to(at::kLong)),
+                      at::zeros({}, f32))
+                .sum(at::kDouble)
+                .item<double>()
+          : static_cast<double>(counted.sum().item<int64_t>());
+  }
+  double total = 0.0;
+  const int64_t step = std::max<int64_t>(1, kHalfChunkBytes / 4 / std::max<int64_t>(classes, 1));
+  for (int64_t r0 = 0; r0 < n; r0 += step) {
+    const int64_t rows = std::min(step, n - r0);
+    const at::Tensor xc = x.narrow(0, r0, rows).to(at::kFloat), tc = t.narrow(0, r0, rows);
+    at::Tensor chunk_loss = none ? loss_rows.narrow(0, r0, rows) : at::empty({}, f32);
+    at::Tensor gc = with_grad ? at::empty({rows, classes}, f32) : at::Tensor();
+    int64_t bad = kAllValid;
+    with_index_type(tc.scalar_type(), [&](auto index_tag) {
+      using Index = decltype(index_tag);
+      bad = cross_entropy_forward<float, Index>(
+          xc.data_ptr<float>(), tc.data_ptr<Index>(), w ? w->data_ptr<float>() : nullptr,
+          rows, classes, chunk_opt, chunk_loss.data_ptr<float>(),
+          lse.data_ptr<double>() + r0, with_grad ? gc.data_ptr<float>() : nullptr,
+          torch_parallel_for());
+    });
+    if (bad != kAllValid)
+      checks::bad_target(checks::index_at(tc, bad), r0 + bad, classes, opt.ignore_index);
+    if (!none) total += chunk_loss.item<double>();
+    if (with_grad) {
+      // a mean whose rows are all ignored: zero gradients (the loss is NaN), as the kernel's
+      if (opt.reduction == Reduction::Mean) gc.mul_(denominator > 0 ? 1.0 / denominator : 0.0);
+      grad.narrow(0, r0, rows).copy_(gc);
+    }
+  }
+  at::Tensor loss = none ? loss_rows.to(x.scalar_type())
+                         : at::scalar_tensor(opt.reduction == Reduction::Mean
+                                                 ? total / denominator
+                                                 : total,
+                                             f32)
+                               .to(x.scalar_type());
+  return {loss, lse, grad};
+}
+
 // (loss, lse) and, with_grad, the gradient for grad_loss = 1 from the same pass.
 CrossEntropyOutputs cross_entropy_cpu(
     const char* op, const at::Tensor& input, const at::Tensor& target,
@@ -151,13 +219,8 @@ CrossEntropyOutputs cross_entropy_cpu(
   const CrossEntropyOptions opt =
       calls::check_cross_entropy(at::kCPU, op, input, target, weight, reduction, ignore_index,
                                  label_smoothing, with_grad);
-  if (half_precision(input)) {
-    auto [loss, lse, grad] = cross_entropy_cpu(op, upcast(input), target, upcast(weight),
-                                                reduction, ignore_index, label_smoothing,
-                                                with_grad);
-    return {loss.to(input.scalar_type()), lse,
-            with_grad ? grad.to(input.scalar_type()) : grad};
-  }
+  if (half_precision(input))
+    return cross_entropy_half_cpu(input, target, weight, opt, with_grad);
   const calls::CrossEntropy c =
       calls::cross_entropy(input, target, weight, opt, with_grad, &new_output);
   int64_t bad = kAllValid;
