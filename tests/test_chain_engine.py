@@ -218,3 +218,27 @@ def test_trainer_runs_the_presets_on_the_chain_engine_and_resumes_exactly(tmp_pa
         assert torch.isfinite(ratios["values"]).all()
         report = json.loads((straight / "diagnostics.json").read_text())
         assert -4.5 < report["update_ratio_final"]["hidden.0.weight"] < -1.5
+
+
+def test_a_long_block_runs_in_short_calls_with_the_same_numbers(tmp_path, monkeypatch):
+    # between the engine's calls Python runs (a second Ctrl-C stops at once); how a block is
+    # cut into calls changes no number
+    common = [*FAST, "-i", str(names_path()), "--preset", "wavenet", "--max-steps", "120",
+              "--log-every", "120", "--lr-decay-at", "60"]
+    calls = []
+    real = engines.fused_steps
+
+    def counted(*args, **kwargs):
+        calls.append(len(args[3]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engines, "fused_steps", counted)
+    assert train.main([*common, "-o", str(tmp_path / "a")]) == 0
+    assert calls == [60, 60]  # the blocks: up to the decay step, then the rest
+    monkeypatch.setattr(engines, "FUSED_CALL_STEPS", 25)
+    calls.clear()
+    assert train.main([*common, "-o", str(tmp_path / "b")]) == 0
+    assert calls == [25, 25, 10, 25, 25, 10]
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name
