@@ -194,29 +194,57 @@ inline void add_sums(const float* p, int64_t n, double* sums) {
 }
 
 
-// The training row of example b of step s: batch_indices[s * batch + b], or the counter-based
-// draw of (seed, first_step + s, b).
-inline int64_t batch_row(const int64_t* batch_indices, int64_t batch, uint64_t seed,
-                         int64_t first_step, int64_t s, int64_t b, int64_t n_train) {
-  return batch_indices ? batch_indices[s * batch + b]
-                       : mlp_batch_index(seed, first_step + s, b, n_train);
-}
+// Where a call's minibatches come from: the training rows of each step (`indices`, steps x
+// batch, or the counter-based draws of (seed, first_step + s, b)) and the examples, X
+// (n_train x block character ids) and Y (n_train targets).
+struct Minibatches {
+  const int64_t* X;
+  const int64_t* Y;
+  int64_t n_train, block, batch;
+  uint64_t seed;
+  int64_t first_step;
+  const int64_t* indices;
 
-// Checks every character id that `steps` steps will read, before any of them runs (a refused
-// call leaves the parameters as they were); only the drawn rows, so that a call of one step
-// costs one step's checks. kAllValid, or the position in X (n_train x block), then Y, of the
-// first invalid id.
-inline int64_t first_invalid_id(const int64_t* X, const int64_t* Y, int64_t n_train,
-                                int64_t block, int64_t vocab, int64_t steps, int64_t batch,
-                                int64_t first_step, uint64_t seed, const int64_t* batch_indices) {
-  for (int64_t s = 0; s < steps; ++s)
+  int64_t row(int64_t s, int64_t b) const {
+    return indices ? indices[s * batch + b] : mlp_batch_index(seed, first_step + s, b, n_train);
+  }
+
+  // step s's rows into out, their examples prefetched: drawn a step ahead, as the training
+  // set is larger than the caches and a batch of scattered reads would stall the step
+  void draw(int64_t s, int64_t* out) const {
     for (int64_t b = 0; b < batch; ++b) {
-      const int64_t row = batch_row(batch_indices, batch, seed, first_step, s, b, n_train);
-      for (int64_t t = 0; t < block; ++t)
-        if (X[row * block + t] < 0 || X[row * block + t] >= vocab) return row * block + t;
-      if (Y[row] < 0 || Y[row] >= vocab) return n_train * block + row;
+      const int64_t r = out[b] = row(s, b);
+      __builtin_prefetch(X + r * block);
+      __builtin_prefetch(Y + r);
     }
-  return kAllValid;
+  }
+
+  // Checks every character id that `steps` steps will read, before any of them runs (a
+  // refused call leaves the parameters as they were); only the drawn rows, so that a call of
+  // one step costs one step's checks. kAllValid, or the position in X, then Y, of the first
+  // invalid id.
+  int64_t first_invalid_id(int64_t steps, int64_t vocab) const {
+    for (int64_t s = 0; s < steps; ++s)
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t r = row(s, b);
+        for (int64_t t = 0; t < block; ++t)
+          if (X[r * block + t] < 0 || X[r * block + t] >= vocab) return r * block + t;
+        if (Y[r] < 0 || Y[r] >= vocab) return n_train * block + r;
+      }
+    return kAllValid;
+  }
+};
+
+// work(0) on the calling thread and, with two threads, work(1) on a second one started here.
+template <typename Work>
+void on_threads(int threads, const Work& work) {
+  if (threads >= 2) {
+    std::thread second(work, 1);
+    work(0);
+    second.join();
+  } else {
+    work(0);
+  }
 }
 
 // The mean cross entropy of a minibatch whose logits are kept transposed, (classes, batch),

@@ -28,7 +28,7 @@
 #include "simd.h"
 
 namespace pymakemore::PYMAKEMORE_LEVEL {
-using engine::first_invalid_id;
+using engine::Minibatches;
 
 namespace {
 
@@ -133,13 +133,7 @@ class ChainSteps {
     const auto work = [&](int t) {
       steps_on(t, lrs, steps, first_step, seed, batch_indices, record, update_stats, losses);
     };
-    if (threads_ >= 2) {
-      std::thread second(work, 1);
-      work(0);
-      second.join();
-    } else {
-      work(0);
-    }
+    on_threads(threads_, work);
     copy_out();
   }
 
@@ -179,33 +173,22 @@ class ChainSteps {
     return column;
   }
 
-  // The caller's parameters into the padded layouts, and back.
+  // The caller's parameters into the padded layouts, and back (every thread's C and head
+  // bias are the same).
   void copy_in() {
-    for (Layer& ly : layers_) {
-      const ChainLayer& g = ly.given;
-      const int64_t in = ly.k * ly.F;
-      for (const HiddenHalf& hf : ly.halves)
-        for (int64_t u = 0; u < hf.count; ++u) {
-          const int64_t unit = hf.first + u, row = hf.row0 + u;
-          for (int64_t j = 0; j < ly.k; ++j)
-            for (int64_t f = 0; f < ly.F; ++f)
-              ly.W[row * ly.Kp + j * ly.Fp + ly.input_row[f]] = g.weight[unit * in + j * ly.F + f];
-          if (g.bias) ly.bias[row] = g.bias[unit];
-          ly.gain[row] = g.gain[unit];
-          ly.shift[row] = g.shift[unit];
-          ly.running_mean[row] = g.running_mean[unit];
-          ly.running_var[row] = g.running_var[unit];
-        }
-    }
-    for (int64_t u = 0; u < Hh_; ++u)
-      for (int64_t v = 0; v < V; ++v)
-        head_wT_[head_rows_[u] * Vp + v] = params_.out_weight[v * Hh_ + u];
+    each_parameter([](float& padded, const float& given) { padded = given; });
   }
 
   void copy_out() {
-    // every thread's C and head bias are the same
     std::copy(own_[0].C.begin(), own_[0].C.end(), params_.C);
     std::copy(own_[0].out_bias.begin(), own_[0].out_bias.end(), params_.out_bias);
+    each_parameter([](const float& padded, float& given) { given = padded; });
+  }
+
+  // pair(padded, given) for each element of the layers' parameters and running statistics and
+  // of the head's weight, in the padded layout and in the caller's
+  template <typename Pair>
+  void each_parameter(const Pair& pair) {
     for (Layer& ly : layers_) {
       const ChainLayer& g = ly.given;
       const int64_t in = ly.k * ly.F;
@@ -214,17 +197,18 @@ class ChainSteps {
           const int64_t unit = hf.first + u, row = hf.row0 + u;
           for (int64_t j = 0; j < ly.k; ++j)
             for (int64_t f = 0; f < ly.F; ++f)
-              g.weight[unit * in + j * ly.F + f] = ly.W[row * ly.Kp + j * ly.Fp + ly.input_row[f]];
-          if (g.bias) g.bias[unit] = ly.bias[row];
-          g.gain[unit] = ly.gain[row];
-          g.shift[unit] = ly.shift[row];
-          g.running_mean[unit] = ly.running_mean[row];
-          g.running_var[unit] = ly.running_var[row];
+              pair(ly.W[row * ly.Kp + j * ly.Fp + ly.input_row[f]],
+                   g.weight[unit * in + j * ly.F + f]);
+          if (g.bias) pair(ly.bias[row], g.bias[unit]);
+          pair(ly.gain[row], g.gain[unit]);
+          pair(ly.shift[row], g.shift[unit]);
+          pair(ly.running_mean[row], g.running_mean[unit]);
+          pair(ly.running_var[row], g.running_var[unit]);
         }
     }
     for (int64_t u = 0; u < Hh_; ++u)
       for (int64_t v = 0; v < V; ++v)
-        params_.out_weight[v * Hh_ + u] = head_wT_[head_rows_[u] * Vp + v];
+        pair(head_wT_[head_rows_[u] * Vp + v], params_.out_weight[v * Hh_ + u]);
   }
 
   void steps_on(int t, const float* lrs, int64_t steps, int64_t first_step, uint64_t seed,
@@ -238,15 +222,9 @@ class ChainSteps {
     const auto meet = [&] {
       if (together) barrier_.wait(++round);
     };
-    // the minibatch rows of a step are drawn one step ahead and their examples prefetched
+    const Minibatches batches{X_, Y_, n_train_, T, B, seed, first_step, batch_indices};
     const auto draw = [&](int64_t s, std::vector<int64_t>& out) {
-      if (s >= steps) return;
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t row = out[b] =
-            batch_row(batch_indices, B, seed, first_step, s, b, n_train_);
-        __builtin_prefetch(X_ + row * T);
-        __builtin_prefetch(Y_ + row);
-      }
+      if (s < steps) batches.draw(s, out.data());
     };
     draw(0, own.next_rows);
     int64_t recorded = 0;
@@ -513,8 +491,9 @@ int64_t chain_train_steps(const ChainShape& shape, ChainParams params, const int
                           int64_t first_step, uint64_t seed, const int64_t* batch_indices,
                           const bool* record, double* update_stats, float* losses,
                           int threads) {
-  const int64_t bad = first_invalid_id(X, Y, n_train, shape.block, shape.vocab, steps,
-                                       shape.batch, first_step, seed, batch_indices);
+  const int64_t bad =
+      Minibatches{X, Y, n_train, shape.block, shape.batch, seed, first_step, batch_indices}
+          .first_invalid_id(steps, shape.vocab);
   if (bad != kAllValid) return bad;
   ChainSteps engine(shape, params, X, Y, n_train, std::min(threads, 2));
   engine.run(lrs, steps, first_step, seed, batch_indices, record, update_stats, losses);

@@ -23,7 +23,7 @@
 #include "simd.h"
 
 namespace pymakemore::PYMAKEMORE_LEVEL {
-using engine::first_invalid_id;
+using engine::Minibatches;
 
 namespace {
 
@@ -70,13 +70,7 @@ class MlpSteps {
     const auto work = [&](int t) {
       steps_on(t, lrs, steps, first_step, seed, batch_indices, losses);
     };
-    if (threads_ >= 2) {
-      std::thread second(work, 1);
-      work(0);
-      second.join();
-    } else {
-      work(0);
-    }
+    on_threads(threads_, work);
     // the parameters back in the caller's layouts (every thread's C and b2 are the same)
     std::copy(own_[0].C.begin(), own_[0].C.end(), params_.C);
     std::copy(own_[0].b2.begin(), own_[0].b2.end(), params_.b2);
@@ -114,16 +108,9 @@ class MlpSteps {
     bool together = threads_ >= 2;
     int first_half = together ? t : 0, end_half = together ? t + 1 : 2;
     Sleeps sleeps;
-    // the minibatch rows of a step are drawn one step ahead and their examples prefetched:
-    // the training set is larger than the caches, and 32 scattered reads would stall the step
+    const Minibatches batches{X_, Y_, n_train_, T, B, seed, first_step, batch_indices};
     const auto draw = [&](int64_t s, std::vector<int64_t>& out) {
-      if (s >= steps) return;
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t row = out[b] =
-            batch_row(batch_indices, B, seed, first_step, s, b, n_train_);
-        __builtin_prefetch(X_ + row * T);
-        __builtin_prefetch(Y_ + row);
-      }
+      if (s < steps) batches.draw(s, out.data());
     };
     draw(0, own.next_rows);
     for (int64_t s = 0; s < steps; ++s) {
@@ -267,8 +254,9 @@ int64_t mlp_train_steps(const MlpShape& shape, MlpParams params, const int64_t* 
                         const int64_t* Y, int64_t n_train, const float* lrs, int64_t steps,
                         int64_t first_step, uint64_t seed, const int64_t* batch_indices,
                         float* losses, int threads) {
-  const int64_t bad = first_invalid_id(X, Y, n_train, shape.block, shape.vocab, steps,
-                                       shape.batch, first_step, seed, batch_indices);
+  const int64_t bad =
+      Minibatches{X, Y, n_train, shape.block, shape.batch, seed, first_step, batch_indices}
+          .first_invalid_id(steps, shape.vocab);
   if (bad != kAllValid) return bad;
   MlpSteps engine(shape, params, X, Y, n_train, std::min(threads, 2));
   engine.run(lrs, steps, first_step, seed, batch_indices, losses);
