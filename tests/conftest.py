@@ -74,3 +74,17 @@ def run_cuda_failure(code: str) -> str:
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode != 0, "the bad index was not caught"
     return proc.stdout + proc.stderr
+
+
+def sgd_steps_by_autograd(model, x, y, idx, lrs):
+    """The reference for the fused engines: one plain SGD step through autograd per row of
+    idx (the training rows of that step) at rate lrs[s]; the steps' losses."""
+    losses = []
+    for s in range(len(idx)):
+        _, loss = model(x[idx[s]], y[idx[s]])  # training mode: running statistics move too
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        with torch.no_grad():
+            for p, g in zip(model.parameters(), grads):
+                p -= lrs[s] * g
+        losses.append(loss.detach())
+    return torch.stack(losses)

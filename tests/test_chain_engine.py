@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import names_path
+from conftest import names_path, sgd_steps_by_autograd
 from pymakemore import diagnostics, engines, train
 from pymakemore.checkpoint import load_checkpoint
 from pymakemore.models import BNMLP, WaveNet
@@ -45,15 +45,8 @@ def test_chain_steps_match_op_by_op_steps(case, batch):
     lrs[15:] = 0.01
     fused, ref = make(), make()
     losses = engines.fused_steps(fused, x, y, lrs, batch, 0, 7, batch_indices=idx)
-    ref_losses = []
-    for s in range(steps):
-        _, loss = ref(x[idx[s]], y[idx[s]])  # training mode: the running statistics move too
-        grads = torch.autograd.grad(loss, list(ref.parameters()))
-        with torch.no_grad():
-            for p, g in zip(ref.parameters(), grads):
-                p -= lrs[s] * g
-        ref_losses.append(loss.detach())
-    torch.testing.assert_close(losses, torch.stack(ref_losses), rtol=1e-4, atol=1e-4)
+    ref_losses = sgd_steps_by_autograd(ref, x, y, idx, lrs)
+    torch.testing.assert_close(losses, ref_losses, rtol=1e-4, atol=1e-4)
     expected = _state(ref)
     for name, value in _state(fused).items():
         torch.testing.assert_close(value, expected[name], rtol=1e-3, atol=1e-4, msg=name)
