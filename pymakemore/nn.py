@@ -46,18 +46,20 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
 class LinearCrossEntropyLoss(torch.nn.Module):
     """The loss of a linear head, F.cross_entropy(F.linear(input, weight, bias), target),
     without its logits (ops.linear_cross_entropy): call it with the head's parameters, e.g.
-    loss_fn(hidden, model.head.weight, targets, model.head.bias)."""
+    loss_fn(hidden, model.head.weight, targets, model.head.bias). ce_weight: the class
+    weights (a buffer, as CrossEntropyLoss's weight)."""
 
-    def __init__(self, ignore_index: int = -100, reduction: str = "mean",
-                 label_smoothing: float = 0.0, softcap: Optional[float] = None,
-                 z_loss: float = 0.0):
+    def __init__(self, ce_weight: Optional[Tensor] = None, ignore_index: int = -100,
+                 reduction: str = "mean", label_smoothing: float = 0.0,
+                 softcap: Optional[float] = None, z_loss: float = 0.0):
         super().__init__()
+        self.register_buffer("ce_weight", ce_weight)
         self.ignore_index, self.reduction = ignore_index, reduction
         self.label_smoothing, self.softcap, self.z_loss = label_smoothing, softcap, z_loss
 
     def forward(self, input: Tensor, weight: Tensor, target: Tensor,
                 bias: Optional[Tensor] = None) -> Tensor:
-        return ops.linear_cross_entropy(input, weight, target, bias,
+        return ops.linear_cross_entropy(input, weight, target, bias, ce_weight=self.ce_weight,
                                         ignore_index=self.ignore_index,
                                         reduction=self.reduction,
                                         label_smoothing=self.label_smoothing,

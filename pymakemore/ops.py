@@ -215,7 +215,9 @@ def cross_entropy(
     *,
     softcap: Optional[float] = None,
     z_loss: float = 0.0,
-) -> Tensor:
+    return_z_loss: bool = False,
+    return_lse: bool = False,
+):
     """F.cross_entropy with class-index targets, fused: the softmax is never stored. When the
     logits need a gradient and the loss is one value (mean, sum), the forward also writes that
     gradient in the same pass over the logits, and the backward only scales it; otherwise one
@@ -229,10 +231,16 @@ def cross_entropy(
     c * tanh(logits / c) first, Gemma 2) and z_loss (z_loss * lse**2 added to each counted row's
     loss, weighted as the row is, PaLM). Those two run as torch elementwise ops around the
     fused loss (one more logits-sized tensor each); without them nothing changes.
+    return_z_loss / return_lse: a tuple (loss, z-loss term, lse) with those asked for, as
+    linear_cross_entropy returns them (the lse from one more pass, torch.logsumexp).
     """
     if size_average is not None or reduce is not None:
         reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
     input, target = _class_loss_operands(input, target)
+    if return_z_loss or return_lse:
+        return _cross_entropy_with_extras(input, target, weight, ignore_index, reduction,
+                                          label_smoothing, softcap, z_loss, return_z_loss,
+                                          return_lse)
     if softcap == float("inf"):  # the limit of c * tanh(x / c) as c grows: no cap at all
         softcap = None
     if softcap is not None or z_loss:  # (a NaN z_loss too: refused there)
@@ -272,6 +280,27 @@ def cross_entropy(
     loss, _ = _ops.cross_entropy(rows, target.reshape(-1), weight, reduction, ignore_index,
                                  label_smoothing)
     return loss.reshape(target.shape) if reduction == "none" else loss
+
+
+def _cross_entropy_with_extras(input, target, weight, ignore_index, reduction, label_smoothing,
+                               softcap, z_loss, return_z_loss, return_lse):
+    """cross_entropy's loss, then its z-loss term and/or each row's lse of the (capped)
+    logits, differentiable (torch's logsumexp, in float32 for float16/bfloat16)."""
+    if target.is_floating_point():
+        raise ValueError("cross_entropy: return_z_loss and return_lse need class-index targets")
+    loss = cross_entropy(input, target, weight, ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing, softcap=softcap, z_loss=z_loss)
+    logits = input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
+    if softcap is not None and softcap != float("inf"):
+        logits = softcap * torch.tanh(logits / softcap)
+    lse = torch.logsumexp(logits, dim=1 if input.dim() > 1 else 0)
+    out = [loss]
+    if return_z_loss:
+        out.append(_z_loss_term(lse, target, weight, ignore_index, reduction, z_loss,
+                                lambda t: t).to(loss.dtype))
+    if return_lse:
+        out.append(lse.to(input.dtype))
+    return tuple(out)
 
 
 def _class_loss_operands(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -363,91 +392,156 @@ def linear_cross_entropy(
     target: Tensor,
     bias: Optional[Tensor] = None,
     *,
+    ce_weight: Optional[Tensor] = None,
     ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     softcap: Optional[float] = None,
     z_loss: float = 0.0,
-) -> Tensor:
-    """F.cross_entropy(F.linear(input, weight, bias), target, ...) without the N x V logits.
+    shift: int = 0,
+    return_z_loss: bool = False,
+    return_lse: bool = False,
+):
+    """F.cross_entropy(F.linear(input, weight, bias), target, ce_weight, ...) without the
+    N x V logits.
 
     input (N, D) with target (N,), (D,) with a 0-d target, or (B, ..., D) with batch
     dimensions and target (B, ...) (every position a row; reduction="none" gives the target's
-    shape); weight (V, D); bias (V,).
+    shape); weight (V, D); bias (V,); ce_weight (V,): the class weights (F.cross_entropy's
+    `weight`; named as Liger-Kernel names it, `weight` being the head's matrix here).
     softcap: logits c * tanh(logits / c) before the loss (Gemma 2); z_loss: z_loss * lse**2
-    added per counted row (PaLM). Rows go through in chunks whose logits are never kept: the
-    peak extra memory is one chunk (about 48 MiB) plus O(N). When a gradient is needed
-    and the loss is one value (mean, sum), the forward computes the gradients in its pass and
-    the backward scales them; for reduction="none" the backward recomputes the chunks.
+    added per counted row, weighted by the row's class weight, a mean dividing by the weights'
+    sum as the cross entropy's does (PaLM). shift: position t predicts target t + shift of the
+    same sequence (the target's last dimension), without slicing copies: the last `shift`
+    positions count as ignored, and reduction="none" returns (..., T - shift).
+    return_z_loss / return_lse: return a tuple (loss, z_loss term, lse) with those asked for:
+    the z-loss term (already inside the loss; reduced as the loss) and each row's log-sum-exp of
+    its (capped) logits (the target's shape, ignored rows included); both differentiable.
+    Rows go through in chunks whose logits are never kept: the peak extra memory is one chunk
+    (about 48 MiB) plus O(N). When a gradient is needed and the loss is one value (mean, sum),
+    the forward computes the gradients in its pass and the backward scales them; for
+    reduction="none" (or a gradient through the lse) the backward recomputes the chunks.
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{reduction} is not a valid value for reduction")
+    if target.dtype == torch.uint8:  # class indices, as F.cross_entropy accepts them
+        target = target.long()
+    steps = int(shift)
+    if steps:
+        length = target.shape[-1] if target.dim() else 0
+        if not 0 <= steps < length:
+            raise ValueError(f"linear_cross_entropy: shift must be in [0, {length}) for a "
+                             f"target of shape {tuple(target.shape)}, got {shift}")
+        # position t's target is t + shift's; the last positions have none (ignored)
+        tail = target.new_full((*target.shape[:-1], steps), ignore_index)
+        target = torch.cat((target[..., steps:], tail), dim=-1)
+    loss, lse = _linear_cross_entropy_loss_and_lse(input, weight, target, bias, ce_weight,
+                                                   ignore_index, reduction, label_smoothing,
+                                                   softcap, z_loss)
+    if not (return_z_loss or return_lse):
+        return loss
+    kept = (lambda t: t[..., :t.shape[-1] - steps]) if steps else (lambda t: t)
+    if reduction == "none":
+        loss = kept(loss)
+    out = [loss]
+    if return_z_loss:
+        out.append(_z_loss_term(lse, target, ce_weight, ignore_index, reduction, z_loss, kept)
+                   .to(loss.dtype))
+    if return_lse:
+        out.append(kept(lse))
+    return tuple(out)
+
+
+def _z_loss_term(lse, target, ce_weight, ignore_index, reduction, z_loss, kept):
+    """The z-loss inside linear_cross_entropy's loss, from its lse: z_loss * lse**2 per counted
+    row times the row's class weight, reduced as the loss (a mean over the weights' sum)."""
+    counted = target != ignore_index
+    safe = torch.where(counted, target, torch.zeros_like(target))
+    row_weight = counted.to(lse.dtype) if ce_weight is None else \
+        torch.where(counted, ce_weight.to(lse.dtype)[safe], torch.zeros_like(lse))
+    rows = (z_loss * lse * lse * row_weight) if z_loss else torch.zeros_like(lse)
+    if reduction == "none":
+        return kept(rows)
+    return rows.sum() / row_weight.sum() if reduction == "mean" else rows.sum()
+
+
+def _linear_cross_entropy_loss_and_lse(input, weight, target, bias, ce_weight, ignore_index,
+                                       reduction, label_smoothing, softcap, z_loss):
+    """(loss, lse) for every input shape, eager, compiled, under autocast or torch.func."""
     if input.dim() > 2:  # batch dimensions: every position is a row (a view, no copy)
         if target.shape != input.shape[:-1]:
             raise ValueError(f"linear_cross_entropy: input of shape {tuple(input.shape)} needs "
                              f"a target of shape {tuple(input.shape[:-1])}, but got "
                              f"{tuple(target.shape)}")
-        loss = linear_cross_entropy(input.reshape(-1, input.shape[-1]), weight,
-                                    target.reshape(-1), bias, ignore_index=ignore_index,
-                                    reduction=reduction, label_smoothing=label_smoothing,
-                                    softcap=softcap, z_loss=z_loss)
-        return loss.reshape(target.shape) if reduction == "none" else loss
-    if _transformed():
-        return _linear_cross_entropy_composite(input, weight, target, bias, ignore_index,
-                                               reduction, label_smoothing, softcap, z_loss)
-    cast = _autocast(False, input, weight, bias)
-    if cast is not None:  # F.linear in autocast's dtype; the loss in float32, as autocast's
-        with torch.autocast(input.device.type, enabled=False):
-            return _linear_cross_entropy_rows(*cast[:2], target, cast[2], ignore_index,
-                                              reduction, label_smoothing, softcap, z_loss,
-                                              keep_float32=True)
-    return _linear_cross_entropy_rows(input, weight, target, bias, ignore_index, reduction,
-                                      label_smoothing, softcap, z_loss, keep_float32=False)
-
-
-def _linear_cross_entropy_composite(input, weight, target, bias, ignore_index, reduction,
-                                    label_smoothing, softcap, z_loss):
-    """The same loss with its logits (torch.func transforms, gradients of gradients):
-    F.linear, then cross_entropy with the same options."""
-    return cross_entropy(F.linear(input, weight, bias), target, ignore_index=ignore_index,
-                         reduction=reduction, label_smoothing=label_smoothing, softcap=softcap,
-                         z_loss=z_loss)
-
-
-def _linear_cross_entropy_rows(input, weight, target, bias, ignore_index, reduction,
-                               label_smoothing, softcap, z_loss, keep_float32):
+        loss, lse = _linear_cross_entropy_loss_and_lse(
+            input.reshape(-1, input.shape[-1]), weight, target.reshape(-1), bias, ce_weight,
+            ignore_index, reduction, label_smoothing, softcap, z_loss)
+        return (loss.reshape(target.shape) if reduction == "none" else loss,
+                lse.reshape(target.shape))
     if input.dim() == 1:  # one sample: (D,) with a 0-d target
         if target.dim() != 0:
             raise RuntimeError(
                 f"linear_cross_entropy: input of shape {tuple(input.shape)} (unbatched) "
                 f"expects a 0-D target, but got shape {tuple(target.shape)}")
-        loss = _linear_cross_entropy_rows(input.unsqueeze(0), weight, target.unsqueeze(0), bias,
-                                          ignore_index, reduction, label_smoothing, softcap,
-                                          z_loss, keep_float32)
-        return loss.squeeze(0) if reduction == "none" else loss
+        loss, lse = _linear_cross_entropy_loss_and_lse(
+            input.unsqueeze(0), weight, target.unsqueeze(0), bias, ce_weight, ignore_index,
+            reduction, label_smoothing, softcap, z_loss)
+        return (loss.squeeze(0) if reduction == "none" else loss), lse.squeeze(0)
     if softcap is not None and not softcap > 0:
         raise ValueError(f"linear_cross_entropy: softcap must be > 0, got {softcap}")
     if not z_loss >= 0:
         raise ValueError(f"linear_cross_entropy: z_loss must be >= 0, got {z_loss}")
+    options = (ignore_index, reduction, float(label_smoothing),
+               None if softcap is None else float(softcap), float(z_loss))
+    if _transformed():
+        loss, lse = _linear_cross_entropy_composite(input, weight, target, bias, ce_weight,
+                                                    *options)
+        return loss.to(input.dtype), lse.to(input.dtype)
+    cast = _autocast(False, input, weight, bias)
+    if cast is not None:  # F.linear in autocast's dtype; the loss in float32, as autocast's
+        with torch.autocast(input.device.type, enabled=False):
+            return _linear_cross_entropy_op(*cast[:2], target, cast[2], ce_weight, options)
+    loss, lse = _linear_cross_entropy_op(input, weight, target, bias, ce_weight, options)
+    return loss.to(input.dtype), lse.to(input.dtype)
+
+
+def _linear_cross_entropy_op(input, weight, target, bias, ce_weight, options):
+    """The custom op on (N, D) rows: (loss, lse) in the row dtype (float32 for float16 and
+    bfloat16 inputs)."""
     needs = (torch.is_grad_enabled() and input.requires_grad,
              torch.is_grad_enabled() and weight.requires_grad,
              torch.is_grad_enabled() and bias is not None and bias.requires_grad)
-    in_forward = list(needs) if reduction != "none" else [False] * 3
-    loss = _ops.linear_cross_entropy(input, weight, target, bias, ignore_index, reduction,
-                                     float(label_smoothing),
-                                     None if softcap is None else float(softcap),
-                                     float(z_loss), in_forward)[0]
-    return loss if keep_float32 else loss.to(input.dtype)
+    in_forward = list(needs) if options[1] != "none" else [False] * 3
+    loss, lse = _ops.linear_cross_entropy(input, weight, target, bias, ce_weight, *options,
+                                          in_forward)[:2]
+    return loss, lse
+
+
+def _linear_cross_entropy_composite(input, weight, target, bias, ce_weight, ignore_index,
+                                    reduction, label_smoothing, softcap, z_loss):
+    """The same (loss, lse) with their logits (torch.func transforms, gradients of gradients),
+    in the op's dtypes: F.linear, the rows in float32 for float16/bfloat16, then cross_entropy
+    with the same options."""
+    logits = F.linear(input, weight, bias)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    if ce_weight is not None:
+        ce_weight = ce_weight.to(logits.dtype)
+    loss = cross_entropy(logits, target, ce_weight, ignore_index=ignore_index,
+                         reduction=reduction, label_smoothing=label_smoothing, softcap=softcap,
+                         z_loss=z_loss)
+    capped = logits if softcap is None else softcap * torch.tanh(logits / softcap)
+    return loss, torch.logsumexp(capped, dim=-1)
 
 
 def _lce_setup_context(ctx, inputs, output):
-    (input, weight, target, bias, ignore_index, reduction, label_smoothing, softcap, z_loss,
-     grad_mask) = inputs
-    ctx.save_for_backward(input, weight, target, bias)
+    (input, weight, target, bias, ce_weight, ignore_index, reduction, label_smoothing, softcap,
+     z_loss, grad_mask) = inputs
+    ctx.save_for_backward(input, weight, target, bias, ce_weight)
     ctx.options = (ignore_index, reduction, label_smoothing, softcap, z_loss)
-    ctx.grads = list(output[1:]) if any(grad_mask) else None
+    ctx.grads = list(output[2:]) if any(grad_mask) else None
     ctx.grad_mask = grad_mask
-    ctx.mark_non_differentiable(*output[1:])
+    ctx.mark_non_differentiable(*output[2:])
     ctx.set_materialize_grads(False)  # no zero-filled gradients for those outputs
 
 
@@ -458,14 +552,20 @@ def _batched(t: Tensor) -> bool:
     return functorch.is_batchedtensor(t) or functorch.is_legacy_batchedtensor(t)
 
 
-def _lce_backward(ctx, grad_loss, *unused):
-    input, weight, target, bias = ctx.saved_tensors
-    if grad_loss is None:  # (nothing came back to the loss)
-        return (None,) * 10
+def _lce_backward(ctx, grad_loss, grad_lse, *unused):
+    input, weight, target, bias, ce_weight = ctx.saved_tensors
+    nothing = (None,) * 11
+    if grad_loss is None and grad_lse is None:  # (nothing came back to the outputs)
+        return nothing
     ignore_index, reduction, label_smoothing, softcap, z_loss = ctx.options
     wanted = (ctx.needs_input_grad[0], ctx.needs_input_grad[1],
               bias is not None and ctx.needs_input_grad[3])
-    batched = _batched(grad_loss)  # vmap over the backward
+
+    def found(gx, gw, gb):
+        return (gx if wanted[0] else None, gw if wanted[1] else None, None,
+                gb if wanted[2] else None, *nothing[4:])
+
+    batched = any(_batched(g) for g in (grad_loss, grad_lse) if g is not None)  # vmap
     if torch.is_grad_enabled() or batched:
         # create_graph: differentiable formulas, exact higher orders; vmap
         # (is_grads_batched, jacobian(vectorize=True)): torch's batching rules
@@ -473,16 +573,16 @@ def _lce_backward(ctx, grad_loss, *unused):
             tensors = [t.detach().requires_grad_() if t is not None and w else t
                        for t, w in zip((input, weight, bias), wanted)] if batched else \
                 (input, weight, bias)
-            loss = _linear_cross_entropy_composite(tensors[0], tensors[1], target, tensors[2],
-                                                   ignore_index, reduction, label_smoothing,
-                                                   softcap, z_loss)
+            outputs = _linear_cross_entropy_composite(tensors[0], tensors[1], target,
+                                                      tensors[2], ce_weight, *ctx.options)
+        given = [(o, g) for o, g in zip(outputs, (grad_loss, grad_lse)) if g is not None]
         asked = [t for t, w in zip(tensors, wanted) if w]
-        found = iter(torch.autograd.grad(loss, asked, grad_loss,
+        grads = iter(torch.autograd.grad([o for o, _ in given], asked, [g for _, g in given],
                                          create_graph=torch.is_grad_enabled()))
-        gx, gw, gb = (next(found) if w else None for w in wanted)
-        return gx, gw, None, gb, *([None] * 6)
+        return found(*(next(grads) if w else None for w in wanted))
     grads = ctx.grads
-    if grads is not None and all(not w or m for w, m in zip(wanted, ctx.grad_mask)):
+    if grad_lse is None and grads is not None and \
+            all(not w or m for w, m in zip(wanted, ctx.grad_mask)):
         g = grad_loss.to(grads[0].dtype if grads[0].numel() else grads[1].dtype)
         if all(type(t) is torch.Tensor for t in grads):
             # eager: scale the forward's gradients in place (no copy of grad_weight) and let
@@ -493,21 +593,21 @@ def _lce_backward(ctx, grad_loss, *unused):
                     _ops.scale_grad_(t, g.to(t.dtype))
         else:  # traced (torch.compile): out of place
             grads = [t * g.to(t.dtype) for t in grads]
-        gx, gw, gb = grads
-    else:
-        gx, gw, gb = _ops.linear_cross_entropy_backward(
-            grad_loss, input, weight, target, bias, ignore_index, reduction, label_smoothing,
-            softcap, z_loss, list(wanted))
-    return (gx if wanted[0] else None, gw if wanted[1] else None, None,
-            gb if wanted[2] else None, *([None] * 6))
+        return found(*grads)
+    if grad_loss is None:  # only the lse's gradient came back
+        grad_loss = input.new_zeros((input.shape[0],) if reduction == "none" else (),
+                                    dtype=_loss_dtype(input))
+    return found(*_ops.linear_cross_entropy_backward(
+        grad_loss, grad_lse, input, weight, target, bias, ce_weight, ignore_index, reduction,
+        label_smoothing, softcap, z_loss, list(wanted)))
 
 
 torch.library.register_autograd("pymakemore::linear_cross_entropy", _lce_backward,
                                 setup_context=_lce_setup_context)
 
 
-def _lce_check_fake(input, weight, target, bias):
-    _check_same_device("linear_cross_entropy", input, weight, target, bias)
+def _lce_check_fake(input, weight, target, bias, ce_weight):
+    _check_same_device("linear_cross_entropy", input, weight, target, bias, ce_weight)
     torch._check(input.dim() == 2 and weight.dim() == 2 and input.shape[1] == weight.shape[1],
                  lambda: "linear_cross_entropy: input (N, D) and weight (V, D) expected")
 
@@ -517,12 +617,13 @@ def _loss_dtype(input):
 
 
 @torch.library.register_fake("pymakemore::linear_cross_entropy")
-def _linear_cross_entropy_fake(input, weight, target, bias, ignore_index, reduction,
+def _linear_cross_entropy_fake(input, weight, target, bias, ce_weight, ignore_index, reduction,
                                label_smoothing, softcap, z_loss, grad_mask):
-    _lce_check_fake(input, weight, target, bias)
+    _lce_check_fake(input, weight, target, bias, ce_weight)
     loss = input.new_empty((input.shape[0],) if reduction == "none" else (),
                            dtype=_loss_dtype(input))
-    return (loss, *_lce_grads_fake(input, weight, bias, grad_mask))
+    lse = input.new_empty((input.shape[0],), dtype=_loss_dtype(input))
+    return (loss, lse, *_lce_grads_fake(input, weight, bias, grad_mask))
 
 
 def _lce_grads_fake(input, weight, bias, mask):
@@ -535,10 +636,10 @@ def _lce_grads_fake(input, weight, bias, mask):
 
 
 @torch.library.register_fake("pymakemore::linear_cross_entropy_backward")
-def _linear_cross_entropy_backward_fake(grad_loss, input, weight, target, bias, ignore_index,
-                                        reduction, label_smoothing, softcap, z_loss,
-                                        output_mask):
-    _lce_check_fake(input, weight, target, bias)
+def _linear_cross_entropy_backward_fake(grad_loss, grad_lse, input, weight, target, bias,
+                                        ce_weight, ignore_index, reduction, label_smoothing,
+                                        softcap, z_loss, output_mask):
+    _lce_check_fake(input, weight, target, bias, ce_weight)
     return _lce_grads_fake(input, weight, bias, output_mask)
 
 

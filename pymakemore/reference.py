@@ -71,7 +71,9 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
         return row_loss
     if reduction == "sum":
         return row_loss.sum()
-    return row_loss.sum() / w_target.sum()
+    # a divisor of 0 gives NaN even with label smoothing's term (torch's target term is 0 / 0)
+    divisor = w_target.sum()
+    return torch.where(divisor == 0, torch.nan, row_loss.sum() / divisor)
 
 
 def batch_norm_tanh(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
@@ -106,20 +108,25 @@ def batch_norm_tanh(input: Tensor, running_mean: Optional[Tensor], running_var: 
 def linear_cross_entropy(input: Tensor, weight: Tensor, target: Tensor,
                          bias: Optional[Tensor] = None, ignore_index: int = -100,
                          reduction: str = "mean", label_smoothing: float = 0.0,
-                         softcap: Optional[float] = None, z_loss: float = 0.0) -> Tensor:
-    """The composite: cross entropy of the (softcapped) logits input @ weight.T + bias, plus
-    z_loss * lse^2 per counted row (PaLM's z-loss), reduced as the cross entropy is."""
+                         softcap: Optional[float] = None, z_loss: float = 0.0,
+                         ce_weight: Optional[Tensor] = None) -> Tensor:
+    """The composite: cross entropy of the (softcapped) logits input @ weight.T + bias with
+    class weights ce_weight, plus z_loss * lse^2 per counted row (PaLM's z-loss) times the row's
+    class weight, reduced as the cross entropy is (a mean divides by the weights' sum)."""
     logits = linear(input, weight, bias)
     if softcap is not None:
         logits = softcap * torch.tanh(logits / softcap)
-    loss = cross_entropy(logits, target, ignore_index=ignore_index, reduction="none",
-                         label_smoothing=label_smoothing)
+    loss = cross_entropy(logits, target, ce_weight, ignore_index=ignore_index,
+                         reduction="none", label_smoothing=label_smoothing)
     keep = target != ignore_index
+    safe = torch.where(keep, target, torch.zeros_like(target))
+    row_weight = keep.to(logits.dtype) if ce_weight is None else \
+        torch.where(keep, ce_weight.to(logits.dtype)[safe], torch.zeros_like(logits[:, 0]))
     if z_loss:
         lse = torch.logsumexp(logits, dim=1)
-        loss = loss + torch.where(keep, z_loss * lse * lse, torch.zeros_like(lse))
+        loss = loss + z_loss * lse * lse * row_weight
     if reduction == "none":
         return loss
     if reduction == "sum":
         return loss.sum()
-    return loss.sum() / keep.sum()
+    return loss.sum() / row_weight.sum()

@@ -567,3 +567,50 @@ def test_peak_memory_with_gradients_at_most_torchs(dtype):
     logits_kib = 2048 * 32768 * (2 if dtype == "bfloat16" else 4) // 1024
     assert peak["torch"] >= logits_kib  # torch's gradient at least
     assert peak["ours"] <= peak["torch"], peak
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", [(9, 7), (3, 7, 4)])
+def test_returned_z_loss_and_lse_match_torch(reduction, shape):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+    t_shape = (shape[0], *shape[2:])
+    t = torch.randint(0, 7, t_shape, generator=g)
+    t.view(-1)[::4] = -100
+    weight = torch.rand(7, generator=g, dtype=torch.float64) + 0.5
+    loss, z, lse = ops.cross_entropy(x, t, weight, reduction=reduction, label_smoothing=0.1,
+                                     softcap=3.0, z_loss=0.02, return_z_loss=True,
+                                     return_lse=True)
+    capped = 3.0 * torch.tanh(x / 3.0)
+    want_lse = torch.logsumexp(capped, dim=1)
+    counted = t != -100
+    row_weight = torch.where(counted, weight[torch.where(counted, t, 0)], 0.0)
+    z_rows = 0.02 * want_lse ** 2 * row_weight
+    want_z = {"none": z_rows, "sum": z_rows.sum(), "mean": z_rows.sum() / row_weight.sum()}
+    want_loss = F.cross_entropy(capped, t, weight, reduction=reduction,
+                                label_smoothing=0.1) + want_z[reduction]
+    for got, want in ((loss, want_loss), (z, want_z[reduction]), (lse, want_lse)):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want)
+    got = torch.autograd.grad(loss.sum() + z.sum() + lse.sum(), x)[0]
+    want = torch.autograd.grad(want_loss.sum() + want_z[reduction].sum() + want_lse.sum(), x)[0]
+    torch.testing.assert_close(got, want)
+    assert ops.cross_entropy(x, t, return_z_loss=True)[1].item() == 0.0  # no z-loss asked
+    with pytest.raises(ValueError, match="need class-index targets"):
+        ops.cross_entropy(x, torch.softmax(x, 1).detach(), return_lse=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_a_mean_over_class_weights_of_zero_is_nan_as_torch(device, label_smoothing):
+    # every target's class weight 0: torch's target term is 0 / 0, NaN even with smoothing
+    x = torch.randn(4, 5, device=device)
+    t = torch.tensor([0, 1, 0, 1], device=device)
+    weight = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0], device=device)
+    want = F.cross_entropy(x, t, weight, label_smoothing=label_smoothing)
+    assert want.isnan()
+    assert ops.cross_entropy(x, t, weight, label_smoothing=label_smoothing).isnan()
+    assert reference.cross_entropy(x.cpu(), t.cpu(), weight.cpu(),
+                                   label_smoothing=label_smoothing).isnan()
+    assert ops.linear_cross_entropy(x, torch.eye(5, device=device), t, ce_weight=weight,
+                                    label_smoothing=label_smoothing).isnan()

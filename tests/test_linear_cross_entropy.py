@@ -149,8 +149,8 @@ def test_only_the_gradients_asked_for():
     w.requires_grad_()
     ops.linear_cross_entropy(x, w, t, b).backward()
     assert w.grad is not None and x.grad is None and b.grad is None
-    _, gx, gw, gb = torch.ops.pymakemore.linear_cross_entropy(
-        x, w, t, b, -100, "mean", 0.0, None, 0.0, [False, True, False])
+    _, _, gx, gw, gb = torch.ops.pymakemore.linear_cross_entropy(
+        x, w, t, b, None, -100, "mean", 0.0, None, 0.0, [False, True, False])
     assert gx.numel() == 0 and gw.shape == w.shape and gb.numel() == 0
 
 
@@ -181,12 +181,18 @@ def test_opcheck():
     x, w, t, b = _case(9, 4, 6, "cpu", torch.float32)
     x.requires_grad_()
     w.requires_grad_()
+    class_weight = torch.rand(6) + 0.5
     for mask in ([False, False, False], [True, True, True]):
-        torch.library.opcheck(torch.ops.pymakemore.linear_cross_entropy,
-                              (x, w, t, b, -100, "mean", 0.1, 2.0, 1e-3, mask))
-    torch.library.opcheck(torch.ops.pymakemore.linear_cross_entropy_backward,
-                          (torch.randn(9), x.detach(), w.detach(), t, b, -100, "none", 0.0,
-                           None, 0.0, [True, True, True]))
+        for cw in (None, class_weight):
+            torch.library.opcheck(torch.ops.pymakemore.linear_cross_entropy,
+                                  (x, w, t, b, cw, -100, "mean", 0.1, 2.0, 1e-3, mask))
+    for grad_lse in (None, torch.randn(9)):
+        torch.library.opcheck(torch.ops.pymakemore.linear_cross_entropy_backward,
+                              (torch.randn(9), grad_lse, x.detach(), w.detach(), t, b,
+                               class_weight, -100, "none", 0.0, None, 0.0, [True, True, True]))
+        torch.library.opcheck(torch.ops.pymakemore.linear_cross_entropy_backward,
+                              (torch.randn(()), grad_lse, x.detach(), w.detach(), t, b, None,
+                               -100, "mean", 0.1, 2.0, 1e-3, [True, True, True]))
 
 
 def test_torch_compile_fullgraph():
@@ -358,3 +364,143 @@ def test_vmap_over_the_backward(reduction):
     expected = torch.autograd.functional.jacobian(
         lambda x_: F.cross_entropy(F.linear(x_, w), t, reduction=reduction), x, vectorize=True)
     torch.testing.assert_close(jac, expected)
+
+
+def weighted_composite(x, w, t, b=None, ce_weight=None, ignore_index=-100, reduction="mean",
+                       label_smoothing=0.0, softcap=None, z_loss=0.0):
+    """(loss, z-loss term, lse) of what a user writes with torch's functions: F.cross_entropy
+    with class weights, plus z_loss * lse**2 per counted row times its class weight, a mean
+    over the weights' sum (docs/ops.md)."""
+    logits = F.linear(x, w, b)
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    lse = torch.logsumexp(logits, dim=-1)
+    ce = F.cross_entropy(logits.reshape(-1, w.shape[0]), t.reshape(-1), ce_weight,
+                         ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing)
+    counted = t != ignore_index
+    row_weight = counted.to(lse.dtype) if ce_weight is None else \
+        torch.where(counted, ce_weight[torch.where(counted, t, 0)], 0.0)
+    z_rows = z_loss * lse * lse * row_weight
+    z = {"none": z_rows, "sum": z_rows.sum(), "mean": z_rows.sum() / row_weight.sum()}[reduction]
+    return (ce.reshape(t.shape) if reduction == "none" else ce) + z, z, lse
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", range(len(OPTIONS)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_class_weights_z_loss_and_lse_match_the_composite(reduction, options, dtype):
+    x, w, t, b = _case(41, 12, 13, "cpu", dtype)
+    class_weight = torch.rand(13, dtype=dtype) * 2
+    class_weight[3] = 0.0  # a class that does not count
+    t[:4] = 3
+    kw = dict(reduction=reduction, **OPTIONS[options])
+    leaves = [p.clone().requires_grad_() for p in (x, w, b)]
+    ours = ops.linear_cross_entropy(*leaves[:2], t, leaves[2], ce_weight=class_weight,
+                                    return_z_loss=True, return_lse=True, **kw)
+    theirs = weighted_composite(*leaves[:2], t, leaves[2], class_weight, **kw)
+    for got, want in zip(ours, theirs):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert_close(got, want, dtype)
+    # every output differentiable: a gradient through each at once
+    seeds = [torch.randn_like(o) for o in theirs]
+    got = torch.autograd.grad(sum((o * s).sum() for o, s in zip(ours, seeds)), leaves)
+    want = torch.autograd.grad(sum((o * s).sum() for o, s in zip(theirs, seeds)), leaves)
+    for a, e in zip(got, want):
+        assert_close(a, e, dtype)
+    # the loss alone, the gradients from the forward's own pass
+    loss = ops.linear_cross_entropy(*leaves[:2], t, leaves[2], ce_weight=class_weight, **kw)
+    got = torch.autograd.grad(loss.sum(), leaves)
+    theirs = weighted_composite(*leaves[:2], t, leaves[2], class_weight, **kw)
+    want = torch.autograd.grad(theirs[0].sum(), leaves)
+    for a, e in zip(got, want):
+        assert_close(a, e, dtype)
+
+
+def test_class_weights_in_half_precision_and_the_module():
+    x, w, t, b = _case(30, 16, 9, "cpu", torch.float32)
+    class_weight = torch.rand(9) + 0.5
+    for dtype in (torch.bfloat16, torch.float16):
+        got = ops.linear_cross_entropy(x.to(dtype), w.to(dtype), t, b.to(dtype),
+                                       ce_weight=class_weight, label_smoothing=0.1)
+        want = F.cross_entropy(F.linear(x.to(dtype), w.to(dtype), b.to(dtype)).float(), t,
+                               class_weight, label_smoothing=0.1)
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)
+    module = pmnn.LinearCrossEntropyLoss(ce_weight=class_weight, reduction="sum")
+    assert "ce_weight" in dict(module.named_buffers())
+    torch.testing.assert_close(module(x, w, t, b),
+                               F.cross_entropy(F.linear(x, w, b), t, class_weight,
+                                               reduction="sum"))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_gradcheck_with_class_weights_and_the_lse(reduction):
+    x, w, t, b = _case(7, 3, 5, "cpu", torch.float64)
+    class_weight = torch.rand(5, dtype=torch.float64) + 0.2
+    leaves = [p.clone().requires_grad_() for p in (x, w, b)]
+
+    def fn(x, w, b):
+        return ops.linear_cross_entropy(x, w, t, b, ce_weight=class_weight, reduction=reduction,
+                                        label_smoothing=0.1, softcap=2.5, z_loss=0.05,
+                                        return_z_loss=True, return_lse=True)
+    assert torch.autograd.gradcheck(fn, leaves)
+    assert torch.autograd.gradgradcheck(fn, leaves)
+
+
+@pytest.mark.parametrize("shift", [1, 3, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_shift_predicts_the_next_positions_without_slicing(shift, reduction):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 6, 8, generator=g, dtype=torch.float64)
+    w = torch.randn(10, 8, generator=g, dtype=torch.float64)
+    t = torch.randint(0, 10, (2, 6), generator=g)
+    t[1, 4] = -100
+    s = int(shift)
+    leaves = [x.clone().requires_grad_(), w.clone().requires_grad_()]
+    loss, z, lse = ops.linear_cross_entropy(*leaves, t, shift=shift, reduction=reduction,
+                                            z_loss=0.01, return_z_loss=True, return_lse=True)
+    sliced = [leaves[0][:, :-s], leaves[1]]  # what shift saves: the copies of the slices
+    want = weighted_composite(*sliced, t[:, s:].contiguous(), reduction=reduction, z_loss=0.01)
+    for got, expected in zip((loss, z, lse), want):
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected)
+    got = torch.autograd.grad(loss.sum() + lse.sum(), leaves)
+    expected = torch.autograd.grad(want[0].sum() + want[2].sum(), leaves)
+    for a, e in zip(got, expected):
+        torch.testing.assert_close(a, e)
+    assert torch.equal(ops.linear_cross_entropy(x, w, t, shift=0),
+                       ops.linear_cross_entropy(x, w, t))
+    for bad in (6, -1):
+        with pytest.raises(ValueError, match=r"shift must be in \[0, 6\)"):
+            ops.linear_cross_entropy(x, w, t, shift=bad)
+
+
+def test_compiled_with_class_weights_shift_and_lse():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 5, 8, generator=g)
+    w = torch.randn(11, 8, generator=g, requires_grad=True)
+    t = torch.randint(0, 11, (3, 5), generator=g)
+    class_weight = torch.rand(11, generator=g) + 0.5
+
+    def step(x, w):
+        loss, z, lse = ops.linear_cross_entropy(x, w, t, ce_weight=class_weight, shift=1,
+                                                z_loss=1e-3, return_z_loss=True,
+                                                return_lse=True)
+        return loss + lse.mean()
+    eager = step(x, w)
+    compiled = torch.compile(step, fullgraph=True)(x, w)
+    torch.testing.assert_close(compiled, eager)
+    torch.testing.assert_close(torch.autograd.grad(compiled, w)[0],
+                               torch.autograd.grad(eager, w)[0])
+
+
+@pytest.mark.parametrize("ce_weight,match", [
+    (torch.ones(5), r"ce_weight must have one weight per class, shape \(6\)"),
+    (torch.ones(2, 3), r"ce_weight must have one weight per class"),
+    (torch.ones(6, dtype=torch.long), r"ce_weight"),
+])
+def test_bad_class_weights_are_refused(ce_weight, match):
+    with pytest.raises(RuntimeError, match=match):
+        ops.linear_cross_entropy(torch.randn(4, 4), torch.randn(6, 4), torch.tensor([0, 1, 2, 3]),
+                                 ce_weight=ce_weight)

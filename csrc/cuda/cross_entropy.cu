@@ -232,7 +232,9 @@ reduce_rows(const double* __restrict__ row_loss, const Index* __restrict__ targe
 
 template <typename T>
 __global__ void write_loss(const double* __restrict__ totals, bool mean, T* __restrict__ loss) {
-  store(loss, mean ? totals[0] / totals[1] : totals[0]);  // 0 / 0: NaN, as torch
+  // a mean over a divisor of 0 (every row ignored, or every target's class weight 0) is NaN,
+  // as torch's, whose target term is 0 / 0 even when label smoothing's term is not
+  store(loss, mean ? (totals[1] == 0.0 ? nan("") : totals[0] / totals[1]) : totals[0]);
 }
 
 template <typename T>

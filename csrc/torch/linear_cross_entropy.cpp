@@ -44,7 +44,8 @@ struct Options {
 };
 
 void check_args(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& target,
-                const c10::optional<at::Tensor>& bias, const Options& opt) {
+                const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& ce_weight,
+                const Options& opt) {
   TORCH_CHECK(input.dim() == 2, "linear_cross_entropy: input must be 2-D (rows, features), "
               "got ", input.dim(), "-D");
   TORCH_CHECK(weight.dim() == 2, "linear_cross_entropy: weight must be 2-D (classes, "
@@ -69,7 +70,14 @@ void check_args(const at::Tensor& input, const at::Tensor& weight, const at::Ten
                 b.sizes());
     checks::same_dtype("linear_cross_entropy", b, "bias", weight, "weight");
   }
-  checks::same_device("linear_cross_entropy", {&input, &weight, &target, &b});
+  const at::Tensor& cw = ce_weight && ce_weight->defined() ? *ce_weight : no_bias;
+  if (cw.defined()) {
+    TORCH_CHECK(cw.dim() == 1 && cw.size(0) == weight.size(0),
+                "linear_cross_entropy: ce_weight must have one weight per class, shape (",
+                weight.size(0), "), got ", cw.sizes());
+    checks::float_dtype("linear_cross_entropy", "ce_weight", cw);
+  }
+  checks::same_device("linear_cross_entropy", {&input, &weight, &target, &b, &cw});
   TORCH_CHECK(!opt.softcap || *opt.softcap > 0.0,
               "linear_cross_entropy: softcap must be > 0, got ", *opt.softcap);
   TORCH_CHECK(opt.z_loss >= 0.0, "linear_cross_entropy: z_loss must be >= 0, got ", opt.z_loss);
@@ -82,12 +90,15 @@ bool half_precision(const at::Tensor& t) { return at::isReducedFloatingType(t.sc
 // themselves by the CPU kernel, one chunk buffer instead of two.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> chunk_loss_and_grad(at::Tensor& z,
                                                                    const at::Tensor& tr,
+                                                                   const at::Tensor& class_weight,
                                                                    const Options& opt,
                                                                    bool in_place) {
+  const c10::optional<at::Tensor> cw =
+      class_weight.defined() ? c10::optional<at::Tensor>(class_weight) : c10::nullopt;
   if (!in_place) {
     static const auto with_grad =
         handles::op<handles::CrossEntropyWithGrad>("pymakemore::cross_entropy_with_grad");
-    return with_grad.call(z, tr, c10::nullopt, "sum", opt.ignore_index, opt.label_smoothing);
+    return with_grad.call(z, tr, cw, "sum", opt.ignore_index, opt.label_smoothing);
   }
   const CrossEntropyOptions ce =
       checks::cross_entropy_options("sum", opt.ignore_index, opt.label_smoothing);
@@ -99,7 +110,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> chunk_loss_and_grad(at::Tensor& z
     with_index_type(tr.scalar_type(), [&](auto index_tag) {
       using Index = decltype(index_tag);
       bad = cross_entropy_forward<scalar_t, Index>(
-          z.data_ptr<scalar_t>(), tr.data_ptr<Index>(), nullptr, rows, classes, ce,
+          z.data_ptr<scalar_t>(), tr.data_ptr<Index>(),
+          class_weight.defined() ? class_weight.data_ptr<scalar_t>() : nullptr, rows, classes, ce,
           loss.data_ptr<scalar_t>(), lse.data_ptr<double>(), z.data_ptr<scalar_t>(),
           torch_parallel_for());
     });
@@ -108,21 +120,50 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> chunk_loss_and_grad(at::Tensor& z
     checks::bad_target(checks::index_at(tr, bad), bad, classes, opt.ignore_index);
   return {loss, lse, z};
 }
-
 // What one pass over the chunks produces. grads: (grad_input, grad_weight, grad_bias), each
 // undefined where not wanted.
 struct Pass {
   at::Tensor loss;  // (N,) per row for "none"; else one value (the sum, or the mean)
+  at::Tensor lse;   // (N,) each row's log-sum-exp of its (capped) logits, in the row dtype
   LinearGrads grads;
 };
 
+// Each row's weight in the loss, in float64: its target class's weight (1 without class
+// weights), 0 for an ignored row (and for a target out of range, which the kernel reports).
+at::Tensor row_weights(const at::Tensor& target, const at::Tensor& class_weight,
+                       int64_t ignore_index, int64_t classes) {
+  const at::Tensor counted = target.ne(ignore_index);
+  if (!class_weight.defined()) return counted.to(at::kDouble);
+  const at::Tensor known = counted.logical_and(target.ge(0)).logical_and_(target.lt(classes));
+  const at::Tensor safe = at::where(known, target, at::zeros_like(target)).to(at::kLong);
+  const at::Tensor picked = class_weight.to(at::kDouble).index_select(0, safe);
+  return at::where(known, picked, at::zeros_like(picked));
+}
+
+// The mean's 1 / (sum of the row weights) as a 0-d float64 tensor; 0 when every row is ignored
+// (zero gradients; the loss itself is NaN, 0 / 0, as in torch). Read on the device, not the host.
+at::Tensor mean_scale(const at::Tensor& target, const at::Tensor& row_weight,
+                      int64_t ignore_index) {
+  const at::Tensor any = target.ne(ignore_index).any();
+  return at::where(any, row_weight.sum().reciprocal(), at::zeros({}, row_weight.options()));
+}
+
+// total / divisor; NaN when the divisor is 0 (every row ignored, or every target's class weight
+// 0), as torch's mean, whose target term is 0 / 0 even when label smoothing's term is not.
+at::Tensor mean_of(const at::Tensor& total, const at::Tensor& divisor) {
+  return at::where(divisor.eq(0), std::numeric_limits<double>::quiet_NaN(), total / divisor);
+}
+
 // One pass over the rows in chunks. want: which gradients to compute (none: the loss alone);
-// row_scale: the gradient of a "none" loss (N,), each row's logit gradient times its entry;
-// undefined: the gradients of the sum (or mean) for a loss gradient of 1. The loss is
-// computed only when with_loss.
+// row_weight: row_weights(); class_weight: undefined or (V,) in the row dtype.
+// row_scale (N,): each row's logit gradient times its entry (the gradient of a "none" loss, or
+// a mean/sum's gradient spread over the rows); undefined: the gradients of the sum (or mean)
+// for a loss gradient of 1. lse_grad (N,): the gradient of the lse output, added as
+// lse_grad * softmax to each row's logit gradient. The loss is computed only when with_loss.
 Pass run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& target,
-                const c10::optional<at::Tensor>& bias, const Options& opt,
-                std::array<bool, 3> want, const at::Tensor& row_scale, bool with_loss) {
+                const c10::optional<at::Tensor>& bias, const at::Tensor& class_weight,
+                const at::Tensor& row_weight, const Options& opt, std::array<bool, 3> want,
+                const at::Tensor& row_scale, const at::Tensor& lse_grad, bool with_loss) {
   static const auto cross_entropy =
       handles::op<handles::CrossEntropy>("pymakemore::cross_entropy");
   const bool has_bias = bias && bias->defined();
@@ -130,6 +171,8 @@ Pass run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
   const int64_t n = input.size(0), classes = weight.size(0);
   const at::Tensor x = input.contiguous(), w = weight.contiguous(), t = target.contiguous();
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
+  const c10::optional<at::Tensor> cw =
+      class_weight.defined() ? c10::optional<at::Tensor>(class_weight) : c10::nullopt;
   // the row logic in float32 for float16/bfloat16 (as F.cross_entropy under autocast), the
   // weight gradient accumulated in float32 across chunks
   const bool half = half_precision(x);
@@ -142,6 +185,7 @@ Pass run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
   at::Tensor loss_rows = with_loss && none ? at::empty({n}, rows_options) : at::Tensor();
   at::Tensor loss_sum =
       with_loss && !none ? at::zeros({}, x.options().dtype(at::kDouble)) : at::Tensor();
+  at::Tensor lse_rows = with_loss ? at::empty({n}, rows_options) : at::Tensor();
   at::Tensor grad_x = want[0] ? at::empty_like(x) : at::Tensor();
   // written by the first chunk, added to by the others (zeros when there are no rows)
   at::Tensor grad_w = want[1] ? (n ? at::empty(w.sizes(), rows_options)
@@ -150,7 +194,10 @@ Pass run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
   at::Tensor grad_b = want[2] ? at::zeros({classes}, rows_options) : at::Tensor();
   // CPU without softcap (whose derivative needs the capped logits): the gradient in place
   const bool in_place = grads && x.is_cpu() && !opt.softcap;
-  const int64_t buffers = grads && !in_place ? 2 : 1;  // logits, and a gradient beside them
+  // the softmax beside the loss's gradient, for the z-loss's and the lse's gradients (taken
+  // by torch's softmax from the logits: exact for huge, nearly tied logits too)
+  const bool with_softmax = grads && (opt.z_loss > 0.0 || lse_grad.defined());
+  const int64_t buffers = (grads && !in_place ? 2 : 1) + (with_softmax ? 1 : 0);
   const int64_t row_bytes = c10::elementSize(row_dtype) * buffers +
                             (half ? c10::elementSize(x.scalar_type()) : 0);
   const int64_t step = rows_per_chunk(n, classes * row_bytes);
@@ -160,46 +207,45 @@ Pass run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
     at::Tensor z = has_bias ? at::addmm(b, xr, w.t()) : at::mm(xr, w.t());  // (rows, V)
     if (half) z = z.to(at::kFloat);
     if (opt.softcap) z.div_(*opt.softcap).tanh_().mul_(*opt.softcap);  // c * tanh(z / c)
+    const at::Tensor softmax = with_softmax ? at::softmax(z, 1) : at::Tensor();
     at::Tensor lse, dz;
     if (grads) {
-      // dz = softmax - smoothed one-hot per counted row, zero for ignored rows
+      // dz = the gradient of the rows' summed loss: for each counted row its class weight
+      // times (softmax - smoothed one-hot), zero for ignored rows
       at::Tensor chunk_loss;
-      std::tie(chunk_loss, lse, dz) = chunk_loss_and_grad(z, tr, opt, in_place);
+      std::tie(chunk_loss, lse, dz) = chunk_loss_and_grad(z, tr, class_weight, opt, in_place);
       if (with_loss) loss_sum.add_(chunk_loss);  // (with_grad: never "none")
     } else {
       at::Tensor chunk_loss;
       std::tie(chunk_loss, lse) = cross_entropy.call(
-          z, tr, c10::nullopt, none ? per_row : summed, opt.ignore_index, opt.label_smoothing);
+          z, tr, cw, none ? per_row : summed, opt.ignore_index, opt.label_smoothing);
       if (none)
         loss_rows.narrow(0, r0, rows).copy_(chunk_loss);
       else
         loss_sum.add_(chunk_loss);
     }
-    const at::Tensor counted = tr.ne(opt.ignore_index);
+    if (with_loss) lse_rows.narrow(0, r0, rows).copy_(lse);
     if (opt.z_loss > 0.0) {
-      // PaLM's z-loss: z_loss * lse^2 per counted row; its gradient 2 z_loss lse softmax
-      const at::Tensor zl = lse.mul(lse).mul_(opt.z_loss).mul_(counted);
+      // PaLM's z-loss: z_loss * lse^2 per counted row, weighted as the row; its gradient
+      // 2 z_loss lse (row weight) softmax
+      const at::Tensor weighted = row_weight.narrow(0, r0, rows);
+      const at::Tensor zl = lse.mul(lse).mul_(opt.z_loss).mul_(weighted);
       if (with_loss && none)
         loss_rows.narrow(0, r0, rows).add_(zl);
       else if (with_loss)
         loss_sum.add_(zl.sum());
-      if (grads) {
-        // softmax = dz + q where q is the smoothed one-hot of a counted row
-        const at::Tensor coef = lse.mul(2.0 * opt.z_loss).mul_(counted).to(row_dtype);
-        const double eps = opt.label_smoothing;
-        const at::Tensor safe_t = at::where(counted, tr, at::zeros_like(tr)).to(at::kLong);
-        dz.mul_(coef.add(1.0).unsqueeze(1));
-        if (eps > 0.0) dz.add_(coef.mul(eps / classes).unsqueeze(1));
-        dz.scatter_add_(1, safe_t.unsqueeze(1), coef.mul(1.0 - eps).unsqueeze(1));
-      }
+      if (grads)
+        dz.addcmul_(softmax, lse.mul(2.0 * opt.z_loss).mul_(weighted).to(row_dtype).unsqueeze(1));
     }
     if (!grads) continue;
+    if (row_scale.defined())
+      dz.mul_(row_scale.narrow(0, r0, rows).to(dz.scalar_type()).unsqueeze(1));
+    if (lse_grad.defined())  // d lse / d logits = softmax
+      dz.addcmul_(softmax, lse_grad.narrow(0, r0, rows).to(row_dtype).unsqueeze(1));
     if (opt.softcap) {  // through c * tanh(z / c): times 1 - (capped / c)^2, in z's buffer
       z.div_(*opt.softcap).square_().neg_().add_(1.0).mul_(dz);
       dz = z;
     }
-    if (row_scale.defined())
-      dz.mul_(row_scale.narrow(0, r0, rows).to(dz.scalar_type()).unsqueeze(1));
     const at::Tensor dz_x = half ? dz.to(x.scalar_type()) : dz;
     if (want[0]) {
       at::Tensor rows_of_grad_x = grad_x.narrow(0, r0, rows);
@@ -214,12 +260,11 @@ Pass run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
   // the loss in the row dtype (float32 for float16/bfloat16: the caller casts it)
   if (with_loss && none) out.loss = loss_rows;
   if (with_loss && !none)
-    out.loss = (opt.reduction == Reduction::Mean ? loss_sum / t.ne(opt.ignore_index).sum() : loss_sum)
+    out.loss = (opt.reduction == Reduction::Mean ? mean_of(loss_sum, row_weight.sum()) : loss_sum)
                    .to(row_dtype);
+  out.lse = lse_rows;
   if (grads && opt.reduction == Reduction::Mean && !row_scale.defined()) {
-    // the mean's 1 / (counted rows); all rows ignored: zero gradients (the loss is NaN)
-    const at::Tensor inv =
-        t.ne(opt.ignore_index).sum().clamp_min(1).to(at::kDouble).reciprocal();
+    const at::Tensor inv = mean_scale(t, row_weight, opt.ignore_index);
     for (at::Tensor* g : {&grad_x, &grad_w, &grad_b})
       if (g->defined()) g->mul_(inv.to(g->scalar_type()));
   }
@@ -227,6 +272,12 @@ Pass run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
                grad_w.defined() ? grad_w.to(w.scalar_type()) : at::empty({0}, x.options()),
                grad_b.defined() ? grad_b.to(w.scalar_type()) : at::empty({0}, x.options())};
   return out;
+}
+
+// The class weights in the dtype the rows run in (float32 for float16/bfloat16 inputs).
+at::Tensor class_weights(const c10::optional<at::Tensor>& ce_weight, const at::Tensor& input) {
+  if (!ce_weight || !ce_weight->defined()) return at::Tensor();
+  return ce_weight->to(half_precision(input) ? at::kFloat : input.scalar_type()).contiguous();
 }
 
 // The options, checked: the reduction and label smoothing as cross_entropy checks them.
@@ -241,45 +292,69 @@ Options options(c10::string_view reduction, int64_t ignore_index, double label_s
           capped ? std::optional<double>(*softcap) : std::nullopt, z_loss};
 }
 
-// (loss, grad_input, grad_weight, grad_bias): the gradients grad_mask asks for, of a mean or
-// sum loss for a loss gradient of 1, from the same pass (empty tensors otherwise).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_cross_entropy(
+// (loss, lse, grad_input, grad_weight, grad_bias): the gradients grad_mask asks for, of a
+// mean or sum loss for a loss gradient of 1, from the same pass (empty tensors otherwise).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_cross_entropy(
     const at::Tensor& input, const at::Tensor& weight, const at::Tensor& target,
-    const c10::optional<at::Tensor>& bias, int64_t ignore_index, c10::string_view reduction,
-    double label_smoothing, c10::optional<double> softcap, double z_loss,
-    std::array<bool, 3> grad_mask) {
+    const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& ce_weight,
+    int64_t ignore_index, c10::string_view reduction, double label_smoothing,
+    c10::optional<double> softcap, double z_loss, std::array<bool, 3> grad_mask) {
   const Options opt = options(reduction, ignore_index, label_smoothing, softcap, z_loss);
-  check_args(input, weight, target, bias, opt);
+  check_args(input, weight, target, bias, ce_weight, opt);
   const bool has_bias = bias && bias->defined();
   const std::array<bool, 3> want{grad_mask[0], grad_mask[1], grad_mask[2] && has_bias};
   TORCH_CHECK(opt.reduction != Reduction::None || !(want[0] || want[1] || want[2]),
               "linear_cross_entropy: gradients in the forward need reduction 'mean' or 'sum'");
-  Pass pass = run_chunks(input, weight, target, bias, opt, want, at::Tensor(), true);
+  const at::Tensor class_weight = class_weights(ce_weight, input);
+  const at::Tensor row_weight =
+      row_weights(target, class_weight, opt.ignore_index, weight.size(0));
+  Pass pass = run_chunks(input, weight, target, bias, class_weight, row_weight, opt, want,
+                         at::Tensor(), at::Tensor(), true);
   auto [gx, gw, gb] = pass.grads;
-  return {pass.loss, gx, gw, gb};
+  return {pass.loss, pass.lse, gx, gw, gb};
 }
 
-// The gradients for grad_loss (per row for "none", one value otherwise), recomputed chunk by
-// chunk; an entry whose mask is False comes back empty.
+// The gradients for grad_loss (per row for "none", one value otherwise) and grad_lse (per row,
+// or undefined), recomputed chunk by chunk; an entry whose mask is False comes back empty.
 LinearGrads linear_cross_entropy_backward(
-    const at::Tensor& grad_loss, const at::Tensor& input, const at::Tensor& weight,
-    const at::Tensor& target, const c10::optional<at::Tensor>& bias, int64_t ignore_index,
-    c10::string_view reduction, double label_smoothing, c10::optional<double> softcap,
-    double z_loss, std::array<bool, 3> output_mask) {
+    const at::Tensor& grad_loss, const c10::optional<at::Tensor>& grad_lse,
+    const at::Tensor& input, const at::Tensor& weight, const at::Tensor& target,
+    const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& ce_weight,
+    int64_t ignore_index, c10::string_view reduction, double label_smoothing,
+    c10::optional<double> softcap, double z_loss, std::array<bool, 3> output_mask) {
   const Options opt = options(reduction, ignore_index, label_smoothing, softcap, z_loss);
-  check_args(input, weight, target, bias, opt);
+  check_args(input, weight, target, bias, ce_weight, opt);
   const int64_t n = input.size(0);
   TORCH_CHECK(opt.reduction == Reduction::None ? grad_loss.dim() == 1 && grad_loss.size(0) == n
                                       : grad_loss.dim() == 0,
               "linear_cross_entropy_backward: grad_loss must have the loss's shape, got ",
               grad_loss.sizes());
+  const at::Tensor lse_grad = grad_lse && grad_lse->defined() ? *grad_lse : at::Tensor();
+  TORCH_CHECK(!lse_grad.defined() || (lse_grad.dim() == 1 && lse_grad.size(0) == n),
+              "linear_cross_entropy_backward: grad_lse must have shape (", n, "), got ",
+              lse_grad.sizes());
   const bool has_bias = bias && bias->defined();
   const std::array<bool, 3> want{output_mask[0], output_mask[1], output_mask[2] && has_bias};
+  const at::Tensor class_weight = class_weights(ce_weight, input);
+  const at::Tensor row_weight =
+      row_weights(target, class_weight, opt.ignore_index, weight.size(0));
   if (opt.reduction == Reduction::None)  // each row's logit gradient times its loss's gradient
-    return run_chunks(input, weight, target, bias, opt, want, grad_loss, false).grads;
+    return run_chunks(input, weight, target, bias, class_weight, row_weight, opt, want,
+                      grad_loss, lse_grad, false)
+        .grads;
+  if (lse_grad.defined()) {  // the mean's or sum's gradient spread over the rows
+    const at::Tensor scale = opt.reduction == Reduction::Mean
+                                 ? grad_loss.to(at::kDouble) *
+                                       mean_scale(target, row_weight, opt.ignore_index)
+                                 : grad_loss.to(at::kDouble);
+    return run_chunks(input, weight, target, bias, class_weight, row_weight, opt, want,
+                      scale.expand({n}), lse_grad, false)
+        .grads;
+  }
   // mean, sum: the forward's computation, then times grad_loss, so that a recomputation (a
   // second backward through a retained graph) gives the first one's gradients bit for bit
-  LinearGrads grads = run_chunks(input, weight, target, bias, opt, want, at::Tensor(), false)
+  LinearGrads grads = run_chunks(input, weight, target, bias, class_weight, row_weight, opt,
+                                 want, at::Tensor(), at::Tensor(), false)
                           .grads;
   for (at::Tensor* g : {&std::get<0>(grads), &std::get<1>(grads), &std::get<2>(grads)})
     if (g->numel()) g->mul_(grad_loss.to(g->scalar_type()));

@@ -30,19 +30,22 @@ TORCH_LIBRARY(pymakemore, m) {
   // grad *= grad_loss (one value), in place; nothing is written when grad_loss is 1, and on
   // CUDA that is decided on the device (no host read).
   m.def("scale_grad_(Tensor(a!) grad, Tensor grad_loss) -> ()");
-  // F.cross_entropy(F.linear(input, weight, bias), target) with Gemma 2's logit softcap
-  // (c * tanh(z / c)) and PaLM's z-loss (z_loss * lse^2 per counted row), never holding the
-  // N x V logits. Returns (loss, grad_input, grad_weight, grad_bias): the gradients grad_mask
+  // F.cross_entropy(F.linear(input, weight, bias), target, ce_weight) with Gemma 2's logit
+  // softcap (c * tanh(z / c)) and PaLM's z-loss (z_loss * lse^2 per counted row, weighted as
+  // the row), never holding the N x V logits. Returns (loss, lse, grad_input, grad_weight,
+  // grad_bias): lse (N,) each row's log-sum-exp of its capped logits; the gradients grad_mask
   // asks for, of a mean or sum loss for a loss gradient of 1, from the same pass (the others
-  // empty tensors). The loss is float32 for float16/bfloat16 inputs.
+  // empty tensors). The loss and lse are float32 for float16/bfloat16 inputs.
   m.def("linear_cross_entropy(Tensor input, Tensor weight, Tensor target, Tensor? bias, "
-        "int ignore_index, str reduction, float label_smoothing, float? softcap, float z_loss, "
-        "bool[3] grad_mask) -> (Tensor, Tensor, Tensor, Tensor)");
-  // The gradients for grad_loss ((N,) for "none", 0-d otherwise), recomputed chunk by chunk;
-  // an entry whose mask is False comes back empty.
-  m.def("linear_cross_entropy_backward(Tensor grad_loss, Tensor input, Tensor weight, "
-        "Tensor target, Tensor? bias, int ignore_index, str reduction, float label_smoothing, "
-        "float? softcap, float z_loss, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+        "Tensor? ce_weight, int ignore_index, str reduction, float label_smoothing, "
+        "float? softcap, float z_loss, bool[3] grad_mask) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // The gradients for grad_loss ((N,) for "none", 0-d otherwise) and grad_lse ((N,), or None),
+  // recomputed chunk by chunk; an entry whose mask is False comes back empty.
+  m.def("linear_cross_entropy_backward(Tensor grad_loss, Tensor? grad_lse, Tensor input, "
+        "Tensor weight, Tensor target, Tensor? bias, Tensor? ce_weight, int ignore_index, "
+        "str reduction, float label_smoothing, float? softcap, float z_loss, "
+        "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   // torch.tanh(BatchNorm(input)) with the statistics over every dimension but the last (the
   // features; (N, C) or (N, T, C) as the lectures' BatchNorm1d). training: the batch's
   // statistics, the variance divided by N - 1 when `unbiased` (the lectures) or by N (as

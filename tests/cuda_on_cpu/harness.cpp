@@ -428,8 +428,9 @@ void huge_grid_cases(Rng& rng) {
 // ---- cross entropy --------------------------------------------------------------------------
 // Special: +-inf and NaN logits; HugeWeights: class weights whose sum overflows float (the
 // targets in the classes of weight 1); Huge: rows of tied logits near +-1e17 and 1e30, and rows
-// near 1e12 a unit apart (their lse beyond what one float64 holds of log(sum))
-enum class Values { Normal, Large, Special, HugeWeights, Huge };
+// near 1e12 a unit apart (their lse beyond what one float64 holds of log(sum)); ZeroWeights:
+// every target in a class of weight 0 (a mean is NaN, label smoothing or not, as torch's)
+enum class Values { Normal, Large, Special, HugeWeights, Huge, ZeroWeights };
 
 template <typename T, typename I>
 void cross_entropy_case(int64_t n, int64_t c, pk::Reduction reduction, bool weighted,
@@ -437,7 +438,7 @@ void cross_entropy_case(int64_t n, int64_t c, pk::Reduction reduction, bool weig
                         bool inject, Rng& rng) {
   using R = Ref<T>;
   const char* reductions[] = {"none", "mean", "sum"};
-  const char* kinds[] = {"normal", "large", "special", "huge-weights", "huge"};
+  const char* kinds[] = {"normal", "large", "special", "huge-weights", "huge", "zero-weights"};
   char name[200];
   std::snprintf(name, sizeof name,
                 "cross_entropy %s/%s n=%lld c=%lld %s weights=%d eps=%g %s grad=%d in_place=%d",
@@ -476,6 +477,10 @@ void cross_entropy_case(int64_t n, int64_t c, pk::Reduction reduction, bool weig
   if (values == Values::HugeWeights) {
     for (int64_t j = 0; j < c; ++j) raw_weight[static_cast<size_t>(j)] = j < 2 ? 3e38 : 1.0;
     for (int64_t i = 0; i < n; ++i) target[static_cast<size_t>(i)] = I(2 + rng.below(c - 2));
+  }
+  if (values == Values::ZeroWeights) {
+    raw_weight[0] = 0.0;
+    for (int64_t i = 0; i < n; ++i) target[static_cast<size_t>(i)] = I(0);
   }
   const std::vector<T> weight = as<T>(raw_weight);
   const bool per_row = reduction == pk::Reduction::None;
@@ -563,6 +568,8 @@ void cross_entropy_cases(Rng& rng) {
                                  reduction != none, false, false, rng);
     cross_entropy_case<T, I>(6, 4, mean, true, 0.0, Values::HugeWeights, true, false, false, rng);
     cross_entropy_case<T, I>(6, 4, sum, true, 0.0, Values::HugeWeights, false, false, false, rng);
+    cross_entropy_case<T, I>(6, 4, mean, true, 0.1, Values::ZeroWeights, false, false, false, rng);
+    cross_entropy_case<T, I>(6, 4, mean, true, 0.1, Values::ZeroWeights, true, false, false, rng);
   }
   cross_entropy_case<T, I>(300, 27, mean, false, 0.0, normal, true, false, false, rng);
 }

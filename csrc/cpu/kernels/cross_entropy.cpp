@@ -4,6 +4,8 @@
 #include "cpu_math.h"
 #include "row_ops.h"
 
+#include <limits>
+
 namespace pymakemore::PYMAKEMORE_LEVEL {
 namespace {
 
@@ -203,8 +205,9 @@ int64_t cross_entropy_forward(const T* logits, const Index* target, const T* cla
     double total = 0.0;
     for (double s : piece_sum) total += s;
     if (opt.reduction == Reduction::Mean) {
-      // 0 / 0 is NaN when every row is ignored, as in torch.
-      total /= divisor;
+      // NaN when the divisor is 0 (every row ignored, or every target's class weight 0), as
+      // in torch, whose target term is 0 / 0 even when label smoothing's term is not
+      total = divisor == 0.0 ? std::numeric_limits<double>::quiet_NaN() : total / divisor;
     }
     loss[0] = static_cast<T>(total);
   }
