@@ -41,3 +41,15 @@ def test_the_source_files_the_docs_name_exist():
                 continue  # outside the repository (the shared data)
             found = (ROOT / path).exists() if "/" in path else path in names
             assert found, f"{doc.name} names {path}, which does not exist"
+
+
+def test_the_ops_doc_lists_every_custom_op():
+    schemas = set(re.findall(r'm\.def\("([a-z_]+)\(', (ROOT / "csrc/torch/schema.cpp").read_text()))
+    text = " ".join((ROOT / "docs" / "ops.md").read_text().split())
+    listed = set()
+    for group in re.findall(r"torch\.ops\.pymakemore\.\{([^}]*)\}", text):
+        listed |= {name.strip() for name in group.split(",")}
+    backwards = {name for name in schemas if name.endswith("_backward")}
+    assert {name[:-len("_backward")] for name in backwards} <= listed
+    named = {name for name in schemas - backwards if f"`{name}`" in text}
+    assert schemas - backwards - listed - named == set(), "docs/ops.md misses these ops"
