@@ -534,78 +534,6 @@ def _linear_cross_entropy_composite(input, weight, target, bias, ce_weight, igno
     return loss, torch.logsumexp(capped, dim=-1)
 
 
-def _lce_setup_context(ctx, inputs, output):
-    (input, weight, target, bias, ce_weight, ignore_index, reduction, label_smoothing, softcap,
-     z_loss, grad_mask) = inputs
-    ctx.save_for_backward(input, weight, target, bias, ce_weight)
-    ctx.options = (ignore_index, reduction, label_smoothing, softcap, z_loss)
-    ctx.grads = list(output[2:]) if any(grad_mask) else None
-    ctx.grad_mask = grad_mask
-    ctx.mark_non_differentiable(*output[2:])
-    ctx.set_materialize_grads(False)  # no zero-filled gradients for those outputs
-
-
-def _batched(t: Tensor) -> bool:
-    """Whether t carries a vmap batch dimension: torch.func.vmap's, or the one of
-    autograd.grad(is_grads_batched=True) and jacobian(vectorize=True)."""
-    functorch = torch._C._functorch
-    return functorch.is_batchedtensor(t) or functorch.is_legacy_batchedtensor(t)
-
-
-def _lce_backward(ctx, grad_loss, grad_lse, *unused):
-    input, weight, target, bias, ce_weight = ctx.saved_tensors
-    nothing = (None,) * 11
-    if grad_loss is None and grad_lse is None:  # (nothing came back to the outputs)
-        return nothing
-    ignore_index, reduction, label_smoothing, softcap, z_loss = ctx.options
-    wanted = (ctx.needs_input_grad[0], ctx.needs_input_grad[1],
-              bias is not None and ctx.needs_input_grad[3])
-
-    def found(gx, gw, gb):
-        return (gx if wanted[0] else None, gw if wanted[1] else None, None,
-                gb if wanted[2] else None, *nothing[4:])
-
-    batched = any(_batched(g) for g in (grad_loss, grad_lse) if g is not None)  # vmap
-    if torch.is_grad_enabled() or batched:
-        # create_graph: differentiable formulas, exact higher orders; vmap
-        # (is_grads_batched, jacobian(vectorize=True)): torch's batching rules
-        with torch.enable_grad():
-            tensors = [t.detach().requires_grad_() if t is not None and w else t
-                       for t, w in zip((input, weight, bias), wanted)] if batched else \
-                (input, weight, bias)
-            outputs = _linear_cross_entropy_composite(tensors[0], tensors[1], target,
-                                                      tensors[2], ce_weight, *ctx.options)
-        given = [(o, g) for o, g in zip(outputs, (grad_loss, grad_lse)) if g is not None]
-        asked = [t for t, w in zip(tensors, wanted) if w]
-        grads = iter(torch.autograd.grad([o for o, _ in given], asked, [g for _, g in given],
-                                         create_graph=torch.is_grad_enabled()))
-        return found(*(next(grads) if w else None for w in wanted))
-    grads = ctx.grads
-    if grad_lse is None and grads is not None and \
-            all(not w or m for w, m in zip(wanted, ctx.grad_mask)):
-        g = grad_loss.to(grads[0].dtype if grads[0].numel() else grads[1].dtype)
-        if all(type(t) is torch.Tensor for t in grads):
-            # eager: scale the forward's gradients in place (no copy of grad_weight) and let
-            # autograd take them; a second backward through a retained graph recomputes
-            ctx.grads = None
-            for t in grads:
-                if t.numel():
-                    _ops.scale_grad_(t, g.to(t.dtype))
-        else:  # traced (torch.compile): out of place
-            grads = [t * g.to(t.dtype) for t in grads]
-        return found(*grads)
-    if grad_loss is None:  # only the lse's gradient came back
-        grad_loss = input.new_zeros((input.shape[0],) if reduction == "none" else (),
-                                    dtype=_loss_dtype(input))
-    return found(*_ops.linear_cross_entropy_backward(
-        grad_loss, grad_lse, input, weight, target, bias, ce_weight, ignore_index, reduction,
-        label_smoothing, softcap, z_loss, list(wanted)))
-
-
-torch.library.register_autograd("pymakemore::linear_cross_entropy", _lce_backward,
-                                setup_context=_lce_setup_context)
-
-
 def _lce_check_fake(input, weight, target, bias, ce_weight):
     _check_same_device("linear_cross_entropy", input, weight, target, bias, ce_weight)
     torch._check(input.dim() == 2 and weight.dim() == 2 and input.shape[1] == weight.shape[1],
@@ -676,51 +604,6 @@ def batch_norm_tanh(
             if running_var is not None:
                 running_var.copy_(new_var)
     return y
-
-
-def _bnt_setup_context(ctx, inputs, output):
-    input, weight, bias, running_mean, running_var, training, momentum, eps, unbiased = inputs
-    y, save_mean, save_invstd, _, _ = output
-    ctx.save_for_backward(y, input, weight, bias, save_mean, save_invstd)
-    ctx.options = (training, unbiased, eps)
-    ctx.mark_non_differentiable(*output[1:])
-    ctx.set_materialize_grads(False)
-
-
-def _bnt_backward(ctx, grad_output, *unused):
-    y, input, weight, bias, save_mean, save_invstd = ctx.saved_tensors
-    training, unbiased, eps = ctx.options
-    wanted = (ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
-              bias is not None and ctx.needs_input_grad[2])
-    if grad_output is None:
-        return (None,) * 9
-    if torch.is_grad_enabled():  # create_graph: differentiable formulas, exact higher orders
-        # the batch's statistics recomputed from the input (the running ones, in evaluation,
-        # as saved); nothing is updated
-        dims = tuple(range(input.dim() - 1))
-        if training:
-            mean = input.mean(dims)
-            var = input.var(dims, correction=1 if unbiased else 0)
-            invstd = torch.rsqrt(var + eps)
-        else:
-            mean, invstd = save_mean.to(input.dtype), save_invstd.to(input.dtype)
-        z = (input - mean) * invstd
-        z = z * weight if weight is not None else z
-        z = z + bias if bias is not None else z
-        out = torch.tanh(z)
-        tensors = (input, weight, bias)
-        asked = [t for t, w in zip(tensors, wanted) if w]
-        found = iter(torch.autograd.grad(out, asked, grad_output, create_graph=True))
-        gx, gw, gb = (next(found) if w else None for w in wanted)
-        return gx, gw, gb, *([None] * 6)
-    gx, gw, gb = _ops.batch_norm_tanh_backward(grad_output, y, input, weight, save_mean,
-                                               save_invstd, training, unbiased, list(wanted))
-    return (gx if wanted[0] else None, gw if wanted[1] else None, gb if wanted[2] else None,
-            *([None] * 6))
-
-
-torch.library.register_autograd("pymakemore::batch_norm_tanh", _bnt_backward,
-                                setup_context=_bnt_setup_context)
 
 
 def _stats_dtype(input):

@@ -40,6 +40,22 @@ using CrossEntropyBackward = at::Tensor(const at::Tensor&, const at::Tensor&, co
                                         const OptionalTensor&, const at::Tensor&,
                                         c10::string_view, int64_t, double);
 using ScaleGrad = void(at::Tensor&, const at::Tensor&);
+// (loss, lse, grad_input, grad_weight, grad_bias)
+using LinearCrossEntropy = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+    const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptionalTensor&,
+    const OptionalTensor&, int64_t, c10::string_view, double, c10::optional<double>, double,
+    std::array<bool, 3>);
+// (output, save_mean, save_invstd, new_running_mean, new_running_var)
+using BatchNormTanh = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+    const at::Tensor&, const OptionalTensor&, const OptionalTensor&, const OptionalTensor&,
+    const OptionalTensor&, bool, double, double, bool);
+using BatchNormTanhBackward = LinearGrads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                          const OptionalTensor&, const at::Tensor&,
+                                          const at::Tensor&, bool, bool, std::array<bool, 3>);
+using LinearCrossEntropyBackward = LinearGrads(
+    const at::Tensor&, const OptionalTensor&, const at::Tensor&, const at::Tensor&,
+    const at::Tensor&, const OptionalTensor&, const OptionalTensor&, int64_t, c10::string_view,
+    double, c10::optional<double>, double, std::array<bool, 3>);
 
 }  // namespace handles
 }  // namespace pymakemore
