@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check, in phases; each ends well inside one 10-minute call of a GPU machine (an
-# H100/H200 with 16 cores), and `quick` (build + test) in under 5 minutes.
+# The GPU check, in phases; each ends well inside 10 minutes on a GPU machine (an H100/H200
+# with 16 cores), and `quick` (build + test) in under 5 minutes.
 #
 #   OUT=/some/dir bench/gpu_check.sh [PHASE...]      PHASE: quick (default), build, test,
 #                                                    sanitize, bench, train, all
@@ -20,10 +20,10 @@
 #
 # Every phase builds first (incremental: quick when nothing changed). Into $OUT (default
 # gpu_out/), written as each step ends, so a killed phase still leaves what it did:
-# summary.txt (one line per step), machine.txt, <phase>.log, gpu_bench.md: few files, as the
-# device tool brings back at most eight. Scratch (CMake, training runs) goes to $WORK.
-# Data: $PYMAKEMORE_DATA, else gpu_data/ (copy ../shared/data/names.txt and tinyshakespeare.txt
-# there and carry it). Exit status 0 only if every step passed.
+# summary.txt (one line per step), machine.txt, <phase>.log, gpu_bench.md (few files, easy to
+# copy back from a remote machine). Scratch (CMake, training runs) goes to $WORK.
+# Data: $PYMAKEMORE_DATA, else gpu_data/ in the checkout (copy names.txt and tinyshakespeare.txt
+# there). Exit status 0 only if every step passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}

@@ -1,5 +1,6 @@
 """The docs say what the code does: the generated options table, the README's example, links."""
 import re
+from pathlib import Path
 
 from conftest import ROOT
 from pymakemore import config
@@ -53,3 +54,55 @@ def test_the_ops_doc_lists_every_custom_op():
     assert {name[:-len("_backward")] for name in backwards} <= listed
     named = {name for name in schemas - backwards if f"`{name}`" in text}
     assert schemas - backwards - listed - named == set(), "docs/ops.md misses these ops"
+
+
+SOURCE_SUFFIXES = {".py", ".h", ".cpp", ".cu", ".inc", ".sh", ".md", ".txt", ".cmake"}
+
+
+def _tracked_text_files():
+    import subprocess
+    names = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    return [ROOT / n for n in names
+            if (ROOT / n).is_file() and (Path(n).suffix in SOURCE_SUFFIXES
+                                         or Path(n).name in ("Makefile", "run", "CMakeLists.txt"))]
+
+
+def test_the_paths_named_in_source_comments_and_docs_exist():
+    # a path like csrc/cpu/this_level.h in any tracked file, from the repository root, the
+    # include directory or the naming file's own folder
+    pattern = re.compile(r"(?<![\w./-])((?:csrc|pymakemore|bench|tests|docs|\.ci)/"
+                         r"[\w./-]*\w\.(?:py|h|cpp|cu|inc|sh|md|txt|json))")
+    missing = []
+    for path in _tracked_text_files():
+        for name in pattern.findall(path.read_text(errors="ignore")):
+            bases = (ROOT, ROOT / "csrc" / "include", path.parent)
+            if not any((base / name).exists() for base in bases):
+                missing.append(f"{path.relative_to(ROOT)} names {name}")
+    assert missing == []
+
+
+def _headings(doc):
+    return [line.lstrip("#").strip() for line in doc.read_text().splitlines()
+            if line.startswith("#")]
+
+
+def test_the_sections_that_text_refers_to_exist():
+    # README "Status", docs/gpu.md's "The GPU path": the named document has such a heading
+    docs = {"README": ROOT / "README.md", "DEVELOPERS": ROOT / "DEVELOPERS.md"}
+    docs.update({f"docs/{p.name}": p for p in (ROOT / "docs").glob("*.md")})
+    docs["bench/RESULTS.md"] = ROOT / "bench" / "RESULTS.md"
+    names = "|".join(re.escape(n) for n in sorted(docs, key=len, reverse=True))
+    pattern = re.compile(rf"\b({names})(?:\.md)?(?:'s)?,? \"([^\"\n]+)\"")
+    found = []
+    for path in _tracked_text_files():
+        for doc, section in pattern.findall(path.read_text(errors="ignore")):
+            found.append((path, doc, section))
+            assert any(section in h for h in _headings(docs[doc])), \
+                f"{path.relative_to(ROOT)} refers to {doc} \"{section}\", which has no such heading"
+    for doc in DOCS:  # links with an anchor: the anchor is a heading of the target
+        for target, anchor in re.findall(r"\]\(([^)#:]*)#([^)]+)\)", doc.read_text()):
+            linked = (doc.parent / target) if target else doc
+            slugs = {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-")
+                     for h in _headings(linked)}
+            assert anchor in slugs, f"{doc.name}: #{anchor} is not a heading of {linked.name}"

@@ -5,7 +5,7 @@
 // reduction is split into pieces whose boundaries depend on the shape only, never on the
 // number of threads, so results are bit-identical run to run and across thread counts.
 //
-// Each kernel is compiled once per instruction-set level (csrc/cpu/level.h); the functions
+// Each kernel is compiled once per instruction-set level (csrc/cpu/this_level.h); the functions
 // declared here call the level chosen when the library loads (see CpuLevel below).
 #pragma once
 
