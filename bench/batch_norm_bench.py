@@ -24,7 +24,7 @@ from pymakemore.data import load_splits  # noqa: E402
 from pymakemore.engines import run_steps  # noqa: E402
 from pymakemore.models import build_model  # noqa: E402
 from pymakemore.models.layers import BatchNorm  # noqa: E402
-from pymakemore.train import SGD  # noqa: E402
+from pymakemore.engines import SGD  # noqa: E402
 
 LEVELS = ["portable", "avx2", "avx512"]
 fused_tanh = BatchNorm.tanh

@@ -25,7 +25,7 @@ from pymakemore.config import DEFAULTS  # noqa: E402
 from pymakemore.data import load_splits  # noqa: E402
 from pymakemore.engines import run_steps  # noqa: E402
 from pymakemore.models import build_model  # noqa: E402
-from pymakemore.train import SGD  # noqa: E402
+from pymakemore.engines import SGD  # noqa: E402
 from train_bench import lecture_loop  # noqa: E402
 
 LEVELS = ["portable", "avx2", "avx512"]

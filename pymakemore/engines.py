@@ -25,6 +25,7 @@ import torch
 
 from . import _C  # noqa: F401  (registers torch.ops.pymakemore.*)
 from . import distributed, manual_backprop
+from .checkpoint import CheckpointError
 from .devices import has_cuda_kernels
 from .models import BNMLP, MLP, WaveNet
 from .models.layers import IGNORE_TARGET
@@ -53,11 +54,60 @@ class Run:
     ratios: Any = None  # a diagnostics.UpdateRatios to feed, when diagnostics are on
 
 
+class SGD:
+    """Plain SGD as in the lectures (p -= lr * grad), without torch.optim's per-step
+    bookkeeping, which costs more than the whole makemore forward pass on a CPU. The one SGD
+    of the Python engines: the ops engine's (autograd or hand-written gradients in p.grad) and
+    the graph engine's (gradients given, lr a 0-d tensor on the device, so that a CUDA graph
+    replays whatever rate it holds). The fused engine's SGD is in its kernels."""
+
+    def __init__(self, params, lr):
+        self.params = [p for p in params if p.requires_grad]
+        self.lr = lr
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, grads=None) -> None:
+        for p, g in zip(self.params, grads if grads is not None else
+                        [p.grad for p in self.params]):
+            if isinstance(self.lr, torch.Tensor):
+                p.addcmul_(g, self.lr, value=-1.0)
+            else:
+                p.add_(g, alpha=-self.lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": "sgd", "lr": float(self.lr)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("name") != "sgd":
+            raise CheckpointError(f"the checkpoint's optimizer is {state.get('name')!r}, not sgd")
+        self.lr = state["lr"]
+
+
+def make_optimizer(config: dict[str, Any], model: torch.nn.Module):
+    if config["optimizer"] == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config["lr"],
+                                 weight_decay=config["weight_decay"])
+    return SGD(model.parameters(), lr=config["lr"])
+
+
+def set_lr(optimizer, lr: float) -> None:
+    if isinstance(optimizer, SGD):
+        optimizer.lr = lr
+    else:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+
 class Engine:
-    """How the trainer runs blocks of steps. `options_problem` and `problem` say why this
-    engine cannot run a configuration (None: it can): the first from the options alone, when
-    they are parsed; the second with the model and device as well. `start` prepares a run and
-    returns its Steps."""
+    """How the trainer runs blocks of steps. `options_problem` says why this engine cannot run
+    a configuration's options (None: it can), checked once, when they are parsed (and by
+    `choose` for --engine auto); `problem` why it cannot run this model on this device (under
+    torchrun or not). `start` prepares a run and returns its Steps, which get the learning
+    rate of each block as their one channel for it."""
     name: str
     summary: str  # for --help
     distributed = False  # runs under torchrun
@@ -70,9 +120,9 @@ class Engine:
         return None if self.distributed else \
             f"--engine {self.name} runs in one process, not under torchrun"
 
-    def problem(self, model: torch.nn.Module, config: dict, device: torch.device,
+    def problem(self, model: torch.nn.Module, device: torch.device,
                 distributed: bool) -> Optional[str]:
-        return (distributed and self.torchrun_problem()) or self.options_problem(config)
+        return self.torchrun_problem() if distributed else None
 
     def start(self, run: Run) -> Steps:
         raise NotImplementedError
@@ -87,6 +137,7 @@ class OpsEngine(Engine):
         manual = run.config["backprop"] == "manual"
 
         def steps(first: int, stop: int, lr: float) -> torch.Tensor:
+            set_lr(run.optimizer, lr)
             block = run_steps(run.trainer if run.trainer is not None else run.model,
                               run.optimizer, run.x, run.y,
                               run.config["batch_size"], run.generator, stop - first,
@@ -109,10 +160,10 @@ class GraphEngine(Engine):
             return "--engine graph draws minibatches: --batch-size must be >= 1"
         return None
 
-    def problem(self, model, config, device, distributed) -> Optional[str]:
+    def problem(self, model, device, distributed) -> Optional[str]:
         if device.type != "cuda":
             return "--engine graph captures CUDA graphs: it needs --device cuda"
-        return super().problem(model, config, device, distributed)
+        return super().problem(model, device, distributed)
 
     def start(self, run: Run) -> Steps:
         graphed = GraphedSteps(run.model, run.x, run.y, run.config["batch_size"], run.generator)
@@ -138,12 +189,8 @@ class FusedEngine(Engine):
             return "--engine fused runs the fused ops; --ops torch needs --engine ops"
         return None
 
-    def problem(self, model, config, device, distributed) -> Optional[str]:
-        if not isinstance(model, (MLP, BNMLP, WaveNet)):
-            return (f"--engine fused runs the {', '.join(FUSED_TYPES)} models only, not "
-                    f"{type(model).__name__}")
-        if model.ops != "fused":
-            return "--engine fused runs the fused ops; --ops torch needs --engine ops"
+    def problem(self, model, device, distributed) -> Optional[str]:
+        # (the model's type and its ops come from the options, checked when parsed)
         if device.type not in ("cpu", "cuda"):
             return f"--engine fused runs on the CPU or CUDA, not {device.type}"
         if not isinstance(model, MLP) and device.type != "cpu":
@@ -153,7 +200,7 @@ class FusedEngine(Engine):
             return "--engine fused on CUDA needs the CUDA build of the kernels"
         if any(p.dtype != torch.float32 for p in model.parameters()):
             return "--engine fused needs float32 parameters"
-        return super().problem(model, config, device, distributed)
+        return super().problem(model, device, distributed)
 
     def start(self, run: Run) -> Steps:
         config = run.config
@@ -182,7 +229,8 @@ def choose(model: torch.nn.Module, config: dict, device: torch.device, distribut
     """--engine auto: the first of FASTEST_FIRST that runs this model, device and options
     (under torchrun, the ops engine)."""
     return next(name for name in FASTEST_FIRST
-                if ENGINES[name].problem(model, config, device, distributed) is None)
+                if ENGINES[name].options_problem(config) is None
+                and ENGINES[name].problem(model, device, distributed) is None)
 
 
 def run_steps(model: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -300,8 +348,7 @@ class GraphedSteps:
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                  batch_size: int, generator: torch.Generator):
         self.model, self.x, self.y, self.batch_size, self.gen = model, x, y, batch_size, generator
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.lr = torch.zeros((), device=x.device)
+        self.sgd = SGD(model.parameters(), torch.zeros((), device=x.device))
         self.loss = torch.zeros((), device=x.device)
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         self.warmed = 0
@@ -310,15 +357,13 @@ class GraphedSteps:
         ix = torch.randint(0, len(self.x), (self.batch_size,), device=self.x.device,
                            generator=self.gen)
         _, loss = self.model(self.x.index_select(0, ix), self.y.index_select(0, ix))
-        grads = torch.autograd.grad(loss, self.params)
+        self.sgd.step(torch.autograd.grad(loss, self.sgd.params))
         with torch.no_grad():
-            for p, g in zip(self.params, grads):
-                p.addcmul_(g, self.lr, value=-1.0)
             self.loss.copy_(loss)
 
     def run(self, steps: int, lr: float) -> torch.Tensor:
         """`steps` steps at rate lr; their losses, on the device."""
-        self.lr.fill_(lr)
+        self.sgd.lr.fill_(lr)
         losses = []
         for _ in range(steps):
             if self.graph is None and self.warmed < WARMUP_STEPS:

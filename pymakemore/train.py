@@ -28,7 +28,7 @@ from .config import (LR_FIND_STEPS, ConfigError, build_parser, check_distributed
                      resolve_config)
 from .data import DataError, Splits, load_splits
 from .devices import DeviceError, resolve_device
-from .engines import run_steps
+from .engines import make_optimizer, run_steps, set_lr
 from .models import build_model
 from .models.bigram import bigram_counts, counts_log_probs, counts_nll
 from .models.layers import IGNORE_TARGET, OPS
@@ -70,47 +70,6 @@ def split_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     distributed.sum_(total, group)
     distributed.sum_(count, group)
     return (total / count.clamp(min=1)).item()
-
-
-class SGD:
-    """Plain SGD as in the lectures (p -= lr * grad), without torch.optim's per-step
-    bookkeeping, which costs more than the whole makemore forward pass on a CPU."""
-
-    def __init__(self, params, lr: float):
-        self.params = [p for p in params if p.requires_grad]
-        self.lr = lr
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        for p in self.params:
-            p.add_(p.grad, alpha=-self.lr)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"name": "sgd", "lr": self.lr}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("name") != "sgd":
-            raise CheckpointError(f"the checkpoint's optimizer is {state.get('name')!r}, not sgd")
-        self.lr = state["lr"]
-
-
-def make_optimizer(config: dict[str, Any], model: torch.nn.Module):
-    if config["optimizer"] == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config["lr"],
-                                 weight_decay=config["weight_decay"])
-    return SGD(model.parameters(), lr=config["lr"])
-
-
-def set_lr(optimizer, lr: float) -> None:
-    if isinstance(optimizer, SGD):
-        optimizer.lr = lr
-    else:
-        for group in optimizer.param_groups:
-            group["lr"] = lr
 
 
 def learning_rate(config: dict[str, Any], step: int) -> float:
@@ -360,7 +319,7 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
     if auto:  # resolved once: the checkpoint keeps the engine the run took
         config["engine"] = engines.choose(run.model, config, device, group.enabled)
     engine = engines.ENGINES[config["engine"]]
-    why = engine.problem(run.model, config, device, group.enabled)
+    why = engine.problem(run.model, device, group.enabled)  # (the options: when parsed)
     if why:
         raise ConfigError(why)
     train_steps = engine.start(run)
@@ -390,7 +349,6 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
         with StopSignals() as signals:
             while step < config["max_steps"]:
                 stop, lr = next_stop(config, step), learning_rate(config, step)
-                set_lr(run.optimizer, lr)
                 with progress.timing(device):
                     losses[step:stop] = train_steps(step, stop, lr)
                 try:

@@ -153,7 +153,7 @@ def test_auto_takes_the_fastest_engine_that_runs():
     assert engines.choose(mlp, {**sgd, "optimizer": "adamw"}, cpu, False) == "ops"
     assert engines.choose(mlp, sgd, cpu, distributed=True) == "ops"  # torchrun: ops only
     assert engines.choose(mlp, {**sgd, "batch_size": 0}, cpu, False) == "ops"
-    assert engines.choose(MLP(27, ops="torch"), sgd, cpu, False) == "ops"
+    assert engines.choose(MLP(27, ops="torch"), {**sgd, "ops": "torch"}, cpu, False) == "ops"
     assert engines.choose(BNMLP(27), sgd, cpu, False) == "fused"
     assert engines.choose(BNMLP(27), {**sgd, "optimizer": "adamw"}, cpu, False) == "ops"
 
@@ -164,25 +164,25 @@ def test_every_engine_says_why_it_cannot_run_a_configuration():
     cpu, sgd = torch.device("cpu"), dict(DEFAULTS)
     mlp = MLP(27)
     assert set(engines.ENGINES) == {"ops", "graph", "fused"}
-    assert engines.ENGINES["ops"].problem(BNMLP(27), {**sgd, "optimizer": "adamw"}, cpu,
-                                          True) is None  # any model, options, torchrun
-    why = {name: e.problem(mlp, sgd, cpu, False) for name, e in engines.ENGINES.items()}
+    ops = engines.ENGINES["ops"]  # any model, options, torchrun
+    assert ops.problem(BNMLP(27), cpu, True) is None
+    assert ops.options_problem({**sgd, "optimizer": "adamw"}) is None
+    why = {name: e.problem(mlp, cpu, False) for name, e in engines.ENGINES.items()}
     assert why == {"ops": None, "fused": None,
                    "graph": "--engine graph captures CUDA graphs: it needs --device cuda"}
     fused = engines.ENGINES["fused"]
-    assert "runs in one process" in fused.problem(mlp, sgd, cpu, distributed=True)
+    assert "runs in one process" in fused.problem(mlp, cpu, distributed=True)
     from pymakemore import config
     for name in ("fused", "graph"):  # refused when the options are read under torchrun
         with pytest.raises(config.ConfigError, match=f"--engine {name} runs in one process"):
             config.check_distributed({**sgd, "engine": name}, world=2)
     config.check_distributed({**sgd, "engine": "ops"}, world=2)
-    assert fused.problem(BNMLP(27), sgd, cpu, False) is None
-    from pymakemore.models import GPT
-    assert "mlp, bnmlp, wavenet models only, not GPT" in fused.problem(
-        GPT(27, 8, n_layer=1, n_head=1, n_embd=8), sgd, cpu, False)
-    assert fused.problem(BNMLP(27), sgd, torch.device("cuda"), False) == \
+    assert fused.problem(BNMLP(27), cpu, False) is None
+    assert "mlp, bnmlp, wavenet models only, not gpt" in fused.options_problem(
+        {**sgd, "type": "gpt"})
+    assert fused.problem(BNMLP(27), torch.device("cuda"), False) == \
         "--engine fused runs BNMLP on the CPU; on CUDA the graph engine runs it"
-    assert "float32" in fused.problem(MLP(27).double(), sgd, cpu, False)
+    assert "float32" in fused.problem(MLP(27).double(), cpu, False)
     assert fused.options_problem({**sgd, "batch_size": 0}) == \
         "--batch-size 0 (the whole training set) runs on --engine ops"
     # the options alone are checked when they are read, before any data loads
