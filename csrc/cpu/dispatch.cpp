@@ -11,14 +11,14 @@
 namespace pymakemore {
 
 namespace portable {
-#include "pymakemore/kernel_functions.inc"
+#include "pymakemore/kernel_declarations.inc"
 }  // namespace portable
 #if PYMAKEMORE_X86_LEVELS
 namespace avx2 {
-#include "pymakemore/kernel_functions.inc"
+#include "pymakemore/kernel_declarations.inc"
 }  // namespace avx2
 namespace avx512 {
-#include "pymakemore/kernel_functions.inc"
+#include "pymakemore/kernel_declarations.inc"
 }  // namespace avx512
 #endif
 
@@ -82,118 +82,32 @@ void set_cpu_level(const char* name) {
   return portable::__VA_ARGS__;
 #endif
 
-template <typename T, typename Index>
-int64_t embedding_forward(const Index* indices, int64_t n, const T* weight, int64_t num_rows,
-                          int64_t dim, T* out, const ParallelFor& pfor) {
-  PYMAKEMORE_DISPATCH(embedding_forward<T, Index>(indices, n, weight, num_rows, dim, out, pfor))
-}
-
-template <typename T, typename Index>
-int64_t embedding_backward(const T* grad_out, const Index* indices, int64_t n, int64_t num_rows,
-                           int64_t dim, int64_t padding_idx, bool scale_by_freq, T* grad_weight,
-                           const ParallelFor& pfor) {
-  PYMAKEMORE_DISPATCH(embedding_backward<T, Index>(grad_out, indices, n, num_rows, dim,
-                                                   padding_idx, scale_by_freq, grad_weight, pfor))
-}
-
-template <typename T>
-void linear_forward(const T* x, const T* w, const T* bias, int64_t n, int64_t k, int64_t h,
-                    Activation act, T* y, const ParallelFor& pfor) {
-  PYMAKEMORE_DISPATCH(linear_forward<T>(x, w, bias, n, k, h, act, y, pfor))
-}
-
-template <typename T>
-void linear_backward(const T* gy, const T* y, const T* x, const T* w, int64_t n, int64_t k,
-                     int64_t h, Activation act, T* grad_x, T* grad_w, T* grad_b,
-                     const ParallelFor& pfor) {
-  PYMAKEMORE_DISPATCH(linear_backward<T>(gy, y, x, w, n, k, h, act, grad_x, grad_w, grad_b, pfor))
-}
-
-template <typename T, typename Index>
-int64_t cross_entropy_forward(const T* logits, const Index* target, const T* class_weight,
-                              int64_t n, int64_t c, const CrossEntropyOptions& opt, T* loss,
-                              double* lse, T* grad_logits, const ParallelFor& pfor) {
-  PYMAKEMORE_DISPATCH(cross_entropy_forward<T, Index>(logits, target, class_weight, n, c, opt,
-                                                      loss, lse, grad_logits, pfor))
-}
-
-template <typename T, typename Index>
-int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index* target,
-                               const T* class_weight, const double* lse, int64_t n, int64_t c,
-                               const CrossEntropyOptions& opt, T* grad_logits,
-                               const ParallelFor& pfor) {
-  PYMAKEMORE_DISPATCH(cross_entropy_backward<T, Index>(grad_loss, logits, target, class_weight,
-                                                       lse, n, c, opt, grad_logits, pfor))
-}
-
-template <typename T>
-void batch_norm_tanh_forward(const T* x, int64_t m, int64_t c, const T* weight, const T* bias,
-                             T* running_mean, T* running_var, bool training, double momentum,
-                             double eps, bool unbiased, T* y, T* save_mean, T* save_invstd,
-                             const ParallelFor& pfor) {
-  PYMAKEMORE_DISPATCH(batch_norm_tanh_forward<T>(x, m, c, weight, bias, running_mean,
-                                                 running_var, training, momentum, eps, unbiased,
-                                                 y, save_mean, save_invstd, pfor))
-}
-
-template <typename T>
-void batch_norm_tanh_backward(const T* gy, const T* y, const T* x, int64_t m, int64_t c,
-                              const T* weight, const T* save_mean, const T* save_invstd,
-                              bool training, bool unbiased, T* grad_x, T* grad_weight,
-                              T* grad_bias, const ParallelFor& pfor) {
-  PYMAKEMORE_DISPATCH(batch_norm_tanh_backward<T>(gy, y, x, m, c, weight, save_mean,
-                                                  save_invstd, training, unbiased, grad_x,
-                                                  grad_weight, grad_bias, pfor))
-}
-
-int64_t mlp_train_steps(const MlpShape& shape, MlpParams params, const int64_t* X,
-                        const int64_t* Y, int64_t n_train, const float* lrs, int64_t steps,
-                        int64_t first_step, uint64_t seed, const int64_t* batch_indices,
-                        float* losses, int threads) {
-  PYMAKEMORE_DISPATCH(mlp_train_steps(shape, params, X, Y, n_train, lrs, steps, first_step, seed,
-                                      batch_indices, losses, threads))
-}
-
-int64_t chain_train_steps(const ChainShape& shape, ChainParams params, const int64_t* X,
-                          const int64_t* Y, int64_t n_train, const float* lrs, int64_t steps,
-                          int64_t first_step, uint64_t seed, const int64_t* batch_indices,
-                          const bool* record, double* update_stats, float* losses,
-                          int threads) {
-  PYMAKEMORE_DISPATCH(chain_train_steps(shape, params, X, Y, n_train, lrs, steps, first_step,
-                                        seed, batch_indices, record, update_stats, losses,
-                                        threads))
-}
-
+// Each entry point: the same call at the active level.
+#define PYMAKEMORE_KERNEL_TI(Return, name, params, args) \
+  template <typename T, typename Index>                  \
+  Return name params {                                   \
+    PYMAKEMORE_DISPATCH(name<T, Index> args)             \
+  }
+#define PYMAKEMORE_KERNEL_T(Return, name, params, args) \
+  template <typename T>                                 \
+  Return name params {                                  \
+    PYMAKEMORE_DISPATCH(name<T> args)                   \
+  }
+#define PYMAKEMORE_KERNEL(Return, name, params, args) \
+  Return name params { PYMAKEMORE_DISPATCH(name args) }
+#include "pymakemore/kernel_functions.inc"
+#undef PYMAKEMORE_KERNEL_TI
+#undef PYMAKEMORE_KERNEL_T
+#undef PYMAKEMORE_KERNEL
 #undef PYMAKEMORE_DISPATCH
 
-#define PYMAKEMORE_INSTANTIATE_INDEXED(T, Index)                                              \
-  template int64_t embedding_forward<T, Index>(const Index*, int64_t, const T*, int64_t,      \
-                                               int64_t, T*, const ParallelFor&);              \
-  template int64_t embedding_backward<T, Index>(const T*, const Index*, int64_t, int64_t,     \
-                                                int64_t, int64_t, bool, T*, const ParallelFor&); \
-  template int64_t cross_entropy_forward<T, Index>(const T*, const Index*, const T*, int64_t, \
-                                                   int64_t, const CrossEntropyOptions&, T*,   \
-                                                   double*, T*, const ParallelFor&);          \
-  template int64_t cross_entropy_backward<T, Index>(const T*, const T*, const Index*,         \
-                                                    const T*, const double*, int64_t, int64_t, \
-                                                    const CrossEntropyOptions&, T*,           \
-                                                    const ParallelFor&);
-#define PYMAKEMORE_INSTANTIATE(T)                                                             \
-  PYMAKEMORE_INSTANTIATE_INDEXED(T, int32_t)                                                  \
-  PYMAKEMORE_INSTANTIATE_INDEXED(T, int64_t)                                                  \
-  template void linear_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t,    \
-                                  Activation, T*, const ParallelFor&);                        \
-  template void linear_backward<T>(const T*, const T*, const T*, const T*, int64_t, int64_t,  \
-                                   int64_t, Activation, T*, T*, T*, const ParallelFor&);      \
-  template void batch_norm_tanh_forward<T>(const T*, int64_t, int64_t, const T*, const T*, T*,  \
-                                           T*, bool, double, double, bool, T*, T*, T*,        \
-                                           const ParallelFor&);                              \
-  template void batch_norm_tanh_backward<T>(const T*, const T*, const T*, int64_t, int64_t,    \
-                                            const T*, const T*, const T*, bool, bool, T*, T*,  \
-                                            T*, const ParallelFor&);
-PYMAKEMORE_INSTANTIATE(float)
-PYMAKEMORE_INSTANTIATE(double)
-#undef PYMAKEMORE_INSTANTIATE
-#undef PYMAKEMORE_INSTANTIATE_INDEXED
+// ... and each template entry point instantiated for every type the ops use.
+#define PYMAKEMORE_KERNEL_TI(Return, name, params, args) PYMAKEMORE_INSTANTIATE_TI(name)
+#define PYMAKEMORE_KERNEL_T(Return, name, params, args) PYMAKEMORE_INSTANTIATE_T(name)
+#define PYMAKEMORE_KERNEL(Return, name, params, args)
+#include "pymakemore/kernel_functions.inc"
+#undef PYMAKEMORE_KERNEL_TI
+#undef PYMAKEMORE_KERNEL_T
+#undef PYMAKEMORE_KERNEL
 
 }  // namespace pymakemore

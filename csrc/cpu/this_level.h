@@ -63,3 +63,9 @@
 #define PYMAKEMORE_VECTOR_REGISTERS 16
 #endif
 #endif
+
+// This level's kernels, declared from their one signature (kernel_functions.inc): a kernel
+// file's definition that differs from it fails to compile at its instantiation.
+namespace pymakemore::PYMAKEMORE_LEVEL {
+#include "pymakemore/kernel_declarations.inc"
+}  // namespace pymakemore::PYMAKEMORE_LEVEL

@@ -1,3 +1,5 @@
+// batch_norm_tanh_forward / _backward: tanh(BatchNorm) over the rows of (m, c), statistics per
+// column. Compiled once per instruction-set level (csrc/cpu/levels/<level>/batch_norm.cpp).
 #include "this_level.h"  // first: see there
 
 #include "common.h"
@@ -151,15 +153,7 @@ void batch_norm_tanh_backward(const T* gy, const T* y, const T* x, int64_t m, in
   });
 }
 
-#define PYMAKEMORE_BATCH_NORM(T)                                                             \
-  template void batch_norm_tanh_forward<T>(const T*, int64_t, int64_t, const T*, const T*, T*, \
-                                           T*, bool, double, double, bool, T*, T*, T*,        \
-                                           const ParallelFor&);                              \
-  template void batch_norm_tanh_backward<T>(const T*, const T*, const T*, int64_t, int64_t,    \
-                                            const T*, const T*, const T*, bool, bool, T*, T*,  \
-                                            T*, const ParallelFor&);
-PYMAKEMORE_BATCH_NORM(float)
-PYMAKEMORE_BATCH_NORM(double)
-#undef PYMAKEMORE_BATCH_NORM
+PYMAKEMORE_INSTANTIATE_T(batch_norm_tanh_forward)
+PYMAKEMORE_INSTANTIATE_T(batch_norm_tanh_backward)
 
 }  // namespace pymakemore::PYMAKEMORE_LEVEL

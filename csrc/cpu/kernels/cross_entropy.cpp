@@ -1,3 +1,5 @@
+// cross_entropy_forward / _backward: cross entropy over rows of logits by a max-subtracted
+// log-sum-exp, softmax never stored. Compiled once per level (csrc/cpu/levels/<level>/).
 #include "this_level.h"  // first: see there
 
 #include "common.h"
@@ -246,18 +248,7 @@ int64_t cross_entropy_backward(const T* grad_loss, const T* logits, const Index*
   return invalid.result();
 }
 
-#define PYMAKEMORE_CROSS_ENTROPY(T, Index)                                                     \
-  template int64_t cross_entropy_forward<T, Index>(const T*, const Index*, const T*, int64_t,   \
-                                                   int64_t, const CrossEntropyOptions&, T*,     \
-                                                   double*, T*, const ParallelFor&);            \
-  template int64_t cross_entropy_backward<T, Index>(const T*, const T*, const Index*, const T*, \
-                                                    const double*, int64_t, int64_t,            \
-                                                    const CrossEntropyOptions&, T*,             \
-                                                    const ParallelFor&);
-PYMAKEMORE_CROSS_ENTROPY(float, int32_t)
-PYMAKEMORE_CROSS_ENTROPY(float, int64_t)
-PYMAKEMORE_CROSS_ENTROPY(double, int32_t)
-PYMAKEMORE_CROSS_ENTROPY(double, int64_t)
-#undef PYMAKEMORE_CROSS_ENTROPY
+PYMAKEMORE_INSTANTIATE_TI(cross_entropy_forward)
+PYMAKEMORE_INSTANTIATE_TI(cross_entropy_backward)
 
 }  // namespace pymakemore::PYMAKEMORE_LEVEL

@@ -1,3 +1,5 @@
+// embedding_forward / _backward: row gathers from a table and the scatter-add of their
+// gradients. Compiled once per level (csrc/cpu/levels/<level>/embedding.cpp).
 #include "this_level.h"  // first: see there
 
 #include "common.h"
@@ -153,15 +155,7 @@ int64_t embedding_backward(const T* grad_out, const Index* indices, int64_t n, i
   return kAllValid;
 }
 
-#define PYMAKEMORE_EMBEDDING(T, Index)                                                       \
-  template int64_t embedding_forward<T, Index>(const Index*, int64_t, const T*, int64_t,      \
-                                               int64_t, T*, const ParallelFor&);              \
-  template int64_t embedding_backward<T, Index>(const T*, const Index*, int64_t, int64_t,     \
-                                                int64_t, int64_t, bool, T*, const ParallelFor&);
-PYMAKEMORE_EMBEDDING(float, int32_t)
-PYMAKEMORE_EMBEDDING(float, int64_t)
-PYMAKEMORE_EMBEDDING(double, int32_t)
-PYMAKEMORE_EMBEDDING(double, int64_t)
-#undef PYMAKEMORE_EMBEDDING
+PYMAKEMORE_INSTANTIATE_TI(embedding_forward)
+PYMAKEMORE_INSTANTIATE_TI(embedding_backward)
 
 }  // namespace pymakemore::PYMAKEMORE_LEVEL

@@ -1,3 +1,5 @@
+// linear_forward / _backward: act(x @ w^T + b) (identity or tanh) in register tiles, and its
+// three gradients. Compiled once per level (csrc/cpu/levels/<level>/linear.cpp).
 #include "this_level.h"  // first: see there
 
 #include "common.h"
@@ -258,15 +260,7 @@ void linear_backward(const T* gy, const T* y, const T* x, const T* w, int64_t n,
   }
 }
 
-template void linear_forward<float>(const float*, const float*, const float*, int64_t, int64_t,
-                                    int64_t, Activation, float*, const ParallelFor&);
-template void linear_forward<double>(const double*, const double*, const double*, int64_t,
-                                     int64_t, int64_t, Activation, double*, const ParallelFor&);
-template void linear_backward<float>(const float*, const float*, const float*, const float*,
-                                     int64_t, int64_t, int64_t, Activation, float*, float*,
-                                     float*, const ParallelFor&);
-template void linear_backward<double>(const double*, const double*, const double*,
-                                      const double*, int64_t, int64_t, int64_t, Activation,
-                                      double*, double*, double*, const ParallelFor&);
+PYMAKEMORE_INSTANTIATE_T(linear_forward)
+PYMAKEMORE_INSTANTIATE_T(linear_backward)
 
 }  // namespace pymakemore::PYMAKEMORE_LEVEL

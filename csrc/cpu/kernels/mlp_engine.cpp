@@ -1,5 +1,6 @@
 // Whole training steps of the makemore MLP in C++ (minibatch draw, forward, backward, SGD
 // update) with no autograd, dispatcher or Python between them and nothing allocated per step.
+// Compiled once per instruction-set level (csrc/cpu/levels/).
 //
 // Layouts chosen for the small shapes (batch 32, 30 -> 200 -> 27): activations are kept
 // transposed, (features, batch), so that every product but the two weight gradients runs with

@@ -6,7 +6,8 @@
 // number of threads, so results are bit-identical run to run and across thread counts.
 //
 // Each kernel is compiled once per instruction-set level (csrc/cpu/this_level.h); the functions
-// declared here call the level chosen when the library loads (see CpuLevel below).
+// declared here call the level chosen when the library loads (see CpuLevel below). Every
+// kernel's signature is written once, in kernel_functions.inc.
 #pragma once
 
 #include <cstdint>
@@ -116,7 +117,18 @@ CpuLevel cpu_level();
 // std::invalid_argument for an unknown name or a level above best_cpu_level().
 void set_cpu_level(const char* name);
 
-// The kernels (kernel_functions.inc also declares each level's own, in pymakemore::<level>).
-#include "pymakemore/kernel_functions.inc"
+// The kernels: each signature is written once, in kernel_functions.inc.
+#include "pymakemore/kernel_declarations.inc"
+
+// Explicit instantiations of a kernel template for every dtype (and index type) the ops use,
+// from its name alone (its signature comes from its declaration).
+#define PYMAKEMORE_INSTANTIATE_T(name)              \
+  template decltype(name<float>) name<float>;       \
+  template decltype(name<double>) name<double>;
+#define PYMAKEMORE_INSTANTIATE_TI(name)                              \
+  template decltype(name<float, int32_t>) name<float, int32_t>;     \
+  template decltype(name<float, int64_t>) name<float, int64_t>;     \
+  template decltype(name<double, int32_t>) name<double, int32_t>;   \
+  template decltype(name<double, int64_t>) name<double, int64_t>;
 
 }  // namespace pymakemore
