@@ -37,11 +37,10 @@ cpu_arch = os.environ.get("PYMAKEMORE_CPU_ARCH", "")
 cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=fast", "-Wno-uninitialized",
              "-Wno-maybe-uninitialized"] + ([f"-march={cpu_arch}"] if cpu_arch else [])
 link_flags = ["-fopenmp"]
-ext_sources = sources("cpu/*.cpp") + sources("cpu/levels/*/*.cpp") + ["csrc/torch/schema.cpp", "csrc/torch/autograd.cpp",
-                                      "csrc/torch/cpu_ops.cpp", "csrc/torch/python_api.cpp",
-                                      "csrc/torch/linear_cross_entropy.cpp",
-                                      "csrc/torch/batch_norm_tanh.cpp",
-                                      "csrc/torch/chain_train_steps.cpp"]
+# csrc/torch: each op's slice, <op>.cpp (with its CPU kernels) and, in a CUDA build,
+# <op>_cuda.cpp; a new op's files are picked up without editing this list
+ext_sources = (sources("cpu/*.cpp") + sources("cpu/levels/*/*.cpp") +
+               [s for s in sources("torch/*.cpp") if not s.endswith("_cuda.cpp")])
 include_dirs = [os.path.abspath("csrc/include"), os.path.abspath("csrc/cpu")]
 
 if want_cuda():
@@ -49,7 +48,7 @@ if want_cuda():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
     extension = CUDAExtension(
         "pymakemore._C",
-        ext_sources + sources("cuda/*.cu") + ["csrc/torch/cuda_ops.cpp"],
+        ext_sources + sources("cuda/*.cu") + sources("torch/*_cuda.cpp"),
         include_dirs=include_dirs,
         extra_compile_args={"cxx": cxx_flags,
                             "nvcc": ["-O3"]},

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "cross_entropy.h"
 #include "op_handles.h"
 
 namespace pymakemore {

@@ -17,6 +17,7 @@
 
 #include "checks.h"
 #include "cpu_glue.h"
+#include "cross_entropy.h"
 #include "op_handles.h"
 
 namespace pymakemore {
@@ -82,8 +83,6 @@ void check_args(const at::Tensor& input, const at::Tensor& weight, const at::Ten
               "linear_cross_entropy: softcap must be > 0, got ", *opt.softcap);
   TORCH_CHECK(opt.z_loss >= 0.0, "linear_cross_entropy: z_loss must be >= 0, got ", opt.z_loss);
 }
-
-bool half_precision(const at::Tensor& t) { return at::isReducedFloatingType(t.scalar_type()); }
 
 // A chunk's (loss summed over its rows, lse) and its logit gradient for that sum (softmax -
 // smoothed one-hot per counted row). in_place (CPU): the gradient written over the logits
