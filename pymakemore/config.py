@@ -63,18 +63,21 @@ OPTIONS: tuple[Option, ...] = (
            default_text="the built-in names"),
     Option("data", "lines", "lines: one word a line; text: one character stream, 90/10 split "
            "(gpt only)", "data", choices=("lines", "text"), run=True),
-    Option("block_size", 3, "characters of context per prediction (gpt on word lists: the "
-           "longest word when no preset or flag sets it)", "data", type=int, run=True,
+    Option("block_size", 3, "characters of context per prediction (gpt, rnn, gru, bow on word "
+           "lists: the longest word when no preset or flag sets it)", "data", type=int, run=True,
            check=valid.in_range(1, MAX_SIZE)),
     Option("split_seed", 42, "seed of the 80/10/10 word shuffle (the lecture's)", "data",
            type=int, run=True, check=SEEDS),
     # model
     Option("type", "mlp", "model family", "model", choices=tuple(sorted(MODELS)), run=True),
-    Option("preset", None, "a lecture's configuration; --type T alone means preset T "
-           "(gpt: gpt-names, or gpt-shakespeare with --data text)", "model", run=True,
+    Option("preset", None, "a lecture's (or makemore.py's) configuration; --type T alone "
+           "means preset T (gpt: gpt-names, or gpt-shakespeare with --data text)", "model",
+           run=True,
            default_text="the type's"),  # choices: PRESETS, given to the parser
     Option("n_embd", 10, "embedding size per character", "model", type=int, run=True,
            check=valid.in_range(1, MAX_SIZE)),
+    Option("n_embd2", 64, "hidden state (rnn, gru) or MLP width (bow), makemore.py's "
+           "--n-embd2", "model", type=int, run=True, check=valid.in_range(1, MAX_SIZE)),
     Option("n_hidden", 200, "hidden units", "model", type=int, run=True,
            check=valid.in_range(1, MAX_SIZE)),
     Option("n_layer", 1, "hidden layers (bnmlp) or transformer blocks (gpt)", "model", type=int,
@@ -101,10 +104,12 @@ OPTIONS: tuple[Option, ...] = (
     # optimisation
     Option("batch_size", 32, "examples per step; 0: the whole training set", "optimisation",
            type=int, run=True, check=valid.in_range(0, MAX_BATCH)),
-    Option("optimizer", "sgd", "sgd, or adamw (the gpt presets)", "optimisation",
+    Option("optimizer", "sgd", "sgd, or adamw (the gpt, rnn, gru and bow presets)", "optimisation",
            choices=OPTIMIZERS, run=True),
     Option("weight_decay", 0.01, "adamw's weight decay", "optimisation", type=float, run=True,
            check=valid.finite_at_least(0)),
+    Option("beta2", 0.999, "adamw's second-moment decay (makemore.py's: 0.99)", "optimisation",
+           type=float, run=True, check=valid.fraction),
     Option("max_steps", 200_000, "optimizer steps in all", "optimisation", type=int,
            check=valid.in_range(1, MAX_STEPS)),
     Option("lr", 0.1, "learning rate", "optimisation", type=float, run=True,
@@ -171,6 +176,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpt-names": dict(type="gpt", data="lines", block_size=None, n_embd=64, n_head=4, n_layer=4,
                       dropout=0.1, optimizer="adamw", lr=5e-4, lr_decay=1.0, batch_size=32,
                       max_steps=20_000, eval_every=2_000, log_every=100),
+    # makemore.py's recurrent and bag-of-words models with its defaults (AdamW 5e-4, weight
+    # decay 0.01, betas (0.9, 0.99), batch 32, n_embd = n_embd2 = 64)
+    **{kind: dict(type=kind, data="lines", block_size=None, n_embd=64, n_embd2=64,
+                  optimizer="adamw", lr=5e-4, beta2=0.99, lr_decay=1.0, batch_size=32,
+                  max_steps=20_000, eval_every=2_000, log_every=100)
+       for kind in ("rnn", "gru", "bow")},
     # the GPT lecture on a text (tinyshakespeare): a GPU run
     "gpt-shakespeare": dict(type="gpt", data="text", block_size=256, n_embd=384, n_head=6,
                             n_layer=6, dropout=0.2, optimizer="adamw", lr=3e-4, lr_decay=1.0,
@@ -182,7 +193,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                                   log_every=100),
 }
 TYPE_PRESET = {"bigram": "bigram", "mlp": "mlp", "bnmlp": "bnmlp", "wavenet": "wavenet",
-               "gpt": "gpt-names"}
+               "gpt": "gpt-names", "rnn": "rnn", "gru": "gru", "bow": "bow"}
 SET_BY_PRESETS = {key for preset in PRESETS.values() for key in preset} - {"type"}
 
 
@@ -226,9 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _block_size_from_data(config: dict[str, Any]) -> Optional[str]:
-    if config["block_size"] is None and not (config["type"] == "gpt" and
-                                             config["data"] == "lines"):
-        return "--block-size is needed (only gpt on word lists finds it from the data)"
+    words = getattr(MODELS[config["type"]], "autoregressive", False) and config["data"] == "lines"
+    if config["block_size"] is None and not words:
+        return ("--block-size is needed (only gpt, rnn, gru and bow on word lists find it from "
+                "the data)")
     return None
 
 

@@ -90,7 +90,8 @@ class SGD:
 def make_optimizer(config: dict[str, Any], model: torch.nn.Module):
     if config["optimizer"] == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=config["lr"],
-                                 weight_decay=config["weight_decay"])
+                                 weight_decay=config["weight_decay"],
+                                 betas=(0.9, config["beta2"]))
     return SGD(model.parameters(), lr=config["lr"])
 
 

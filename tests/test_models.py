@@ -371,3 +371,82 @@ def test_text_sampling_is_seeded_and_checks_options():
     assert a == b and a.startswith("ab") and len(a) == 22
     with pytest.raises(ValueError, match="temperature"):
         sample.sample_text(model, vocab, 5, temperature=0)
+
+
+# ---- makemore.py's rnn, gru and bow ------------------------------------------------------------
+def makemore_py_parameter_count(kind, vocab, block, n_embd, n_embd2):
+    """The parameters of makemore.py's model of that --type (its classes, counted by hand)."""
+    linear = lambda i, o: i * o + o  # noqa: E731
+    if kind == "bow":  # wte, wpe, c_fc, c_proj, lm_head
+        return (vocab * n_embd + block * n_embd + linear(n_embd, n_embd2)
+                + linear(n_embd2, n_embd) + linear(n_embd, vocab))
+    cells = {"rnn": 1, "gru": 3}[kind]  # xh_to_h; xh_to_z, xh_to_r, xh_to_hbar
+    return (n_embd2 + vocab * n_embd + cells * linear(n_embd + n_embd2, n_embd2)
+            + linear(n_embd2, vocab))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "bow"])
+@pytest.mark.parametrize("sizes", [(27, 16, 64, 64), (30, 7, 12, 20)])
+def test_makemore_py_models_have_its_parameter_counts_and_shapes(kind, sizes):
+    from pymakemore.models import MODELS
+    vocab, block, n_embd, n_embd2 = sizes
+    model = MODELS[kind](vocab, block_size=block, n_embd=n_embd, n_embd2=n_embd2)
+    assert sum(p.numel() for p in model.parameters()) == \
+        makemore_py_parameter_count(kind, vocab, block, n_embd, n_embd2)
+    idx = torch.randint(0, vocab, (3, block))
+    logits, loss = model(idx)
+    assert logits.shape == (3, block, vocab) and loss is None
+    # causal: a position's logits do not change with what comes after it
+    later = idx.clone()
+    later[:, block // 2 + 1:] = (later[:, block // 2 + 1:] + 1) % vocab
+    torch.testing.assert_close(model(later)[0][:, :block // 2 + 1], logits[:, :block // 2 + 1])
+    with pytest.raises(ValueError, match="longer than the block size"):
+        model(torch.zeros(1, block + 1, dtype=torch.long))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "bow"])
+def test_makemore_py_models_fused_and_torch_agree_step_for_step(kind):
+    from pymakemore.models import MODELS
+    from pymakemore.engines import make_optimizer
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(0, 27, (8, 10), generator=g)
+    y = torch.roll(x, -1, 1)
+    y[:, -2:] = -1  # padding
+    runs = {}
+    for ops in ("fused", "torch"):
+        model = MODELS[kind](27, block_size=10, n_embd=12, n_embd2=16, ops=ops)
+        opt = make_optimizer(dict(optimizer="adamw", lr=1e-2, weight_decay=0.01, beta2=0.99),
+                             model)
+        losses = []
+        for _ in range(5):
+            _, loss = model(x, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        runs[ops] = (losses, [p.detach().clone() for p in model.parameters()])
+    assert runs["fused"][0] == pytest.approx(runs["torch"][0], rel=1e-5)
+    for a, b in zip(runs["fused"][1], runs["torch"][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "bow"])
+def test_makemore_py_presets_learn_sample_and_resume(tmp_path, capsys, kind):
+    work, summary = run(tmp_path, "--type", kind, "-i", names_path(), "--max-steps", 300,
+                        "--lr", "5e-3")
+    assert summary["preset"] == kind and summary["config"]["block_size"] == 16
+    assert summary["config"]["optimizer"] == "adamw" and summary["config"]["beta2"] == 0.99
+    assert summary["dev_loss"] < math.log(27) - 0.5
+    capsys.readouterr()
+    assert sample.main(["-o", str(work), "-n", "4", "--seed", "1", "--prefix", "ma"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 5 and all(line.split()[0].startswith("ma") for line in lines[:-1])
+    # resume: the same numbers as one straight run
+    common = ["--type", kind, "-i", names_path(), "--n-embd", "16", "--n-embd2", "16"]
+    straight, _ = run(tmp_path, *common, "--max-steps", 30, name="straight")
+    split, _ = run(tmp_path, *common, "--max-steps", 15, name="split")
+    assert train.main([*FAST, "-o", str(split), "--resume", "--max-steps", "30"]) == 0
+    a, b = load_checkpoint(straight), load_checkpoint(split)
+    assert torch.equal(a["losses"], b["losses"])
+    for name, p in a["model"].items():
+        assert torch.equal(p, b["model"][name]), name

@@ -8,11 +8,14 @@ import torch
 
 from .bigram import Bigram
 from .bnmlp import BNMLP
+from .bow import BoW
 from .gpt import GPT
 from .mlp import MLP
+from .recurrent import GRU, RNN
 from .wavenet import WaveNet
 
-MODELS = {"bigram": Bigram, "mlp": MLP, "bnmlp": BNMLP, "wavenet": WaveNet, "gpt": GPT}
+MODELS = {"bigram": Bigram, "mlp": MLP, "bnmlp": BNMLP, "wavenet": WaveNet, "gpt": GPT,
+          "rnn": RNN, "gru": GRU, "bow": BoW}
 
 
 def build_model(config: dict[str, Any], vocab_size: int) -> torch.nn.Module:
@@ -29,4 +32,5 @@ def model_problem(config: dict[str, Any], name: Callable[[str], str] = str) -> O
     return rules({k: config[k] for k in cls.CONFIG_KEYS}, name) if rules else None
 
 
-__all__ = ["Bigram", "BNMLP", "GPT", "MLP", "WaveNet", "MODELS", "build_model", "model_problem"]
+__all__ = ["Bigram", "BNMLP", "BoW", "GPT", "GRU", "MLP", "RNN", "WaveNet", "MODELS",
+           "build_model", "model_problem"]
