@@ -140,6 +140,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("resume", False, "continue from WORK_DIR/model.pt up to --max-steps", "run",
            kind="switch"),
     Option("quiet", False, "no progress bar", "run", kind="switch"),
+    Option("tensorboard", False, "also write the training loss, learning rate and train/dev/"
+           "test losses as TensorBoard scalars into WORK_DIR/tensorboard (as makemore.py; needs "
+           "the tensorboard package)", "run", kind="switch"),
     Option("ddp_timeout", 300.0, "under torchrun: seconds a collective waits for the other "
            "ranks before the job fails", "run", type=float,
            check=valid.finite_above(0, 10 ** 7)),

@@ -257,6 +257,22 @@ def next_stop(config: dict[str, Any], step: int) -> int:
     return min(stops)
 
 
+# metrics.jsonl's keys -> TensorBoard tags (makemore.py writes Loss/train and Loss/test)
+BOARD_TAGS = {"loss": "Loss/minibatch", "lr": "LearningRate", "train_loss": "Loss/train",
+              "dev_loss": "Loss/dev", "test_loss": "Loss/test"}
+
+
+def scalar_board(work_dir: Path):
+    """A TensorBoard writer into work_dir/tensorboard; a ConfigError (one line) when the
+    optional tensorboard package is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install "
+                          "tensorboard") from None
+    return SummaryWriter(log_dir=str(work_dir / "tensorboard"))
+
+
 class Progress:
     """What rank 0 reports as the loop runs: the progress bar, metrics.jsonl, the clock of the
     training steps alone (evaluations and checkpoints excluded)."""
@@ -269,6 +285,7 @@ class Progress:
         self.metrics = Metrics(work_dir / "metrics.jsonl", resume_step=step if resumed else None,
                                evaluates_there=bool(config["eval_every"]) and
                                step % config["eval_every"] == 0) if main_rank else None
+        self.board = scalar_board(work_dir) if config["tensorboard"] and main_rank else None
         self.bar = tqdm(total=config["max_steps"], initial=step, unit="step",
                         disable=config["quiet"] or not main_rank, file=sys.stderr,
                         dynamic_ncols=True, mininterval=0.5)
@@ -286,7 +303,13 @@ class Progress:
 
     def log(self, record: dict[str, Any]) -> None:
         if self.main_rank:
-            self.metrics.write(record)
+            self.metrics.write(record)  # the source of truth; TensorBoard gets a copy
+        if self.board is not None:
+            for key, tag in BOARD_TAGS.items():
+                if key in record:
+                    self.board.add_scalar(tag, record[key], record["step"])
+            if "train_loss" in record:
+                self.board.flush()
 
     def training(self, step: int, losses: torch.Tensor, lr: float) -> None:
         recent = losses[self.window_start:step].mean().item()  # the one host read
@@ -303,8 +326,13 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
+        self.close_files()
+
+    def close_files(self) -> None:
         if self.main_rank:
             self.metrics.close()
+        if self.board is not None:
+            self.board.close()
 
 
 def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: torch.device,
@@ -372,7 +400,7 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
             terminated = signals.received == signal.SIGTERM
             if group.is_main:
                 save(step)
-                progress.metrics.close()
+                progress.close_files()
                 print(f"\n{'terminated' if terminated else 'interrupted'}: saved step {step} to "
                       f"{work_dir / 'model.pt'}; continue with --resume -o {work_dir}",
                       file=sys.stderr)
@@ -381,7 +409,7 @@ def train(config: dict[str, Any], ckpt: Optional[dict], splits: Splits, device: 
         progress.bar.close()
         what = "terminated" if isinstance(stopped, Terminated) else "interrupted"
         if group.is_main:
-            progress.metrics.close()
+            progress.close_files()
             print(f"\n{what} at once: no checkpoint written (the last one stands); continue "
                   f"with --resume -o {work_dir}", file=sys.stderr)
         return 128 + signal.SIGTERM if isinstance(stopped, Terminated) else 130

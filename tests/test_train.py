@@ -399,3 +399,34 @@ def test_sampler_refuses_a_diverged_checkpoint(trained, tmp_path, capsys):
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     assert train.main([*FAST, "-o", str(tmp_path / "x"), "--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_tensorboard_scalars_copy_the_metrics(tmp_path):
+    pytest.importorskip("tensorboard", reason="the optional tensorboard package is not "
+                                              "installed (the Makefile installs it for the tests)")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    work = tmp_path / "w"
+    assert train.main([*FAST, "-i", str(names_path()), "-o", str(work), "--max-steps", "60",
+                       "--eval-every", "30", "--log-every", "20", "--tensorboard"]) == 0
+    board = EventAccumulator(str(work / "tensorboard"))
+    board.Reload()
+    found = {tag: [(e.step, e.value) for e in board.Scalars(tag)]
+             for tag in board.Tags()["scalars"]}
+    records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    for key, tag in train.BOARD_TAGS.items():
+        expected = [(r["step"], r[key]) for r in records if key in r]
+        assert expected, key
+        assert [s for s, _ in found[tag]] == [s for s, _ in expected], tag
+        assert [v for _, v in found[tag]] == pytest.approx([v for _, v in expected], rel=1e-6)
+
+
+def test_tensorboard_without_the_package_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    work = tmp_path / "w"
+    code = train.main([*FAST, "-i", str(names_path()), "-o", str(work), "--max-steps", "20",
+                       "--tensorboard"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert err[-1].endswith("--tensorboard needs the tensorboard package: pip install "
+                            "tensorboard")
+    assert not (work / "tensorboard").exists()
