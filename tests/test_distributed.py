@@ -88,3 +88,16 @@ def test_options_that_need_one_process_are_refused(tmp_path):
     assert proc.returncode != 0
     assert "must split evenly over the 2 processes" in proc.stderr
     assert proc.stderr.count("pymakemore.train: error:") == 1  # said once, by rank 0
+
+
+def test_a_recurrent_model_under_two_processes_follows_one_process(tmp_path):
+    # words of unequal lengths (padded targets): each rank's mean weighed by its share
+    args = ["-i", names_path(), *COMMON, "--type", "gru", "--n-embd", "8", "--n-embd2", "8",
+            "--batch-size", "8", "--max-steps", "20"]
+    assert train.main([*map(str, args), "-o", str(tmp_path / "one")]) == 0
+    proc = torchrun(*args, "-o", tmp_path / "two")
+    assert proc.returncode == 0, proc.stderr
+    one, two = load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "two")
+    torch.testing.assert_close(two["losses"], one["losses"], rtol=1e-5, atol=1e-5)
+    for name, p in one["model"].items():
+        torch.testing.assert_close(two["model"][name], p, rtol=1e-5, atol=1e-5, msg=name)
