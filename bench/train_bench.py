@@ -19,10 +19,9 @@ from pymakemore import engines  # noqa: E402
 from pymakemore.config import DEFAULTS  # noqa: E402
 from pymakemore.data import load_splits  # noqa: E402
 from pymakemore.devices import resolve_device  # noqa: E402
-from pymakemore.engines import run_steps  # noqa: E402
+from pymakemore.engines import SGD, run_steps  # noqa: E402
 from pymakemore.models import build_model  # noqa: E402
 from pymakemore.models.layers import LECTURE_SEED  # noqa: E402
-from pymakemore.engines import SGD  # noqa: E402
 
 
 def lecture_loop(x, y, steps, device):
