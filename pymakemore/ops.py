@@ -438,11 +438,11 @@ def linear_cross_entropy(
     loss, lse = _linear_cross_entropy_loss_and_lse(input, weight, target, bias, ce_weight,
                                                    ignore_index, reduction, label_smoothing,
                                                    softcap, z_loss)
-    if not (return_z_loss or return_lse):
-        return loss
     kept = (lambda t: t[..., :t.shape[-1] - steps]) if steps else (lambda t: t)
     if reduction == "none":
-        loss = kept(loss)
+        loss = kept(loss)  # the positions that predict something
+    if not (return_z_loss or return_lse):
+        return loss
     out = [loss]
     if return_z_loss:
         out.append(_z_loss_term(lse, target, ce_weight, ignore_index, reduction, z_loss, kept)

@@ -469,6 +469,9 @@ def test_shift_predicts_the_next_positions_without_slicing(shift, reduction):
     expected = torch.autograd.grad(want[0].sum() + want[2].sum(), leaves)
     for a, e in zip(got, expected):
         torch.testing.assert_close(a, e)
+    alone = ops.linear_cross_entropy(x, w, t, shift=shift, reduction=reduction, z_loss=0.01)
+    assert alone.shape == want[0].shape  # the loss without the extras: the same
+    torch.testing.assert_close(alone, want[0].detach())
     assert torch.equal(ops.linear_cross_entropy(x, w, t, shift=0),
                        ops.linear_cross_entropy(x, w, t))
     for bad in (6, -1):
