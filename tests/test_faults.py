@@ -222,7 +222,7 @@ def test_checkpoint_with_objects_is_refused(saved, capsys):
      r"W1 is \(200, 30\), the config makes it \(100, 30\)"),
     (lambda c: c["config"].update(type="gpt"),
      "options are invalid|checkpoint does not match its model config"),
-    (lambda c: c["config"].update(type="rnn"), "unknown model type 'rnn'"),
+    (lambda c: c["config"].update(type="lstm"), "unknown model type 'lstm'"),
     (lambda c: c.update(model={"C": torch.zeros(3)}), "checkpoint does not match"),
     (lambda c: c.pop("optimizer"), "lacks optimizer"),
     (lambda c: c.update(step=-1), "its step is -1"),
@@ -373,7 +373,7 @@ def test_a_changed_dev_word_is_refused_on_resume(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, match", [
     (["--lr", "fast"], "argument --lr: invalid float value: 'fast' (see --help)"),
-    (["--type", "rnn"], "argument --type: invalid choice: 'rnn'"),
+    (["--type", "lstm"], "argument --type: invalid choice: 'lstm'"),
     (["--n-head", "2"], "--n-head does not apply to --type mlp"),
     (["--type", "wavenet", "--n-layer", "3"], "--n-layer does not apply to --type wavenet"),
     (["--type", "gpt", "--engine", "fused"],
