@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pymakemore import data  # noqa: E402
 from pymakemore.engines import make_optimizer, run_steps  # noqa: E402
 from pymakemore.models import MODELS  # noqa: E402
 
@@ -40,16 +41,9 @@ def makemore_split(path: Path, seed: int):
 
 
 def encode(words, chars, longest):
-    """makemore.py's CharDataset rows: x = '.' + word padded with 0, y = word + '.' then -1."""
-    stoi = {ch: i + 1 for i, ch in enumerate(chars)}
-    x = torch.zeros(len(words), longest + 1, dtype=torch.long)
-    y = torch.zeros(len(words), longest + 1, dtype=torch.long)
-    for r, w in enumerate(words):
-        ix = torch.tensor([stoi[c] for c in w], dtype=torch.long)
-        x[r, 1:1 + len(ix)] = ix
-        y[r, :len(ix)] = ix
-        y[r, len(ix) + 1:] = -1
-    return x, y
+    """makemore.py's CharDataset rows, which are pymakemore's word sequences: x = '.' + word
+    padded with 0, y = word + '.' then -1."""
+    return data.sequences(words, data.Vocab("".join(chars)), longest + 1)
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 from . import engines, valid
 from .checkpoint import MAX_SIZE, CheckpointError, load_checkpoint
 from .cli import OneLineParser
-from .models import MODELS, model_problem
+from .models import MODELS, autoregressive, model_problem
 from .models.layers import LECTURE_SEED, OPS
 from .models.mlp import INITS
 
@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _block_size_from_data(config: dict[str, Any]) -> Optional[str]:
-    words = getattr(MODELS[config["type"]], "autoregressive", False) and config["data"] == "lines"
+    words = autoregressive(config["type"]) and config["data"] == "lines"
     if config["block_size"] is None and not words:
         return ("--block-size is needed (only gpt, rnn, gru and bow on word lists find it from "
                 "the data)")

@@ -339,17 +339,8 @@ def _capped_cross_entropy(input, target, weight, ignore_index, reduction, label_
     if target.is_floating_point():
         raise ValueError("cross_entropy: z_loss needs class-index targets")
     lse = torch.logsumexp(input, dim=1 if input.dim() > 1 else 0)
-    counted = target != ignore_index
-    safe = torch.where(counted, target, torch.zeros_like(target))
-    row_weight = counted.to(lse.dtype) if weight is None else \
-        torch.where(counted, weight.to(lse.dtype)[safe], torch.zeros_like(lse))
-    rows = z_loss * lse * lse * row_weight
-    if reduction == "none":
-        return (loss + rows.to(loss.dtype)).to(out_dtype)
-    total = rows.sum()
-    if reduction == "mean":
-        total = total / row_weight.sum()
-    return (loss + total.to(loss.dtype)).to(out_dtype)
+    term = _z_loss_term(lse, target, weight, ignore_index, reduction, z_loss, lambda t: t)
+    return (loss + term.to(loss.dtype)).to(out_dtype)
 
 
 @torch.library.register_fake("pymakemore::cross_entropy")
@@ -453,8 +444,9 @@ def linear_cross_entropy(
 
 
 def _z_loss_term(lse, target, ce_weight, ignore_index, reduction, z_loss, kept):
-    """The z-loss inside linear_cross_entropy's loss, from its lse: z_loss * lse**2 per counted
-    row times the row's class weight, reduced as the loss (a mean over the weights' sum)."""
+    """The z-loss term of both losses, from each row's lse: z_loss * lse**2 per counted row
+    times the row's class weight, reduced as the loss (a mean over the weights' sum); `kept`
+    selects the rows a "none" loss returns."""
     counted = target != ignore_index
     safe = torch.where(counted, target, torch.zeros_like(target))
     row_weight = counted.to(lse.dtype) if ce_weight is None else \

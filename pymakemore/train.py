@@ -29,7 +29,7 @@ from .config import (LR_FIND_STEPS, ConfigError, build_parser, check_distributed
 from .data import DataError, Splits, load_splits
 from .devices import DeviceError, resolve_device
 from .engines import make_optimizer, run_steps, set_lr
-from .models import MODELS, build_model
+from .models import autoregressive, build_model
 from .models.bigram import bigram_counts, counts_log_probs, counts_nll
 from .models.layers import IGNORE_TARGET, OPS
 from .sample import TEXT_SAMPLE_CHARS, print_samples, sample_text, sample_words
@@ -42,8 +42,7 @@ def layout(config: dict[str, Any]) -> str:
     """How the data becomes examples (data.LAYOUTS) for this model."""
     if config["data"] == "text":
         return "text"
-    return "sequences" if getattr(MODELS[config["type"]], "autoregressive", False) \
-        else "windows"
+    return "sequences" if autoregressive(config["type"]) else "windows"
 
 
 @torch.no_grad()

@@ -24,6 +24,15 @@ def run(tmp_path, *args, name="run"):
     return work, json.loads((work / "summary.json").read_text())
 
 
+def straight_and_resumed(tmp_path, common, steps, *first_half):
+    """The checkpoints of one run of `steps` steps and of the same run stopped halfway (with
+    `first_half` flags) and resumed to `steps`."""
+    straight, _ = run(tmp_path, *common, "--max-steps", steps, name="straight")
+    split, _ = run(tmp_path, *common, "--max-steps", steps // 2, *first_half, name="split")
+    assert train.main([*FAST, "-o", str(split), "--resume", "--max-steps", str(steps)]) == 0
+    return load_checkpoint(straight), load_checkpoint(split)
+
+
 def shakespeare_path():
     path = DATA / "tinyshakespeare.txt"
     if not path.exists():
@@ -305,10 +314,7 @@ def test_gpt_on_text_learns_and_continues_a_prompt(tmp_path, capsys):
 
 def test_gpt_resume_with_dropout_and_adamw_is_bit_exact(tmp_path):
     common = ["--type", "gpt", "-i", names_path(), "--dropout", "0.1", *SMALL_GPT]
-    straight, _ = run(tmp_path, *common, "--max-steps", 40, name="straight")
-    split, _ = run(tmp_path, *common, "--max-steps", 20, name="split")
-    assert train.main([*FAST, "-o", str(split), "--resume", "--max-steps", "40"]) == 0
-    a, b = load_checkpoint(straight), load_checkpoint(split)
+    a, b = straight_and_resumed(tmp_path, common, 40)
     assert torch.equal(a["losses"], b["losses"])
     for name, p in a["model"].items():
         assert torch.equal(p, b["model"][name]), name
@@ -317,10 +323,7 @@ def test_gpt_resume_with_dropout_and_adamw_is_bit_exact(tmp_path):
 
 def test_bnmlp_resume_keeps_running_statistics_and_update_ratios(tmp_path):
     common = ["--type", "bnmlp", "-i", names_path()]
-    straight, _ = run(tmp_path, *common, "--max-steps", 60, name="straight")
-    split, _ = run(tmp_path, *common, "--max-steps", 30, "--lr-decay-at", 30, name="split")
-    assert train.main([*FAST, "-o", str(split), "--resume", "--max-steps", "60"]) == 0
-    a, b = load_checkpoint(straight), load_checkpoint(split)
+    a, b = straight_and_resumed(tmp_path, common, 60, "--lr-decay-at", 30)
     for name, p in a["model"].items():
         assert torch.equal(p, b["model"][name]), name
     assert a["update_ratios"]["steps"] == b["update_ratios"]["steps"] == list(range(60))
@@ -443,10 +446,7 @@ def test_makemore_py_presets_learn_sample_and_resume(tmp_path, capsys, kind):
     assert len(lines) == 5 and all(line.split()[0].startswith("ma") for line in lines[:-1])
     # resume: the same numbers as one straight run
     common = ["--type", kind, "-i", names_path(), "--n-embd", "16", "--n-embd2", "16"]
-    straight, _ = run(tmp_path, *common, "--max-steps", 30, name="straight")
-    split, _ = run(tmp_path, *common, "--max-steps", 15, name="split")
-    assert train.main([*FAST, "-o", str(split), "--resume", "--max-steps", "30"]) == 0
-    a, b = load_checkpoint(straight), load_checkpoint(split)
+    a, b = straight_and_resumed(tmp_path, common, 30)
     assert torch.equal(a["losses"], b["losses"])
     for name, p in a["model"].items():
         assert torch.equal(p, b["model"][name]), name

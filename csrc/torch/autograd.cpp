@@ -361,12 +361,10 @@ struct LinearCrossEntropyFunction : torch::autograd::Function<LinearCrossEntropy
     const at::Tensor lse = at::logsumexp(logits, {1});
     const double z_loss = ctx->saved_data["z_loss"].toDouble();
     if (z_loss > 0.0) {
-      const at::Tensor counted = target.ne(ignore_index);
-      at::Tensor row_weight = counted.to(lse.scalar_type());
-      if (class_weight) {
-        const at::Tensor safe = at::where(counted, target, at::zeros_like(target)).to(at::kLong);
-        row_weight = row_weight * class_weight->index_select(0, safe);
-      }
+      const at::Tensor row_weight =
+          calls::row_weights(target, class_weight ? *class_weight : at::Tensor(), ignore_index,
+                             logits.size(1))
+              .to(lse.scalar_type());
       const at::Tensor rows = lse * lse * row_weight * z_loss;
       loss = loss + (red == Reduction::None  ? rows
                      : red == Reduction::Sum ? rows.sum()

@@ -13,11 +13,6 @@ namespace {
 
 using batch_norm::OptionalTensor;
 
-template <typename T>
-T* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.data_ptr<T>() : nullptr;
-}
-
 batch_norm::Outputs forward_cpu(const at::Tensor& input, const OptionalTensor& weight,
                                 const OptionalTensor& bias, const OptionalTensor& running_mean,
                                 const OptionalTensor& running_var, bool training,

@@ -78,4 +78,9 @@ inline const T* ptr_or_null(const c10::optional<at::Tensor>& t) {
   return t && t->defined() ? t->data_ptr<T>() : nullptr;
 }
 
+template <typename T>
+inline T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
 }  // namespace pymakemore

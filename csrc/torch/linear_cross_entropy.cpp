@@ -127,18 +127,6 @@ struct Pass {
   LinearGrads grads;
 };
 
-// Each row's weight in the loss, in float64: its target class's weight (1 without class
-// weights), 0 for an ignored row (and for a target out of range, which the kernel reports).
-at::Tensor row_weights(const at::Tensor& target, const at::Tensor& class_weight,
-                       int64_t ignore_index, int64_t classes) {
-  const at::Tensor counted = target.ne(ignore_index);
-  if (!class_weight.defined()) return counted.to(at::kDouble);
-  const at::Tensor known = counted.logical_and(target.ge(0)).logical_and_(target.lt(classes));
-  const at::Tensor safe = at::where(known, target, at::zeros_like(target)).to(at::kLong);
-  const at::Tensor picked = class_weight.to(at::kDouble).index_select(0, safe);
-  return at::where(known, picked, at::zeros_like(picked));
-}
-
 // The mean's 1 / (sum of the row weights) as a 0-d float64 tensor; 0 when every row is ignored
 // (zero gradients; the loss itself is NaN, 0 / 0, as in torch). Read on the device, not the host.
 at::Tensor mean_scale(const at::Tensor& target, const at::Tensor& row_weight,
@@ -154,7 +142,7 @@ at::Tensor mean_of(const at::Tensor& total, const at::Tensor& divisor) {
 }
 
 // One pass over the rows in chunks. want: which gradients to compute (none: the loss alone);
-// row_weight: row_weights(); class_weight: undefined or (V,) in the row dtype.
+// row_weight: calls::row_weights(); class_weight: undefined or (V,) in the row dtype.
 // row_scale (N,): each row's logit gradient times its entry (the gradient of a "none" loss, or
 // a mean/sum's gradient spread over the rows); undefined: the gradients of the sum (or mean)
 // for a loss gradient of 1. lse_grad (N,): the gradient of the lse output, added as
@@ -306,7 +294,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_cr
               "linear_cross_entropy: gradients in the forward need reduction 'mean' or 'sum'");
   const at::Tensor class_weight = class_weights(ce_weight, input);
   const at::Tensor row_weight =
-      row_weights(target, class_weight, opt.ignore_index, weight.size(0));
+      calls::row_weights(target, class_weight, opt.ignore_index, weight.size(0));
   Pass pass = run_chunks(input, weight, target, bias, class_weight, row_weight, opt, want,
                          at::Tensor(), at::Tensor(), true);
   auto [gx, gw, gb] = pass.grads;
@@ -336,7 +324,7 @@ LinearGrads linear_cross_entropy_backward(
   const std::array<bool, 3> want{output_mask[0], output_mask[1], output_mask[2] && has_bias};
   const at::Tensor class_weight = class_weights(ce_weight, input);
   const at::Tensor row_weight =
-      row_weights(target, class_weight, opt.ignore_index, weight.size(0));
+      calls::row_weights(target, class_weight, opt.ignore_index, weight.size(0));
   if (opt.reduction == Reduction::None)  // each row's logit gradient times its loss's gradient
     return run_chunks(input, weight, target, bias, class_weight, row_weight, opt, want,
                       grad_loss, lse_grad, false)

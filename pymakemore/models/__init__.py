@@ -24,6 +24,12 @@ def build_model(config: dict[str, Any], vocab_size: int) -> torch.nn.Module:
     return cls(vocab_size, **{k: config[k] for k in cls.CONFIG_KEYS})
 
 
+def autoregressive(kind: str) -> bool:
+    """Whether models of this type read whole words (gpt, rnn, gru, bow: one word per example,
+    the block size from the data) rather than a fixed window."""
+    return getattr(MODELS[kind], "autoregressive", False)
+
+
 def model_problem(config: dict[str, Any], name: Callable[[str], str] = str) -> Optional[str]:
     """What is wrong with the config's hyperparameters for its model type (a model's own rules
     beyond each value's range, e.g. gpt's n_embd a multiple of n_head), or None."""
@@ -33,4 +39,4 @@ def model_problem(config: dict[str, Any], name: Callable[[str], str] = str) -> O
 
 
 __all__ = ["Bigram", "BNMLP", "BoW", "GPT", "GRU", "MLP", "RNN", "WaveNet", "MODELS",
-           "build_model", "model_problem"]
+           "autoregressive", "build_model", "model_problem"]
