@@ -1,7 +1,6 @@
 """Where should the ops' autograd live? The cost of one forward + backward at makemore's
-shapes with the autograd in C++ (csrc/torch/autograd.cpp, as embedding, linear_tanh and
-cross_entropy have it) against the same op with its autograd in Python
-(torch.library.register_autograd, as linear_cross_entropy and batch_norm_tanh have it), same
+shapes with the autograd in C++ (each op's Function in its slice, csrc/torch/<op>.cpp)
+against the same op with its autograd in Python (torch.library.register_autograd), same
 process, alternated.
 
 The Python twin of each op is a probe op (`pmprobe::<name>`) whose CPU kernel calls the

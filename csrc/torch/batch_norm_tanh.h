@@ -1,5 +1,6 @@
-// batch_norm_tanh, the part both devices share: its checks (with the errors F.batch_norm
-// gives for the same mistakes) and the preparation of its operands and outputs. The op is
+// batch_norm_tanh, the part both devices share: its C++ signatures, its checks (with the
+// errors F.batch_norm gives for the same mistakes) and the preparation of its operands and
+// outputs. The op is
 // functional: the new running statistics come back as outputs, and ops.py copies them into
 // the module's buffers.
 #pragma once
@@ -10,13 +11,31 @@
 #include <tuple>
 
 #include "checks.h"
+#include "outputs.h"
 
 namespace pymakemore::batch_norm {
 
 // (y, save_mean, save_invstd, new_running_mean, new_running_var)
 using Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-using OptionalTensor = c10::optional<at::Tensor>;
+// (grad_input, grad_weight, grad_bias)
+using Grads = LinearGrads;
+
+}  // namespace pymakemore::batch_norm
+
+// schema.cpp's batch_norm_tanh and its backward in C++ types, as the dispatcher calls them
+namespace pymakemore::signatures {
+using BatchNormTanh = batch_norm::Outputs(const at::Tensor& input, const OptionalTensor& weight,
+                                          const OptionalTensor& bias,
+                                          const OptionalTensor& running_mean,
+                                          const OptionalTensor& running_var, bool training,
+                                          double momentum, double eps, bool unbiased);
+using BatchNormTanhBackward = batch_norm::Grads(
+    const at::Tensor& grad_output, const at::Tensor& output, const at::Tensor& input,
+    const OptionalTensor& weight, const at::Tensor& save_mean, const at::Tensor& save_invstd,
+    bool training, bool unbiased, std::array<bool, 3> output_mask);
+}  // namespace pymakemore::signatures
+
+namespace pymakemore::batch_norm {
 
 inline const at::Tensor* given(const OptionalTensor& t) {
   return t && t->defined() ? &*t : nullptr;

@@ -1,12 +1,14 @@
 // cross_entropy, cross_entropy_with_grad, cross_entropy_backward and scale_grad_ on the CPU:
 // checks and operands (cross_entropy.h), then the torch-free kernels of
 // csrc/cpu/kernels/cross_entropy.cpp; float16 and bfloat16 logits in float32 row chunks.
+// cross_entropy's autograd, for every device.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
 #include "cpu_glue.h"
 #include "cross_entropy.h"
+#include "dispatcher_glue.h"
 
 namespace pymakemore {
 namespace {
@@ -141,6 +143,102 @@ at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_loss, const at::Ten
   return c.grad_input;
 }
 
+using autograd::AutogradContext;
+using autograd::variable_list;
+
+// When the logits need a gradient and the loss is one value, the forward computes that gradient
+// in its own pass over the logits (for grad_loss = 1) and the backward only scales it, in place
+// and on the device, when grad_loss is not 1: the logits are read once instead of twice. A
+// second backward through a retained graph recomputes it from the saved logits and lse.
+struct CrossEntropyFunction : torch::autograd::Function<CrossEntropyFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input,
+                               const at::Tensor& target, const c10::optional<at::Tensor>& weight,
+                               c10::string_view reduction, int64_t ignore_index,
+                               double label_smoothing, bool grad_now) {
+    static const auto fwd = op_handle<signatures::CrossEntropy>("pymakemore::cross_entropy");
+    static const auto fwd_with_grad =
+        op_handle<signatures::CrossEntropyWithGrad>("pymakemore::cross_entropy_with_grad");
+    TORCH_CHECK(!autograd::requires_grad(weight), "cross_entropy: no gradient is computed for "
+                "the class weights; pass weight.detach() or use torch.nn.functional.cross_entropy");
+    const Reduction red = checks::parse_reduction(std::string(reduction));
+    at::AutoDispatchBelowADInplaceOrView guard;
+    at::Tensor loss, lse;
+    if (grad_now) {
+      at::Tensor grad;
+      std::tie(loss, lse, grad) =
+          fwd_with_grad.call(input, target, weight, reduction, ignore_index, label_smoothing);
+      ctx->saved_data["grad"] = grad;
+    } else {
+      std::tie(loss, lse) =
+          fwd.call(input, target, weight, reduction, ignore_index, label_smoothing);
+    }
+    ctx->save_for_backward({input, target, weight ? *weight : at::Tensor(), lse});
+    ctx->saved_data["reduction"] = static_cast<int64_t>(red);
+    ctx->saved_data["ignore_index"] = ignore_index;
+    ctx->saved_data["label_smoothing"] = label_smoothing;
+    ctx->mark_non_differentiable({lse});
+    return {loss, lse};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto bwd =
+        op_handle<signatures::CrossEntropyBackward>("pymakemore::cross_entropy_backward");
+    static const auto scale = op_handle<signatures::ScaleGrad>("pymakemore::scale_grad_");
+    const auto precomputed = ctx->saved_data.find("grad");
+    if (at::GradMode::is_enabled()) {  // create_graph: the loss again, differentiably
+      if (precomputed != ctx->saved_data.end()) ctx->saved_data.erase(precomputed);
+      return {differentiable_backward(ctx, grads[0]), at::Tensor(), at::Tensor(), at::Tensor(),
+              at::Tensor(), at::Tensor(), at::Tensor()};
+    }
+    if (precomputed != ctx->saved_data.end()) {
+      // the saved logits unpacked all the same: an in-place edit since the forward raises
+      // autograd's "modified by an inplace operation", as F.cross_entropy's backward does
+      ctx->get_saved_variables();
+      // handed over, not kept: the caller may then own the only reference (no copy is made)
+      at::Tensor grad_input = precomputed->second.toTensor();
+      ctx->saved_data.erase(precomputed);
+      if (autograd::batched(grads[0]))  // out of place, by torch's batching rule for mul
+        return {grad_input.mul(grads[0]), at::Tensor(), at::Tensor(), at::Tensor(),
+                at::Tensor(), at::Tensor(), at::Tensor()};
+      scale.call(grad_input, grads[0]);
+      return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+              at::Tensor()};
+    }
+    const variable_list saved = ctx->get_saved_variables();
+    static constexpr const char* kNames[] = {"none", "mean", "sum"};  // by Reduction value
+    const c10::string_view reduction = kNames[ctx->saved_data["reduction"].toInt()];
+    at::Tensor grad_input =
+        bwd.call(grads[0], saved[0], saved[1], autograd::given(saved[2]), saved[3], reduction,
+                 ctx->saved_data["ignore_index"].toInt(),
+                 ctx->saved_data["label_smoothing"].toDouble());
+    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
+  }
+
+  // The gradient of ATen's own cross entropy, recomputed from the saved logits with a graph.
+  static at::Tensor differentiable_backward(AutogradContext* ctx, const at::Tensor& grad_loss) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor& input = saved[0];
+    const at::Tensor loss = at::cross_entropy_loss(
+        input, saved[1].to(at::kLong), autograd::given(saved[2]),
+        ctx->saved_data["reduction"].toInt(), ctx->saved_data["ignore_index"].toInt(),
+        ctx->saved_data["label_smoothing"].toDouble());
+    return torch::autograd::grad({loss}, {input}, {grad_loss}, /*retain_graph=*/true,
+                                 /*create_graph=*/true)[0];
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> cross_entropy_autograd(
+    const at::Tensor& input, const at::Tensor& target, const c10::optional<at::Tensor>& weight,
+    c10::string_view reduction, int64_t ignore_index, double label_smoothing) {
+  // decided here: Function::apply runs the forward with grad mode off
+  const bool grad_now = at::GradMode::is_enabled() && input.requires_grad() &&
+                        checks::parse_reduction(std::string(reduction)) != Reduction::None;
+  variable_list out = CrossEntropyFunction::apply(input, target, weight, reduction, ignore_index,
+                                                  label_smoothing, grad_now);
+  return {out[0], out[1]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pymakemore, CPU, m) {
@@ -148,5 +246,7 @@ TORCH_LIBRARY_IMPL(pymakemore, CPU, m) {
   m.impl("cross_entropy_backward", &cross_entropy_backward_cpu);
   m.impl("scale_grad_", &scale_grad_cpu);
 }
+
+TORCH_LIBRARY_IMPL(pymakemore, Autograd, m) { m.impl("cross_entropy", &cross_entropy_autograd); }
 
 }  // namespace pymakemore

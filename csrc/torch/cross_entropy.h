@@ -1,7 +1,7 @@
 // cross_entropy (and cross_entropy_with_grad, cross_entropy_backward, scale_grad_), the part
-// both devices share: the options and checks (F.cross_entropy's errors), the preparation of
-// operands and outputs, and the two forward entry points made from a device's one generic
-// forward (CrossEntropyOps). linear_cross_entropy uses the same options.
+// both devices share: the C++ signatures, the options and checks (F.cross_entropy's errors),
+// the preparation of operands and outputs, and the two forward entry points made from a
+// device's one generic forward (CrossEntropyOps). linear_cross_entropy uses the same options.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -17,6 +17,26 @@
 #include "pymakemore/kernels.h"
 
 namespace pymakemore {
+
+using CrossEntropyOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+// schema.cpp's cross-entropy ops in C++ types, as the dispatcher calls them
+namespace signatures {
+// (loss, lse)
+using CrossEntropy = std::tuple<at::Tensor, at::Tensor>(
+    const at::Tensor& input, const at::Tensor& target, const OptionalTensor& weight,
+    c10::string_view reduction, int64_t ignore_index, double label_smoothing);
+// (loss, lse, grad_input)
+using CrossEntropyWithGrad = CrossEntropyOutputs(
+    const at::Tensor& input, const at::Tensor& target, const OptionalTensor& weight,
+    c10::string_view reduction, int64_t ignore_index, double label_smoothing);
+using CrossEntropyBackward = at::Tensor(
+    const at::Tensor& grad_loss, const at::Tensor& input, const at::Tensor& target,
+    const OptionalTensor& weight, const at::Tensor& lse, c10::string_view reduction,
+    int64_t ignore_index, double label_smoothing);
+using ScaleGrad = void(at::Tensor& grad, const at::Tensor& grad_loss);
+}  // namespace signatures
+
 namespace checks {
 
 inline Reduction parse_reduction(const std::string& reduction) {
@@ -202,8 +222,6 @@ inline at::Tensor row_weights(const at::Tensor& target, const at::Tensor& class_
 }
 
 }  // namespace calls
-
-using CrossEntropyOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
 // Forward(op, input, target, weight, reduction, ignore_index, label_smoothing, with_grad)
 // returns (loss, lse, gradient for grad_loss = 1 or undefined).

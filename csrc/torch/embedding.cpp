@@ -1,10 +1,12 @@
 // embedding on the CPU: checks and operands (embedding.h), then the torch-free kernels of
-// csrc/cpu/kernels/embedding.cpp; float16 and bfloat16 compute in float32.
+// csrc/cpu/kernels/embedding.cpp; float16 and bfloat16 compute in float32. Its autograd, for
+// every device.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
 #include "cpu_glue.h"
+#include "dispatcher_glue.h"
 #include "embedding.h"
 
 namespace pymakemore {
@@ -55,11 +57,52 @@ at::Tensor embedding_backward_cpu(const at::Tensor& grad_output, const at::Tenso
   return c.grad_weight;
 }
 
+using autograd::AutogradContext;
+using autograd::variable_list;
+
+struct EmbeddingFunction : torch::autograd::Function<EmbeddingFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
+                            const at::Tensor& weight, int64_t padding_idx,
+                            bool scale_grad_by_freq) {
+    static const auto fwd = op_handle<signatures::Embedding>("pymakemore::embedding");
+    at::AutoDispatchBelowADInplaceOrView guard;
+    // the op first: it checks the weight's rank before anything here reads its size
+    at::Tensor out = fwd.call(input, weight, padding_idx, scale_grad_by_freq);
+    ctx->save_for_backward({input});
+    ctx->saved_data["num_weights"] = weight.sym_size(0);
+    ctx->saved_data["padding_idx"] = padding_idx;
+    ctx->saved_data["scale_grad_by_freq"] = scale_grad_by_freq;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto bwd =
+        op_handle<signatures::EmbeddingBackward>("pymakemore::embedding_backward");
+    const at::Tensor input = ctx->get_saved_variables()[0];
+    const c10::SymInt num_weights = ctx->saved_data["num_weights"].toSymInt();
+    const int64_t padding_idx = ctx->saved_data["padding_idx"].toInt();
+    const bool scale_grad_by_freq = ctx->saved_data["scale_grad_by_freq"].toBool();
+    at::Tensor grad_weight =
+        at::GradMode::is_enabled()  // differentiable in grad_output (create_graph)
+            ? at::embedding_backward_symint(grads[0], input, num_weights, padding_idx,
+                                            scale_grad_by_freq, false)
+            : bwd.call(grads[0], input, num_weights, padding_idx, scale_grad_by_freq);
+    return {at::Tensor(), grad_weight, at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor embedding_autograd(const at::Tensor& input, const at::Tensor& weight,
+                              int64_t padding_idx, bool scale_grad_by_freq) {
+  return EmbeddingFunction::apply(input, weight, padding_idx, scale_grad_by_freq);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pymakemore, CPU, m) {
   m.impl("embedding", &embedding_cpu);
   m.impl("embedding_backward", &embedding_backward_cpu);
 }
+
+TORCH_LIBRARY_IMPL(pymakemore, Autograd, m) { m.impl("embedding", &embedding_autograd); }
 
 }  // namespace pymakemore

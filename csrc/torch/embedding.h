@@ -1,5 +1,5 @@
-// embedding, the part both devices share: its checks (the errors F.embedding gives for the
-// same mistakes) and the preparation of its operands and output.
+// embedding, the part both devices share: its C++ signatures, its checks (the errors
+// F.embedding gives for the same mistakes) and the preparation of its operands and output.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -13,6 +13,16 @@
 #include "pymakemore/kernels.h"
 
 namespace pymakemore {
+
+// schema.cpp's embedding and embedding_backward in C++ types, as the dispatcher calls them
+namespace signatures {
+using Embedding = at::Tensor(const at::Tensor& input, const at::Tensor& weight,
+                             int64_t padding_idx, bool scale_grad_by_freq);
+using EmbeddingBackward = at::Tensor(const at::Tensor& grad_output, const at::Tensor& input,
+                                     c10::SymInt num_weights, int64_t padding_idx,
+                                     bool scale_grad_by_freq);
+}  // namespace signatures
+
 namespace checks {
 
 inline void embedding_args(const at::Tensor& input, const at::Tensor& weight) {

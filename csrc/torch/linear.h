@@ -1,6 +1,6 @@
-// linear and linear_tanh, the part both devices share: their checks (F.linear's errors), the
-// preparation of operands and outputs, and the four op entry points made from a device's two
-// generic functions (LinearOps).
+// linear and linear_tanh, the part both devices share: their C++ signatures, their checks
+// (F.linear's errors), the preparation of operands and outputs, and the four op entry points
+// made from a device's two generic functions (LinearOps).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -13,10 +13,21 @@
 
 #include "checks.h"
 #include "outputs.h"
-#include "op_handles.h"
 #include "pymakemore/kernels.h"
 
 namespace pymakemore {
+
+// schema.cpp's linear, linear_tanh and their backwards in C++ types, as the dispatcher calls them
+namespace signatures {
+using Linear = at::Tensor(const at::Tensor& input, const at::Tensor& weight,
+                          const OptionalTensor& bias);
+using LinearBackward = LinearGrads(const at::Tensor& grad_output, const at::Tensor& input,
+                                   const at::Tensor& weight, std::array<bool, 3> output_mask);
+using LinearTanhBackward = LinearGrads(const at::Tensor& grad_output, const at::Tensor& output,
+                                       const at::Tensor& input, const at::Tensor& weight,
+                                       std::array<bool, 3> output_mask);
+}  // namespace signatures
+
 namespace checks {
 
 inline void linear_args(const char* op, const at::Tensor& input, const at::Tensor& weight,

@@ -6,7 +6,7 @@
 // share of grad_input, grad_weight and grad_bias right away, then dropped. Peak extra memory:
 // the chunk (about 48 MiB: on the CPU the gradient overwrites the logits, elsewhere two
 // buffers share that) plus O(N); nothing reads device data on the host, so on CUDA it is
-// graph-capturable. Device-agnostic: registered once, for every backend.
+// graph-capturable. Device-agnostic: registered once, for every backend, as is its autograd.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -18,7 +18,7 @@
 #include "checks.h"
 #include "cpu_glue.h"
 #include "cross_entropy.h"
-#include "op_handles.h"
+#include "dispatcher_glue.h"
 
 namespace pymakemore {
 namespace {
@@ -96,7 +96,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> chunk_loss_and_grad(at::Tensor& z
       class_weight.defined() ? c10::optional<at::Tensor>(class_weight) : c10::nullopt;
   if (!in_place) {
     static const auto with_grad =
-        handles::op<handles::CrossEntropyWithGrad>("pymakemore::cross_entropy_with_grad");
+        op_handle<signatures::CrossEntropyWithGrad>("pymakemore::cross_entropy_with_grad");
     return with_grad.call(z, tr, cw, "sum", opt.ignore_index, opt.label_smoothing);
   }
   const CrossEntropyOptions ce =
@@ -152,7 +152,7 @@ Pass run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
                 const at::Tensor& row_weight, const Options& opt, std::array<bool, 3> want,
                 const at::Tensor& row_scale, const at::Tensor& lse_grad, bool with_loss) {
   static const auto cross_entropy =
-      handles::op<handles::CrossEntropy>("pymakemore::cross_entropy");
+      op_handle<signatures::CrossEntropy>("pymakemore::cross_entropy");
   const bool has_bias = bias && bias->defined();
   const bool grads = want[0] || want[1] || want[2];
   const int64_t n = input.size(0), classes = weight.size(0);
@@ -348,11 +348,178 @@ LinearGrads linear_cross_entropy_backward(
   return grads;
 }
 
+using autograd::AutogradContext;
+using autograd::variable_list;
+
+// As cross_entropy: for a mean or sum loss the forward computes the gradients grad_mask asks
+// for in its own pass (for grad_loss = 1) and the backward scales them in place; otherwise (a
+// "none" loss, a gradient through the lse, a second backward) the backward recomputes them
+// chunk by chunk. create_graph and vmapped backwards (is_grads_batched,
+// jacobian(vectorize=True)) run the composite's formulas.
+struct LinearCrossEntropyFunction : torch::autograd::Function<LinearCrossEntropyFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input,
+                               const at::Tensor& weight, const at::Tensor& target,
+                               const c10::optional<at::Tensor>& bias,
+                               const c10::optional<at::Tensor>& ce_weight, int64_t ignore_index,
+                               c10::string_view reduction, double label_smoothing,
+                               c10::optional<double> softcap, double z_loss,
+                               std::array<bool, 3> grad_mask) {
+    static const auto fwd =
+        op_handle<decltype(linear_cross_entropy)>("pymakemore::linear_cross_entropy");
+    TORCH_CHECK(!autograd::requires_grad(ce_weight), "linear_cross_entropy: no gradient is "
+                "computed for the class weights (ce_weight); pass ce_weight.detach()");
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [loss, lse, gx, gw, gb] = fwd.call(input, weight, target, bias, ce_weight, ignore_index,
+                                            reduction, label_smoothing, softcap, z_loss,
+                                            grad_mask);
+    ctx->save_for_backward({input, weight, target, bias ? *bias : at::Tensor(),
+                            ce_weight ? *ce_weight : at::Tensor()});
+    ctx->saved_data["ignore_index"] = ignore_index;
+    ctx->saved_data["reduction"] = std::string(reduction);
+    ctx->saved_data["label_smoothing"] = label_smoothing;
+    ctx->saved_data["softcap"] = softcap;
+    ctx->saved_data["z_loss"] = z_loss;
+    if (grad_mask[0] || grad_mask[1] || grad_mask[2]) {
+      ctx->saved_data["grads"] = c10::List<at::Tensor>({gx, gw, gb});
+      ctx->saved_data["grad_mask"] = c10::List<bool>({grad_mask[0], grad_mask[1], grad_mask[2]});
+    }
+    ctx->mark_non_differentiable({gx, gw, gb});
+    ctx->set_materialize_grads(false);  // an unused output's gradient stays undefined
+    return {loss, lse, gx, gw, gb};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto bwd = op_handle<decltype(linear_cross_entropy_backward)>(
+        "pymakemore::linear_cross_entropy_backward");
+    static const auto scale = op_handle<signatures::ScaleGrad>("pymakemore::scale_grad_");
+    const at::Tensor &grad_loss = grads[0], &grad_lse = grads[1];
+    variable_list out(11);
+    if (!grad_loss.defined() && !grad_lse.defined()) return out;
+    const auto precomputed = ctx->saved_data.find("grads");
+    const bool has_bias = ctx->get_saved_variables()[3].defined();  // (checks in-place edits)
+    const std::array<bool, 3> wanted{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                     has_bias && ctx->needs_input_grad(3)};
+    auto answer = [&](at::Tensor gx, at::Tensor gw, at::Tensor gb) {
+      if (wanted[0]) out[0] = std::move(gx);
+      if (wanted[1]) out[1] = std::move(gw);
+      if (wanted[2]) out[3] = std::move(gb);
+      return out;
+    };
+    if (at::GradMode::is_enabled() || autograd::batched(grad_loss) || autograd::batched(grad_lse)) {
+      if (precomputed != ctx->saved_data.end()) ctx->saved_data.erase(precomputed);
+      auto [gx, gw, gb] = composite_backward(ctx, grad_loss, grad_lse, wanted);
+      return answer(gx, gw, gb);
+    }
+    if (precomputed != ctx->saved_data.end() && !grad_lse.defined()) {
+      const c10::List<bool> mask = ctx->saved_data["grad_mask"].toBoolList();
+      bool covered = true;
+      for (size_t i = 0; i < 3; ++i) covered = covered && (!wanted[i] || mask[i]);
+      if (covered) {
+        // handed over, not kept: the caller then owns the only reference (no copy of
+        // grad_weight); a second backward through a retained graph recomputes
+        const c10::List<at::Tensor> found = precomputed->second.toTensorList();
+        ctx->saved_data.erase(precomputed);
+        at::Tensor g[3] = {found[0], found[1], found[2]};
+        for (at::Tensor& t : g)
+          if (t.numel()) scale.call(t, grad_loss.to(t.scalar_type()));
+        return answer(g[0], g[1], g[2]);
+      }
+    }
+    const variable_list saved = ctx->get_saved_variables();
+    const std::string reduction = ctx->saved_data["reduction"].toStringRef();
+    // only the lse's gradient came back: the loss's is zero
+    std::vector<int64_t> loss_shape;
+    if (reduction == "none") loss_shape.push_back(saved[0].size(0));
+    const at::Tensor loss_grad =
+        grad_loss.defined() ? grad_loss : at::zeros(loss_shape, grad_lse.options());
+    auto [gx, gw, gb] = bwd.call(loss_grad, autograd::given(grad_lse), saved[0], saved[1], saved[2],
+                                 autograd::given(saved[3]), autograd::given(saved[4]),
+                                 ctx->saved_data["ignore_index"].toInt(), reduction,
+                                 ctx->saved_data["label_smoothing"].toDouble(),
+                                 softcap_of(ctx), ctx->saved_data["z_loss"].toDouble(), wanted);
+    return answer(gx, gw, gb);
+  }
+
+  static c10::optional<double> softcap_of(AutogradContext* ctx) {
+    const c10::IValue& v = ctx->saved_data["softcap"];
+    return v.isNone() ? c10::nullopt : c10::optional<double>(v.toDouble());
+  }
+
+  // The composite's gradients, through ATen's differentiable ops: F.linear, the rows in
+  // float32 for float16/bfloat16, the softcap, cross entropy with class weights, the z-loss
+  // (each counted row's z_loss * lse^2 times its class weight, a mean over the weights' sum)
+  // and the lse. Graph-building when create_graph; under vmap, the batching rules of each op.
+  static LinearGrads composite_backward(AutogradContext* ctx, const at::Tensor& grad_loss,
+                                        const at::Tensor& grad_lse,
+                                        const std::array<bool, 3>& wanted) {
+    const variable_list saved = ctx->get_saved_variables();
+    const bool create_graph = at::GradMode::is_enabled();
+    at::AutoGradMode enable(true);
+    variable_list leaves = {saved[0], saved[1], saved[3]};
+    if (!create_graph)  // (vmap: a graph of its own from fresh leaves)
+      for (size_t i = 0; i < 3; ++i)
+        if (wanted[i]) leaves[i] = leaves[i].detach().requires_grad_(true);
+    const at::Tensor& target = saved[2];
+    at::Tensor logits = at::linear(leaves[0], leaves[1], autograd::given(leaves[2]));
+    if (at::isReducedFloatingType(logits.scalar_type())) logits = logits.to(at::kFloat);
+    if (const auto cap = softcap_of(ctx)) logits = at::tanh(logits / *cap) * *cap;
+    const c10::optional<at::Tensor> class_weight =
+        saved[4].defined() ? c10::optional<at::Tensor>(saved[4].to(logits.scalar_type()))
+                           : c10::nullopt;
+    const std::string reduction = ctx->saved_data["reduction"].toStringRef();
+    const Reduction red = checks::parse_reduction(reduction);
+    const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
+    at::Tensor loss = at::cross_entropy_loss(logits, target.to(at::kLong), class_weight,
+                                             static_cast<int64_t>(red), ignore_index,
+                                             ctx->saved_data["label_smoothing"].toDouble());
+    const at::Tensor lse = at::logsumexp(logits, {1});
+    const double z_loss = ctx->saved_data["z_loss"].toDouble();
+    if (z_loss > 0.0) {
+      const at::Tensor row_weight =
+          calls::row_weights(target, class_weight ? *class_weight : at::Tensor(), ignore_index,
+                             logits.size(1))
+              .to(lse.scalar_type());
+      const at::Tensor rows = lse * lse * row_weight * z_loss;
+      loss = loss + (red == Reduction::None  ? rows
+                     : red == Reduction::Sum ? rows.sum()
+                                             : rows.sum() / row_weight.sum());
+    }
+    variable_list outputs, output_grads, inputs;
+    if (grad_loss.defined()) outputs.push_back(loss), output_grads.push_back(grad_loss);
+    if (grad_lse.defined()) outputs.push_back(lse), output_grads.push_back(grad_lse);
+    for (size_t i = 0; i < 3; ++i)
+      if (wanted[i]) inputs.push_back(leaves[i]);
+    const variable_list found = torch::autograd::grad(outputs, inputs, output_grads,
+                                                      /*retain_graph=*/true, create_graph);
+    at::Tensor g[3];
+    for (size_t i = 0, k = 0; i < 3; ++i)
+      if (wanted[i]) g[i] = found[k++];
+    return {g[0], g[1], g[2]};
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+linear_cross_entropy_autograd(const at::Tensor& input, const at::Tensor& weight,
+                              const at::Tensor& target, const c10::optional<at::Tensor>& bias,
+                              const c10::optional<at::Tensor>& ce_weight, int64_t ignore_index,
+                              c10::string_view reduction, double label_smoothing,
+                              c10::optional<double> softcap, double z_loss,
+                              std::array<bool, 3> grad_mask) {
+  variable_list out = LinearCrossEntropyFunction::apply(
+      input, weight, target, bias, ce_weight, ignore_index, reduction, label_smoothing, softcap,
+      z_loss, grad_mask);
+  return {out[0], out[1], out[2], out[3], out[4]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pymakemore, CompositeExplicitAutograd, m) {
   m.impl("linear_cross_entropy", &linear_cross_entropy);
   m.impl("linear_cross_entropy_backward", &linear_cross_entropy_backward);
+}
+
+TORCH_LIBRARY_IMPL(pymakemore, Autograd, m) {
+  m.impl("linear_cross_entropy", &linear_cross_entropy_autograd);
 }
 
 }  // namespace pymakemore

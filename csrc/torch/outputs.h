@@ -4,6 +4,17 @@
 
 #include <ATen/ATen.h>
 
+#include <tuple>
+
+namespace pymakemore {
+
+using OptionalTensor = c10::optional<at::Tensor>;
+// (grad_input, grad_weight, grad_bias) of the ops with a weight and a bias; an entry not asked
+// for is an empty tensor
+using LinearGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+}  // namespace pymakemore
+
 namespace pymakemore::calls {
 
 // A device's allocation of an output (the CPU adds a huge-page hint to large ones).

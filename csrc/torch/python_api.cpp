@@ -1,53 +1,52 @@
 // The Python module pymakemore._C. Importing it loads this library, which registers the ops
-// (schema.cpp and the kernel files). It also offers direct entry points to the forward ops:
+// (schema.cpp and each op's slice). It also offers direct entry points to the forward ops:
 // the same dispatcher call as torch.ops.pymakemore.*, without the generic Python argument
 // handling of torch.ops, which costs microseconds at makemore's small shapes. Eager Python
 // code uses them; torch.compile traces torch.ops instead (see pymakemore/ops.py).
 #include <torch/extension.h>
 
-#include "op_handles.h"
+#include <string>
+#include <tuple>
+
+#include "cross_entropy.h"
+#include "dispatcher_glue.h"
+#include "embedding.h"
+#include "linear.h"
 #include "pymakemore/kernels.h"
 
 namespace {
 
-namespace handles = pymakemore::handles;
-using handles::op;
+// Functions calling the op `name` through the dispatcher with the op's C++ signature (from
+// its slice), for pybind11 to wrap.
+template <typename Signature>
+struct Direct;
 
-at::Tensor embedding(const at::Tensor& input, const at::Tensor& weight, int64_t padding_idx,
-                     bool scale_grad_by_freq) {
-  static const auto handle = op<handles::Embedding>("pymakemore::embedding");
-  return handle.call(input, weight, padding_idx, scale_grad_by_freq);
-}
-
-at::Tensor linear(const at::Tensor& input, const at::Tensor& weight,
-                  const c10::optional<at::Tensor>& bias) {
-  static const auto handle = op<handles::Linear>("pymakemore::linear");
-  return handle.call(input, weight, bias);
-}
-
-at::Tensor linear_tanh(const at::Tensor& input, const at::Tensor& weight,
-                       const c10::optional<at::Tensor>& bias) {
-  static const auto handle = op<handles::Linear>("pymakemore::linear_tanh");
-  return handle.call(input, weight, bias);
-}
-
-// Only the loss: the log-sum-exp output stays with autograd.
-at::Tensor cross_entropy(const at::Tensor& input, const at::Tensor& target,
-                         const c10::optional<at::Tensor>& weight, const std::string& reduction,
-                         int64_t ignore_index, double label_smoothing) {
-  static const auto handle = op<handles::CrossEntropy>("pymakemore::cross_entropy");
-  return std::get<0>(handle.call(input, target, weight, reduction, ignore_index,
-                                 label_smoothing));
-}
+template <typename Result, typename... Args>
+struct Direct<Result(Args...)> {
+  static auto entry(const char* name) {
+    return [handle = pymakemore::op_handle<Result(Args...)>(name)](Args... args) {
+      return handle.call(args...);
+    };
+  }
+  // only the first output of an op that returns a tuple
+  static auto first_output(const char* name) {
+    return [handle = pymakemore::op_handle<Result(Args...)>(name)](Args... args) {
+      return std::get<0>(handle.call(args...));
+    };
+  }
+};
 
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
+  namespace signatures = pymakemore::signatures;
   m.doc() = "pymakemore's compiled ops (see pymakemore.ops)";
-  m.def("embedding", &embedding);
-  m.def("linear", &linear);
-  m.def("linear_tanh", &linear_tanh);
-  m.def("cross_entropy", &cross_entropy);
+  m.def("embedding", Direct<signatures::Embedding>::entry("pymakemore::embedding"));
+  m.def("linear", Direct<signatures::Linear>::entry("pymakemore::linear"));
+  m.def("linear_tanh", Direct<signatures::Linear>::entry("pymakemore::linear_tanh"));
+  // the loss alone: the log-sum-exp output stays with autograd
+  m.def("cross_entropy",
+        Direct<signatures::CrossEntropy>::first_output("pymakemore::cross_entropy"));
   m.def("cpu_level",
         [] { return std::string(pymakemore::cpu_level_name(pymakemore::cpu_level())); },
         "the instruction-set level the CPU kernels run at (portable, avx2, avx512)");
