@@ -1,8 +1,7 @@
 // batch_norm_tanh, the part both devices share: its C++ signatures, its checks (with the
 // errors F.batch_norm gives for the same mistakes) and the preparation of its operands and
-// outputs. The op is
-// functional: the new running statistics come back as outputs, and ops.py copies them into
-// the module's buffers.
+// outputs. The op is functional: the new running statistics come back as outputs, and ops.py
+// copies them into the module's buffers.
 #pragma once
 
 #include <ATen/ATen.h>
