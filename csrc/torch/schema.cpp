@@ -1,5 +1,6 @@
-// The one place where the ops' schemas live. CPU and CUDA register kernels for these names;
-// Python adds autograd and fake (meta) kernels in pymakemore/ops.py.
+// The one place where the ops' schemas live. Each op's slice registers its CPU kernels and its
+// autograd (<op>.cpp) and its CUDA kernels (<op>_cuda.cpp); pymakemore/ops.py adds the fake
+// (meta) kernels for torch.compile.
 #include <torch/library.h>
 
 TORCH_LIBRARY(pymakemore, m) {
