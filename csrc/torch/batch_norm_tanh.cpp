@@ -118,7 +118,7 @@ struct BatchNormTanhFunction : torch::autograd::Function<BatchNormTanhFunction> 
         if (wanted[i]) g[i] = found[k++];
     } else {
       std::tie(g[0], g[1], g[2]) =
-          bwd.call(grad_output, y, input, autograd::given(weight), saved[4], saved[5], training,
+          bwd.call(grad_output, y, input, optional_of(weight), saved[4], saved[5], training,
                    unbiased, wanted);
     }
     for (size_t i = 0; i < 3; ++i)

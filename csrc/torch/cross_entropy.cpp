@@ -25,9 +25,7 @@ CrossEntropyOutputs cross_entropy_half_cpu(const at::Tensor& input, const at::Te
                                            const c10::optional<at::Tensor>& weight,
                                            const CrossEntropyOptions& opt, bool with_grad) {
   const at::Tensor x = input.contiguous(), t = target.contiguous();
-  const c10::optional<at::Tensor> w =
-      weight && weight->defined() ? c10::optional<at::Tensor>(upcast(*weight).contiguous())
-                                  : c10::nullopt;
+  const c10::optional<at::Tensor> w = checks::contiguous(upcast(weight));
   const int64_t n = x.size(0), classes = x.size(1);
   const bool none = opt.reduction == Reduction::None;
   CrossEntropyOptions chunk_opt = opt;
@@ -208,7 +206,7 @@ struct CrossEntropyFunction : torch::autograd::Function<CrossEntropyFunction> {
     static constexpr const char* kNames[] = {"none", "mean", "sum"};  // by Reduction value
     const c10::string_view reduction = kNames[ctx->saved_data["reduction"].toInt()];
     at::Tensor grad_input =
-        bwd.call(grads[0], saved[0], saved[1], autograd::given(saved[2]), saved[3], reduction,
+        bwd.call(grads[0], saved[0], saved[1], optional_of(saved[2]), saved[3], reduction,
                  ctx->saved_data["ignore_index"].toInt(),
                  ctx->saved_data["label_smoothing"].toDouble());
     return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
@@ -220,7 +218,7 @@ struct CrossEntropyFunction : torch::autograd::Function<CrossEntropyFunction> {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor& input = saved[0];
     const at::Tensor loss = at::cross_entropy_loss(
-        input, saved[1].to(at::kLong), autograd::given(saved[2]),
+        input, saved[1].to(at::kLong), optional_of(saved[2]),
         ctx->saved_data["reduction"].toInt(), ctx->saved_data["ignore_index"].toInt(),
         ctx->saved_data["label_smoothing"].toDouble());
     return torch::autograd::grad({loss}, {input}, {grad_loss}, /*retain_graph=*/true,

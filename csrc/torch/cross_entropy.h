@@ -208,11 +208,10 @@ inline CrossEntropyBackward cross_entropy_backward(const at::Tensor& grad_loss,
   return c;
 }
 
-
 // Each row's weight in the loss, in float64: its target class's weight (1 without class
 // weights), 0 for an ignored row (and for a target out of range, which the kernel reports).
 inline at::Tensor row_weights(const at::Tensor& target, const at::Tensor& class_weight,
-                       int64_t ignore_index, int64_t classes) {
+                              int64_t ignore_index, int64_t classes) {
   const at::Tensor counted = target.ne(ignore_index);
   if (!class_weight.defined()) return counted.to(at::kDouble);
   const at::Tensor known = counted.logical_and(target.ge(0)).logical_and_(target.lt(classes));

@@ -1,6 +1,7 @@
 // Calling the ops through the dispatcher: typed handles (for the autograd Functions and the
 // Python module's direct entries; each op's C++ signature is written once, in its slice's
-// `signatures`), and what every op's autograd Function shares.
+// `signatures`), and what every op's autograd Function shares (a saved tensor that was None
+// comes back as an argument through outputs.h's optional_of).
 //
 // Autograd is C++ for every op: a Function in each op's slice (`<op>.cpp`), registered for the
 // Autograd key, which covers every device, calling the forward and backward ops through the
@@ -40,11 +41,6 @@ inline bool batched(const at::Tensor& t) {
   if (!t.defined()) return false;
   const c10::DispatchKeySet keys = t.key_set();
   return keys.has(c10::DispatchKey::Batched) || keys.has(c10::DispatchKey::FuncTorchBatched);
-}
-
-// A saved tensor back as an optional argument (saved undefined when the argument was None).
-inline OptionalTensor given(const at::Tensor& t) {
-  return t.defined() ? OptionalTensor(t) : c10::nullopt;
 }
 
 }  // namespace autograd

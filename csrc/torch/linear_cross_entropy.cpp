@@ -92,12 +92,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> chunk_loss_and_grad(at::Tensor& z
                                                                    const at::Tensor& class_weight,
                                                                    const Options& opt,
                                                                    bool in_place) {
-  const c10::optional<at::Tensor> cw =
-      class_weight.defined() ? c10::optional<at::Tensor>(class_weight) : c10::nullopt;
   if (!in_place) {
     static const auto with_grad =
         op_handle<signatures::CrossEntropyWithGrad>("pymakemore::cross_entropy_with_grad");
-    return with_grad.call(z, tr, cw, "sum", opt.ignore_index, opt.label_smoothing);
+    return with_grad.call(z, tr, optional_of(class_weight), "sum", opt.ignore_index,
+                          opt.label_smoothing);
   }
   const CrossEntropyOptions ce =
       checks::cross_entropy_options("sum", opt.ignore_index, opt.label_smoothing);
@@ -158,8 +157,7 @@ Pass run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
   const int64_t n = input.size(0), classes = weight.size(0);
   const at::Tensor x = input.contiguous(), w = weight.contiguous(), t = target.contiguous();
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
-  const c10::optional<at::Tensor> cw =
-      class_weight.defined() ? c10::optional<at::Tensor>(class_weight) : c10::nullopt;
+  const OptionalTensor cw = optional_of(class_weight);
   // the row logic in float32 for float16/bfloat16 (as F.cross_entropy under autocast), the
   // weight gradient accumulated in float32 across chunks
   const bool half = half_precision(x);
@@ -432,8 +430,8 @@ struct LinearCrossEntropyFunction : torch::autograd::Function<LinearCrossEntropy
     if (reduction == "none") loss_shape.push_back(saved[0].size(0));
     const at::Tensor loss_grad =
         grad_loss.defined() ? grad_loss : at::zeros(loss_shape, grad_lse.options());
-    auto [gx, gw, gb] = bwd.call(loss_grad, autograd::given(grad_lse), saved[0], saved[1], saved[2],
-                                 autograd::given(saved[3]), autograd::given(saved[4]),
+    auto [gx, gw, gb] = bwd.call(loss_grad, optional_of(grad_lse), saved[0], saved[1], saved[2],
+                                 optional_of(saved[3]), optional_of(saved[4]),
                                  ctx->saved_data["ignore_index"].toInt(), reduction,
                                  ctx->saved_data["label_smoothing"].toDouble(),
                                  softcap_of(ctx), ctx->saved_data["z_loss"].toDouble(), wanted);
@@ -460,7 +458,7 @@ struct LinearCrossEntropyFunction : torch::autograd::Function<LinearCrossEntropy
       for (size_t i = 0; i < 3; ++i)
         if (wanted[i]) leaves[i] = leaves[i].detach().requires_grad_(true);
     const at::Tensor& target = saved[2];
-    at::Tensor logits = at::linear(leaves[0], leaves[1], autograd::given(leaves[2]));
+    at::Tensor logits = at::linear(leaves[0], leaves[1], optional_of(leaves[2]));
     if (at::isReducedFloatingType(logits.scalar_type())) logits = logits.to(at::kFloat);
     if (const auto cap = softcap_of(ctx)) logits = at::tanh(logits / *cap) * *cap;
     const c10::optional<at::Tensor> class_weight =

@@ -13,6 +13,11 @@ using OptionalTensor = c10::optional<at::Tensor>;
 // for is an empty tensor
 using LinearGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
+// A tensor that may be undefined as an optional argument (undefined: none).
+inline OptionalTensor optional_of(const at::Tensor& t) {
+  return t.defined() ? OptionalTensor(t) : c10::nullopt;
+}
+
 }  // namespace pymakemore
 
 namespace pymakemore::calls {
